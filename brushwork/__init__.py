@@ -1,0 +1,10 @@
+"""brushwork: neural style transfer (Gatys et al.) for people who make pictures."""
+
+__version__ = "0.1.0"
+
+from .engine import Interrupted, Iterate, Result, stylize  # noqa: E402
+from .errors import BrushworkError  # noqa: E402
+from .settings import Settings  # noqa: E402
+
+__all__ = ["stylize", "Settings", "Result", "Iterate", "Interrupted", "BrushworkError",
+           "__version__"]

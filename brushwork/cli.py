@@ -1,0 +1,171 @@
+"""The `brushwork` command: a thin layer over :func:`brushwork.stylize`.
+
+Its options and their defaults come from :class:`brushwork.settings.Settings`.
+User mistakes print one line on stderr and exit 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import BrushworkError
+from .settings import default_of, option_fields
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _list_of(kind: Callable[[str], Any], what: str) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+    return parse
+
+
+# Settings annotation (a string, since settings.py uses postponed annotations) -> parser.
+_TYPES: dict[str, Callable[[str], Any]] = {
+    "int": int, "int | None": int, "float": float, "float | None": float, "str": str,
+    "tuple[str, ...]": _list_of(str, "layer names"),
+    "tuple[float, ...] | None": _list_of(float, "numbers"),
+}
+
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def add_settings_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    """One option per Settings field, with its default in the help."""
+    group = parser.add_argument_group("style transfer options")
+    for f in option_fields():
+        if f.name in skip:
+            continue
+        meta = f.metadata
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        default = default_of(f)
+        help_text = f"{meta['help']} (default: {_fmt_default(default)})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        else:
+            kwargs["type"] = _TYPES[str(f.type)]
+            kwargs["metavar"] = meta.get("metavar")
+        group.add_argument(flag, **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the options the user gave; the rest keep Settings' defaults."""
+    return {f.name: getattr(args, f.name) for f in option_fields() if hasattr(args, f.name)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="brushwork",
+                     description="Neural style transfer (Gatys et al.): paint a photo in the "
+                                 "style of a painting.")
+    parser.add_argument("--version", action="version", version=f"brushwork {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    st = sub.add_parser("stylize", help="paint CONTENT in the style of one or more STYLE images",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    st.add_argument("content", help="the photo")
+    st.add_argument("style", nargs="+", help="one or more paintings (blended by --style-weights)")
+    _add_run_options(st, default_output=None)
+    add_settings_options(st)
+    st.set_defaults(func=cmd_stylize)
+
+    demo = sub.add_parser("demo", help="paint a photo that ships with matplotlib, offline",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_run_options(demo, default_output="out/demo.png")
+    add_settings_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    models = sub.add_parser("models", help="list weight sources, which are present; fetch one")
+    models.add_argument("--fetch", metavar="NAME", help="download NAME into the cache")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
+    if default_output is None:
+        p.add_argument("-o", "--output", required=True, help="output image (.png keeps settings inside)")
+    else:
+        p.add_argument("-o", "--output", default=default_output, help="output image")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--print-every", type=int, default=0, metavar="N",
+                   help="print the losses every N steps (0: only the progress bar)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="also save the picture every N steps as OUTPUT_stepNNNNN.ext")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    try:
+        return args.func(args)
+    except BrushworkError as e:
+        print(f"brushwork: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        print("brushwork: error: out of memory; try a smaller --size", file=sys.stderr)
+        return EXIT_ERROR
+    except RuntimeError as e:
+        if "out of memory" in str(e).lower():
+            print("brushwork: error: out of memory on the device; try a smaller --size or "
+                  "--device cpu", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from .run import run_stylize
+
+    return run_stylize(args.content, args.style, args, settings_from_args(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args, settings_from_args(args))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import weights
+
+    if args.fetch:
+        path = weights.fetch(args.fetch)
+        print(f"{args.fetch}: {path}")
+        return 0
+    rows = weights.sources_status()
+    for row in rows:
+        mark = "present" if row["present"] else "absent"
+        print(f"{row['name']:<12} {row['arch']:<6} {row['preprocess']:<6} {mark:<8} "
+              f"{row['path'] or row['url']}")
+        print(f"{'':<12} {row['description']}")
+    print(f"\ncache: {weights.cache_dir()}  (fetch one: brushwork models --fetch NAME; "
+          "or pass any .pth/.safetensors/.h5 file to --model)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

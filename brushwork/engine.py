@@ -1,0 +1,351 @@
+"""The optimisation: Gatys et al.'s style transfer, coarse to fine.
+
+Only the generated image is optimised; the network is frozen.  The image lives in
+pixel space (RGB, 0..255, float32) so that step sizes mean the same for every network.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from . import __version__
+from .color import luminance_transfer, match_color
+from .errors import BrushworkError, DivergedError
+from .imageio import load_image, resize_to, save_image, scaled_size, to_image, to_tensor
+from .losses import content_loss, gram, style_layer_loss, tv_loss
+from .settings import DEFAULT_LR, Settings
+from .vgg import FeatureExtractor, check_layers
+from .weights import load_weights
+
+ImageInput = Any  # a path, a PIL image or a numpy array
+
+
+@dataclass
+class Iterate:
+    """What a callback receives after every evaluation of the objective."""
+
+    step: int  # evaluations so far, over all scales
+    total: int  # evaluations planned, over all scales
+    scale: int  # pyramid level, 0 = coarsest
+    scales: int
+    size: tuple[int, int]  # (width, height) at this scale
+    losses: dict[str, float]  # weighted terms: content, style, tv, total
+    elapsed: float  # seconds since the run started
+    progress: float  # fraction of the run's work done, weighting each step by its pixels
+    _pixels: torch.Tensor = field(repr=False)
+
+    def image(self) -> Image.Image:
+        """The current picture (converted only when asked for)."""
+        return to_image(self._pixels)
+
+
+@dataclass
+class Result:
+    image: Image.Image
+    settings: dict[str, Any]
+    losses: dict[str, float]
+    history: list[dict[str, float]]
+    elapsed: float
+    inputs: dict[str, Any]
+    device: str
+    interrupted: bool = False
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything needed to reproduce the picture; stored inside the saved file."""
+        return {"brushwork": __version__, "inputs": self.inputs, "settings": self.settings,
+                "device": self.device, "final_losses": self.losses,
+                "elapsed_s": round(self.elapsed, 2), "interrupted": self.interrupted}
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
+        """Write atomically, refusing to overwrite unless ``force``; settings go in the file."""
+        return save_image(self.image, path, force=force, metadata=self.metadata())
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``.result`` holds the picture so far."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise BrushworkError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") \
+            from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BrushworkError(f"device {name!r} asked for but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BrushworkError(f"device {name!r} does not exist; this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise BrushworkError(f"device {name!r} asked for but MPS is not available here")
+    elif device.type != "cpu":
+        raise BrushworkError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def pyramid(settings: Settings, content_size: tuple[int, int]) -> list[tuple[tuple[int, int], int]]:
+    """``[((width, height), iterations), ...]`` from coarsest to finest.
+
+    Each level halves the long side until the next would fall under ``min_size``.
+    Coarse levels cost a quarter of the next per evaluation, so they get twice
+    the iterations: most of the picture is settled where it is cheap.
+    """
+    longs = [settings.size]
+    use = settings.multiscale == "on" or (
+        settings.multiscale == "auto" and settings.size >= 2 * settings.min_size)
+    if use:
+        while longs[0] // 2 >= settings.min_size:
+            longs.insert(0, longs[0] // 2)
+    levels = []
+    for i, long_side in enumerate(longs):
+        iters = settings.iterations * (2 if i < len(longs) - 1 else 1)
+        levels.append((scaled_size(content_size, long_side), iters))
+    return levels
+
+
+class Objective(nn.Module):
+    """``L_total = alpha * L_content + beta * L_style + tv_weight * L_tv`` for one scale.
+
+    Targets (content features, blended Gram matrices) are computed once and kept as
+    buffers.  Blending the Gram targets by the style weights gives the same optimum as
+    a weighted sum of per-style losses (they differ by a constant), at the cost of one.
+    """
+
+    def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
+                 styles: Sequence[torch.Tensor], blend: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.s = settings
+        self.image_pixels = content.shape[-1] * content.shape[-2]
+        n = len(settings.style_layers)
+        self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
+        with torch.no_grad():
+            feats = net(content)
+            for i, name in enumerate(settings.content_layers):
+                self.register_buffer(f"content_{i}", feats[name].detach().clone())
+            grams = [torch.zeros(0)] * n
+            for style, b in zip(styles, blend):
+                sf = net(style)
+                for i, name in enumerate(settings.style_layers):
+                    g = gram(sf[name])[0] * (b / (sf[name].shape[-1] * sf[name].shape[-2]))
+                    grams[i] = g if grams[i].numel() == 0 else grams[i] + g
+            # Stored per position so the target fits the output's size, not the style's.
+            for i, g in enumerate(grams):
+                self.register_buffer(f"gram_{i}", g)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = self.s
+        feats = self.net(x)
+        zero = x.new_zeros(())
+        c = zero
+        for i, name in enumerate(s.content_layers):
+            c = c + content_loss(feats[name], getattr(self, f"content_{i}"), s.content_norm)
+        st = zero
+        for i, name in enumerate(s.style_layers):
+            f = feats[name]
+            channels, positions = f.shape[1], f.shape[2] * f.shape[3]
+            target = getattr(self, f"gram_{i}") * positions
+            st = st + self.layer_weights[i] * style_layer_loss(
+                gram(f)[0], target, channels, positions, s.style_norm, self.image_pixels)
+        tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else zero
+        terms = {"content": s.content_weight * c, "style": s.style_weight * st,
+                 "tv": s.tv_weight * tv}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms
+
+
+def _describe(source: ImageInput) -> Any:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+
+
+def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
+            callback: Callable[[Iterate], None] | None = None, log: Callable[[str], None] | None = None,
+            **options: Any) -> Result:
+    """Paint ``content`` in the style of ``style`` (one image or several, blended).
+
+    ``options`` are the fields of :class:`brushwork.settings.Settings`. ``callback`` is
+    called with an :class:`Iterate` after every evaluation. Raises BrushworkError for
+    bad input, DivergedError if the loss becomes NaN or explodes, and Interrupted
+    (a KeyboardInterrupt carrying the result so far) on Ctrl-C.
+    """
+    start = time.perf_counter()
+    settings = Settings(**_normalise(options))
+    styles_in = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not styles_in:
+        raise BrushworkError("at least one style image is needed")
+    blend = list(settings.style_weights or [1.0] * len(styles_in))
+    if len(blend) != len(styles_in):
+        raise BrushworkError(f"style_weights has {len(blend)} values for {len(styles_in)} "
+                             "style images")
+    blend = [b / sum(blend) for b in blend]
+    device = resolve_device(settings.device)
+    content_img = load_image(content, role="content", max_pixels=settings.max_pixels)
+    style_imgs = [load_image(s, role="style", max_pixels=settings.max_pixels) for s in styles_in]
+    init_img = None
+    if settings.init not in ("content", "noise"):
+        init_img = load_image(settings.init, role="init", max_pixels=settings.max_pixels)
+
+    weights = load_weights(settings.model, **({"log": log} if log else {}))
+    check_layers(weights.arch, settings.content_layers, "content")
+    check_layers(weights.arch, settings.style_layers, "style")
+    net = FeatureExtractor(weights, settings.content_layers + settings.style_layers,
+                           settings.pooling).to(device)
+    del weights
+
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(
+        settings.seed if settings.seed is not None else torch.seed())
+
+    levels = pyramid(settings, content_img.size)
+    total = sum(it for _, it in levels)
+    # A step at a coarse scale costs (its pixels / the final pixels) of a final step.
+    final_px = levels[-1][0][0] * levels[-1][0][1]
+    step_cost = [w * h / final_px for (w, h), _ in levels]
+    work_total = sum(c * it for c, (_, it) in zip(step_cost, levels))
+    work_done = 0.0
+    history: list[dict[str, float]] = []
+    step = 0
+    x: torch.Tensor | None = None
+    prev_photo: torch.Tensor | None = None
+    last_losses: dict[str, float] = {}
+
+    def result(pixels: torch.Tensor, interrupted: bool) -> Result:
+        out = pixels.detach()
+        if settings.preserve_colors == "luminance":
+            photo = to_tensor(resize_to(content_img, (out.shape[-1], out.shape[-2]))).to(out)
+            out = luminance_transfer(out, photo)
+        return Result(image=to_image(out), settings=settings.to_dict(), losses=dict(last_losses),
+                      history=history, elapsed=time.perf_counter() - start,
+                      inputs={"content": _describe(content), "style": [_describe(s) for s in styles_in]},
+                      device=str(device), interrupted=interrupted)
+
+    for level, ((w, h), iterations) in enumerate(levels):
+        photo = to_tensor(resize_to(content_img, (w, h))).to(device)
+        style_long = max(1, round(settings.style_scale * max(w, h)))
+        style_ts = [to_tensor(resize_to(im, scaled_size(im.size, style_long))).to(device)
+                    for im in style_imgs]
+        if settings.preserve_colors == "histogram":
+            style_ts = [match_color(t, photo) for t in style_ts]
+        elif settings.preserve_colors == "histogram-to-style":
+            photo = match_color(photo, style_ts[max(range(len(blend)), key=blend.__getitem__)])
+        objective = Objective(net, settings, photo, style_ts, blend)
+        del style_ts
+
+        if x is None:
+            if settings.init == "content":
+                x = photo.clone()
+            elif settings.init == "noise":
+                x = (torch.rand(photo.shape, generator=generator) * 255).to(device)
+            else:
+                x = to_tensor(resize_to(init_img, (w, h))).to(device)
+        else:
+            # Upsample what the coarse scale *added* to the photo, not the picture itself:
+            # the photo's fine detail is kept, so the content loss starts low.
+            delta = F.interpolate(x - prev_photo, size=(h, w), mode="bicubic", align_corners=False)
+            x = (photo + delta).clamp(0, 255)
+        prev_photo = photo
+        x = x.contiguous().requires_grad_(True)
+
+        def evaluate() -> torch.Tensor:
+            nonlocal step, last_losses, work_done
+            terms = objective(x)
+            total_loss = terms["total"]
+            value = float(total_loss.detach())
+            if not math.isfinite(value):
+                raise DivergedError(
+                    f"the loss became {value} at step {step + 1}; lower --style-weight or "
+                    f"--lr, or use --optimizer lbfgs")
+            step += 1
+            work_done += step_cost[level]
+            last_losses = {k: float(v.detach()) for k, v in terms.items()}
+            history.append({"step": step, "scale": level, **last_losses})
+            if callback is not None:
+                callback(Iterate(step, total, level, len(levels), (w, h), last_losses,
+                                 time.perf_counter() - start, min(1.0, work_done / work_total),
+                                 x.detach()))
+            return total_loss
+
+        try:
+            _optimise(x, evaluate, settings, iterations)
+        except KeyboardInterrupt:
+            raise Interrupted(result(x.detach().clamp(0, 255), True)) from None
+        x = x.detach().clamp(0, 255)
+
+    assert x is not None
+    return result(x, False)
+
+
+def _optimise(x: torch.Tensor, evaluate: Callable[[], torch.Tensor], s: Settings,
+              iterations: int) -> None:
+    """Run ``iterations`` evaluations of the objective with the chosen optimiser."""
+    if s.optimizer == "lbfgs":
+        # One evaluation per iteration: no line search, like neural-style.
+        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations, max_eval=iterations,
+                                tolerance_grad=-1, tolerance_change=-1,
+                                history_size=s.history_size)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            loss = evaluate()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return
+    lr = s.learning_rate or DEFAULT_LR[s.optimizer]
+    if s.optimizer == "adam":
+        opt = torch.optim.Adam([x], lr=lr)
+        sched = None
+    else:
+        # Seed 004: SGD with lr * decay^(step / decay_steps) (Keras ExponentialDecay).
+        opt = torch.optim.SGD([x], lr=lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: s.lr_decay ** (k / s.lr_decay_steps))
+    first = None
+    for i in range(iterations):
+        opt.zero_grad(set_to_none=True)
+        loss = evaluate()
+        value = float(loss.detach())
+        first = value if first is None else first
+        if i >= 10 and value > 10 * max(first, 1e-12):
+            raise DivergedError(f"the loss exploded from {first:.4g} to {value:.4g}; lower "
+                                f"--lr (now {lr}) or --style-weight")
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        with torch.no_grad():
+            x.clamp_(0, 255)
+
+
+def _normalise(options: dict[str, Any]) -> dict[str, Any]:
+    """Accept lists where the settings hold tuples."""
+    out = dict(options)
+    for k, v in out.items():
+        if isinstance(v, list):
+            out[k] = tuple(v)
+    return out

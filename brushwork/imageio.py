@@ -1,0 +1,481 @@
+"""Reading, checking and writing images, and converting them to and from tensors.
+
+Inputs become 8-bit RGB :class:`PIL.Image.Image` objects; the engine works on
+float32 tensors of shape (1, 3, H, W) holding 0..255 pixel values.
+
+Every problem with a file is raised as a one-line :class:`ImageError` (inputs)
+or :class:`OutputError` (outputs) that names the role and the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin
+
+from brushwork.errors import ImageError, OutputError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MIN_SIDE",
+    "OUTPUT_FORMATS",
+    "BrushworkWarning",
+    "load_image",
+    "check_output_path",
+    "save_image",
+    "read_metadata",
+    "to_tensor",
+    "to_image",
+    "resize_to",
+    "scaled_size",
+]
+
+DEFAULT_MAX_PIXELS = 100_000_000
+MIN_SIDE = 16
+
+# Output extension -> Pillow format name.
+OUTPUT_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+
+# Key of the PNG text chunk that holds the settings.
+METADATA_KEY = "brushwork"
+
+# Modes that carry an alpha channel.
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+# Serialises our temporary changes to Pillow's global bomb limit.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+class BrushworkWarning(UserWarning):
+    """Something about an input was odd but usable (e.g. an animated image)."""
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def load_image(
+    source: str | os.PathLike | Image.Image | np.ndarray,
+    *,
+    role: str = "content",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Load ``source`` (path, PIL image or numpy array) as a fully loaded 8-bit RGB image.
+
+    ``role`` ("content", "style", ...) names the image in error messages.
+    Images larger than ``max_pixels`` or smaller than ``MIN_SIDE`` on a side
+    are refused.
+    """
+    if isinstance(source, Image.Image):
+        return _load_pil(source, f"{role} image '<image>'", max_pixels)
+    if isinstance(source, np.ndarray):
+        return _load_array(source, f"{role} image '<array>'", max_pixels)
+    if isinstance(source, (str, bytes, os.PathLike)):
+        return _load_path(source, role, max_pixels)
+    raise TypeError(
+        f"{role} image must be a path, PIL image or numpy array, "
+        f"not {type(source).__name__}"
+    )
+
+
+def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) -> Image.Image:
+    """Open, check and decode an image file."""
+    path = os.fsdecode(source)
+    name = f"{role} image {_quote(path)}"
+    _check_input_file(path, name)
+
+    try:
+        f = open(path, "rb")
+    except PermissionError:
+        raise ImageError(f"{name} cannot be read (permission denied)") from None
+    except OSError as e:
+        raise ImageError(f"{name} cannot be read ({_reason(e)})") from None
+
+    with f:
+        # Image.open only reads the header, so sizes are checked before decoding.
+        with _pillow_limit(None):
+            try:
+                im = Image.open(f)
+            except Image.UnidentifiedImageError:
+                raise ImageError(
+                    f"{name} is not an image file (cannot identify image format)"
+                ) from None
+            except Exception as e:  # Pillow raises many types on malformed headers
+                raise ImageError(f"{name} is corrupt ({_reason(e)})") from None
+        _check_size(im.size, name, max_pixels)
+
+        # Decode everything now, with Pillow's own bomb check set to our limit.
+        with _pillow_limit(max_pixels):
+            try:
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:
+                    im.seek(0)
+                rgb = _to_rgb(ImageOps.exif_transpose(im))
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise _too_large(name, max_pixels) from None
+            except Exception as e:  # truncated data, bad chunks, odd modes ...
+                raise ImageError(f"{name} is truncated or corrupt ({_reason(e)})") from None
+
+    if frames > 1:
+        message = f"{name} has {frames} frames; using the first"
+        warnings.warn(message, BrushworkWarning, stacklevel=3)
+    return rgb
+
+
+def _check_input_file(path: str, name: str) -> None:
+    """Raise a clear ImageError if ``path`` is not a non-empty regular file."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageError(f"{name} does not exist") from None
+    except PermissionError:
+        raise ImageError(f"{name} cannot be read (permission denied)") from None
+    except (OSError, ValueError) as e:  # ValueError: NUL byte in the path
+        raise ImageError(f"{name} cannot be read ({_reason(e)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{name} is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{name} is not a regular file")
+    if st.st_size == 0:
+        raise ImageError(f"{name} is empty (0 bytes)")
+
+
+def _load_pil(im: Image.Image, name: str, max_pixels: int) -> Image.Image:
+    """Check and convert an image that the caller already opened (current frame)."""
+    _check_size(im.size, name, max_pixels)
+    with _pillow_limit(max_pixels):
+        try:
+            return _to_rgb(ImageOps.exif_transpose(im))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_large(name, max_pixels) from None
+        except Exception as e:  # a lazily opened image may still fail to decode
+            raise ImageError(f"{name} cannot be decoded ({_reason(e)})") from None
+
+
+def _load_array(a: np.ndarray, name: str, max_pixels: int) -> Image.Image:
+    """Turn an (H,W), (H,W,3) or (H,W,4) uint8 / [0,1] float array into RGB."""
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise ImageError(f"{name} has shape {a.shape}; expected (H,W), (H,W,3) or (H,W,4)")
+    _check_size((a.shape[1], a.shape[0]), name, max_pixels)
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ImageError(f"{name} contains NaN or inf")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 1:
+            raise ImageError(f"{name} has float values in [{lo:g}, {hi:g}]; expected [0, 1]")
+        a = np.rint(a * 255.0).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ImageError(f"{name} has dtype {a.dtype}; expected uint8 or float in [0, 1]")
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(a)))
+
+
+def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    """Refuse images over ``max_pixels`` or under ``MIN_SIDE`` on a side."""
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{name} is {w}x{h} = {w * h / 1e6:.3g} megapixels, "
+            f"over the limit of {max_pixels / 1e6:.3g} (max_pixels)"
+        )
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(
+            f"{name} is {w}x{h} pixels; at least {MIN_SIDE} pixels are needed on each side"
+        )
+
+
+def _too_large(name: str, max_pixels: int) -> ImageError:
+    """Error for a bomb that Pillow caught while decoding (e.g. a huge GIF frame)."""
+    return ImageError(
+        f"{name} decodes to more than the limit of {max_pixels / 1e6:.3g} megapixels (max_pixels)"
+    )
+
+
+@contextlib.contextmanager
+def _pillow_limit(limit: int | None) -> Iterator[None]:
+    """Temporarily set Pillow's bomb limit (None = off) and make its warning an error.
+
+    The global is restored on exit; the lock keeps our own threads from
+    interleaving their changes.
+    """
+    with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency goes over white."""
+    mode = im.mode
+    if mode == "I" or mode.startswith("I;16"):
+        # 16/32-bit integer greyscale: scale 0..65535 to 0..255.
+        a = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)
+        return _grey_to_rgb(a * (255.0 / 65535.0))
+    if mode == "F":
+        # Float greyscale: 0..1 if it fits, else 0..255.
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        scale = 255.0 if a.size and a.max() <= 1.0 else 1.0
+        return _grey_to_rgb(np.clip(a * scale, 0, 255))
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    # Covers 1, L, P, RGB (incl. 16-bit PNGs, which Pillow reduces to 8 bits), CMYK, YCbCr.
+    return im.convert("RGB")
+
+
+def _grey_to_rgb(a: np.ndarray) -> Image.Image:
+    """Round a float array already in 0..255 to an RGB image."""
+    return Image.fromarray(np.rint(a).astype(np.uint8)).convert("RGB")
+
+
+def _quote(path: str) -> str:
+    """Quote a path for a one-line message, escaping control characters."""
+    return "'" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in path) + "'"
+
+
+def _reason(e: BaseException) -> str:
+    """One-line description of an exception."""
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------
+
+
+def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Check that an image can be written to ``path``; return it resolved.
+
+    Call this before a long run so a bad path fails at once.
+    """
+    out = Path(os.fsdecode(path)).expanduser()
+    name = f"output {_quote(os.fsdecode(path))}"
+    if out.is_dir():
+        raise OutputError(f"{name} is a directory")
+    ext = out.suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        what = f"extension '{out.suffix}'" if out.suffix else "no extension"
+        raise OutputError(f"{name} has {what}; use one of {', '.join(OUTPUT_FORMATS)}")
+    Image.init()  # register all plugins so Image.SAVE is complete
+    if OUTPUT_FORMATS[ext] not in Image.SAVE:
+        raise OutputError(f"{name}: this Pillow cannot write {OUTPUT_FORMATS[ext]} files")
+    if out.exists() and not force:
+        raise OutputError(f"{name} exists; pass --force to overwrite")
+    _check_dir_writable(out.parent, name)
+    return out.resolve()
+
+
+def _check_dir_writable(parent: Path, name: str) -> None:
+    """Raise OutputError unless files can be created in ``parent``."""
+    where = f"directory {_quote(str(parent))}"
+    if not parent.exists():
+        raise OutputError(f"{name}: {where} does not exist")
+    if not parent.is_dir():
+        raise OutputError(f"{name}: {_quote(str(parent))} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{name}: {where} is not writable")
+    # os.access can lie (root, ACLs, read-only mounts): really try.
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".brushwork-probe-"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{name}: {where} is not writable ({_reason(e)})") from None
+
+
+def save_image(
+    image: Image.Image | torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    force: bool = False,
+    metadata: dict | None = None,
+) -> Path:
+    """Write ``image`` to ``path`` atomically and return the resolved path.
+
+    ``metadata`` (JSON-serialisable) goes into a "brushwork" PNG text chunk,
+    or for other formats into a sidecar ``<path>.json``.
+    """
+    out = check_output_path(path, force=force)
+    fmt = OUTPUT_FORMATS[out.suffix.lower()]
+    name = f"output {_quote(os.fsdecode(path))}"
+    if isinstance(image, torch.Tensor):
+        image = to_image(image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+
+    text = None
+    if metadata is not None:
+        try:
+            text = json.dumps(metadata, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise OutputError(f"{name}: metadata is not JSON-serialisable ({_reason(e)})") from None
+
+    options: dict[str, Any] = {"format": fmt}
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = 95
+    sidecar = None
+    if text is not None and fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text(METADATA_KEY, text)
+        options["pnginfo"] = info
+    elif text is not None:
+        sidecar = out.with_name(out.name + ".json")
+        sidecar_name = f"metadata file {_quote(str(sidecar))}"
+        # Check the sidecar before writing anything.
+        if sidecar.is_dir():
+            raise OutputError(f"{sidecar_name} is a directory")
+        if sidecar.exists() and not force:
+            raise OutputError(f"{sidecar_name} exists; pass --force to overwrite")
+
+    _atomic_write(out, name, force, lambda f: image.save(f, **options))
+    if sidecar is not None:
+        _atomic_write(sidecar, sidecar_name, force, lambda f: f.write(text.encode("utf-8")))
+    return out
+
+
+def _atomic_write(out: Path, name: str, force: bool, write: Callable[[Any], Any]) -> None:
+    """Write via a temp file in the same directory, then os.replace it into place."""
+    tmp = tempfile.NamedTemporaryFile(
+        delete=False, dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix
+    )
+    try:
+        with tmp:
+            write(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp.name, _new_file_mode(out))
+        # Re-check right before replacing: the file may have appeared meanwhile.
+        if not force and out.exists():
+            raise OutputError(f"{name} exists; pass --force to overwrite")
+        os.replace(tmp.name, out)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name)
+        if isinstance(e, (OSError, ValueError)) and not isinstance(e, OutputError):
+            raise OutputError(f"{name} could not be written ({_reason(e)})") from e
+        raise
+    _fsync_dir(out.parent)
+
+
+def _new_file_mode(out: Path) -> int:
+    """Permissions for the new file: keep the old file's, else 0o666 minus umask."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(out).st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Best effort: make the rename itself durable."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_metadata(path: str | os.PathLike) -> dict | None:
+    """Return the settings saved with an image, or None if there are none."""
+    p = Path(os.fsdecode(path))
+    name = f"image {_quote(os.fsdecode(path))}"
+    text = None
+    if p.suffix.lower() == ".png":
+        _check_input_file(str(p), name)
+        try:
+            with Image.open(p) as im:
+                text = getattr(im, "text", {}).get(METADATA_KEY)
+        except Exception as e:  # Pillow raises many types on bad files
+            raise ImageError(f"{name} cannot be read ({_reason(e)})") from None
+    if text is None:
+        sidecar = p.with_name(p.name + ".json")
+        if not sidecar.is_file():
+            return None
+        name = f"metadata file {_quote(str(sidecar))}"
+        try:
+            text = sidecar.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as e:
+            raise ImageError(f"{name} cannot be read ({_reason(e)})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ImageError(f"{name} has invalid metadata JSON ({_reason(e)})") from None
+    if not isinstance(data, dict):
+        raise ImageError(f"{name} has metadata that is not a JSON object")
+    return data
+
+
+# --------------------------------------------------------------------------
+# Tensors and sizes
+# --------------------------------------------------------------------------
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB image -> float32 tensor (1, 3, H, W) with values 0..255."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    a = np.array(image, dtype=np.float32)  # (H, W, 3), a writable copy
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    """Tensor (1,3,H,W) or (3,H,W) of 0..255 values -> RGB image (clamped, rounded)."""
+    t = tensor.detach()
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] != 3:
+        shape = tuple(tensor.shape)
+        raise ValueError(f"image tensor must have shape (1,3,H,W) or (3,H,W), not {shape}")
+    t = t.to("cpu", torch.float32)
+    if not torch.isfinite(t).all():
+        raise ValueError("image tensor contains NaN or inf")
+    a = t.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(a)
+
+
+def resize_to(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to ``size`` (width, height): LANCZOS when shrinking, BICUBIC when growing."""
+    w, h = size
+    if w < 1 or h < 1:
+        raise ValueError(f"size must be positive, not {size}")
+    if (w, h) == image.size:
+        return image.copy()
+    shrinking = w * h < image.width * image.height
+    return image.resize((w, h), Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC)
+
+
+def scaled_size(image_size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is ``long_side``, keeping the aspect ratio."""
+    w, h = image_size
+    if w < 1 or h < 1 or long_side < 1:
+        raise ValueError(f"sizes must be positive, not {image_size} and {long_side}")
+    m = max(w, h)
+    # Exact integer round-half-up of side * long_side / m.
+    return (
+        max(1, (2 * w * long_side + m) // (2 * m)),
+        max(1, (2 * h * long_side + m) // (2 * m)),
+    )

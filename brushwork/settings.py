@@ -1,0 +1,163 @@
+"""Every option of a stylize run and its default, in one place.
+
+The Python API (`brushwork.stylize(**options)`), the CLI (its flags and --help) and
+the settings recorded beside each output are all derived from :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import BrushworkError
+from .losses import CONTENT_NORMS, STYLE_NORMS
+
+OPTIMIZERS = ("lbfgs", "adam", "sgd")
+COLOR_MODES = ("none", "luminance", "histogram", "histogram-to-style")
+MULTISCALE_MODES = ("auto", "on", "off")
+PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# Per-optimiser default step size, in pixel units (0..255). SGD's is seed 004's.
+DEFAULT_LR = {"adam": 4.0, "sgd": 100.0}
+
+
+def _opt(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
+         choices: tuple[str, ...] | None = None, cli: bool = True) -> Any:
+    meta = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "cli": cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Output and schedule.
+    size: int = _opt(512, "long side of the output in pixels", metavar="PX")
+    iterations: int = _opt(
+        300, "optimiser evaluations at the final scale (coarser scales get more, see --multiscale)",
+        metavar="N")
+    # The objective: L_total = alpha * L_content + beta * L_style + tv_weight * L_tv.
+    content_weight: float = _opt(1.0, "alpha, the weight of the content loss", metavar="A")
+    style_weight: float = _opt(1e4, "beta, the weight of the style loss", metavar="B")
+    tv_weight: float = _opt(0.0, "weight of the total-variation smoothness loss", metavar="W")
+    tv_power: float = _opt(1.0, "exponent of the TV loss: 1 = squared gradients, 1.25 = seed 004",
+                           metavar="P")
+    style_weights: tuple[float, ...] | None = _opt(
+        None, "blend weights, one per style image (default: equal)", metavar="W,W,...")
+    style_scale: float = _opt(
+        1.0, "style image's long side relative to the output's; larger = bigger brush strokes",
+        metavar="S")
+    content_layers: tuple[str, ...] = _opt(
+        ("relu4_2",), "layers for the content loss (the paper's conv4_2 is relu4_2 here)",
+        metavar="L,L,...")
+    style_layers: tuple[str, ...] = _opt(PAPER_STYLE_LAYERS, "layers for the style loss",
+                                         metavar="L,L,...")
+    style_layer_weights: tuple[float, ...] | None = _opt(
+        None, "w_l, one per style layer (default: 1/number of layers, as in the paper)",
+        metavar="W,W,...")
+    content_norm: str = _opt("paper", "content loss normalisation: paper = 1/2 sum, "
+                             "sum = seed 004, mean = seed 001", choices=CONTENT_NORMS)
+    style_norm: str = _opt("paper", "style loss normalisation: paper = 1/(4 N^2 M^2), "
+                           "mean = seed 001, keras = seed 004", choices=STYLE_NORMS)
+    # The optimiser.
+    optimizer: str = _opt("lbfgs", "lbfgs, adam, or sgd (seed 004: exponentially decaying rate)",
+                          choices=OPTIMIZERS)
+    learning_rate: float | None = _opt(
+        None, "step size for adam/sgd in pixel units (default: adam 4, sgd 100)", metavar="LR",
+        flag="--lr")
+    lr_decay: float = _opt(0.96, "sgd: multiply the rate by this every --lr-decay-steps",
+                           metavar="F")
+    lr_decay_steps: int = _opt(100, "sgd: steps per decay", metavar="N")
+    history_size: int = _opt(100, "lbfgs: number of past gradients kept", metavar="N")
+    init: str = _opt("content", "starting image: content, noise, or a path to an image",
+                     metavar="INIT")
+    # Around the algorithm.
+    preserve_colors: str = _opt(
+        "none", "luminance = keep the photo's colours; histogram = recolour the painting to "
+        "the photo's palette first; histogram-to-style = recolour the photo to the painting's",
+        choices=COLOR_MODES)
+    multiscale: str = _opt("auto", "coarse-to-fine pyramid: auto = when size >= 2 * --min-size",
+                           choices=MULTISCALE_MODES)
+    min_size: int = _opt(160, "long side of the coarsest pyramid scale", metavar="PX")
+    model: str = _opt("vgg16-hed", "weights: a source name (see `brushwork models`) or a file",
+                      metavar="NAME|PATH")
+    pooling: str = _opt("max", "pooling in the network: max or avg (the paper prefers avg)",
+                        choices=("max", "avg"))
+    device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
+                       metavar="DEV")
+    seed: int | None = _opt(None, "random seed, for reproducible runs on one machine", metavar="N")
+    max_pixels: int = _opt(100_000_000, "refuse input images with more pixels than this",
+                           metavar="N")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BrushworkError(f"{name} must be a positive integer, not {value!r}")
+
+
+def _weight(name: str, value: Any, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (positive and value == 0):
+        kind = "a positive" if positive else "a non-negative"
+        raise BrushworkError(f"{name} must be {kind} finite number, not {value!r}")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise BrushworkError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def validate(s: Settings) -> None:
+    """Raise BrushworkError naming the first bad option and its value."""
+    for name in ("size", "iterations", "lr_decay_steps", "history_size", "min_size", "max_pixels"):
+        _positive_int(name, getattr(s, name))
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        _weight(name, getattr(s, name))
+    for name in ("style_scale", "tv_power", "lr_decay"):
+        _weight(name, getattr(s, name), positive=True)
+    if s.learning_rate is not None:
+        _weight("learning_rate", s.learning_rate, positive=True)
+    for name in ("style_weights", "style_layer_weights"):
+        values = getattr(s, name)
+        if values is not None:
+            if not values:
+                raise BrushworkError(f"{name} must not be empty")
+            for v in values:
+                _weight(name, v)
+            if sum(values) <= 0:
+                raise BrushworkError(f"{name} must not all be zero: {list(values)}")
+    if s.style_layer_weights is not None and len(s.style_layer_weights) != len(s.style_layers):
+        raise BrushworkError(
+            f"style_layer_weights has {len(s.style_layer_weights)} values for "
+            f"{len(s.style_layers)} style layers")
+    for name in ("content_layers", "style_layers"):
+        if not getattr(s, name):
+            raise BrushworkError(f"{name} must name at least one layer")
+    _choice("optimizer", s.optimizer, OPTIMIZERS)
+    _choice("preserve_colors", s.preserve_colors, COLOR_MODES)
+    _choice("multiscale", s.multiscale, MULTISCALE_MODES)
+    _choice("pooling", s.pooling, ("max", "avg"))
+    _choice("content_norm", s.content_norm, CONTENT_NORMS)
+    _choice("style_norm", s.style_norm, STYLE_NORMS)
+    if s.init not in ("content", "noise") and not os.path.exists(s.init):
+        raise BrushworkError(f"init must be 'content', 'noise' or an existing image file; "
+                             f"{s.init!r} is none of these")
+    if s.seed is not None:
+        if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0:
+            raise BrushworkError(f"seed must be a non-negative integer, not {s.seed!r}")
+
+
+def option_fields() -> list:
+    """The dataclass fields, in declaration order, for the CLI."""
+    return [f for f in fields(Settings) if f.metadata.get("cli", True)]
+
+
+def default_of(f) -> Any:
+    return f.default if f.default is not MISSING else f.default_factory()

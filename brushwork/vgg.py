@@ -1,0 +1,116 @@
+"""A frozen VGG feature extractor that returns a dict of named layers.
+
+The network is built from the shapes in the weights (so tiny test networks work too)
+and stops at the deepest layer asked for: nothing past it is ever computed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import BrushworkError
+from .layers import BLOCKS, layer_names
+
+if TYPE_CHECKING:
+    from .weights import VGGWeights
+
+# Caffe's VGG (and the Keras/HED one) takes BGR 0..255 minus this mean, in BGR order.
+CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
+# torchvision's VGG takes RGB 0..1 normalised by the ImageNet statistics.
+TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
+TORCH_STD_RGB = (0.229, 0.224, 0.225)
+POOLINGS = ("max", "avg")
+
+
+def check_layers(arch: str, names: list[str] | tuple[str, ...], role: str) -> None:
+    """Raise a BrushworkError naming the bad layer and listing the valid ones."""
+    valid = layer_names(arch)
+    for name in names:
+        if name not in valid:
+            raise BrushworkError(
+                f"unknown {role} layer {name!r} for {arch}; valid layers: {', '.join(valid)}"
+            )
+
+
+class Preprocess(nn.Module):
+    """Pixel space (RGB, 0..255) to the network's input space."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        if mode == "caffe":
+            # Flip RGB -> BGR and subtract the BGR mean: x' = x[:, ::-1] - mean.
+            self.flip = True
+            self.register_buffer("mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1))
+            self.register_buffer("scale", torch.ones(1, 3, 1, 1))
+        elif mode == "torch":
+            self.flip = False
+            self.register_buffer("mean", torch.tensor(TORCH_MEAN_RGB).view(1, 3, 1, 1) * 255)
+            self.register_buffer("scale", 1 / (torch.tensor(TORCH_STD_RGB).view(1, 3, 1, 1) * 255))
+        else:
+            raise BrushworkError(f"preprocess must be 'caffe' or 'torch', not {mode!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flip:
+            x = x.flip(1)
+        return (x - self.mean) * self.scale
+
+
+class FeatureExtractor(nn.Module):
+    """VGG conv stack up to the deepest of ``layers``; ``forward`` returns ``{name: features}``.
+
+    ``layers`` use the names of :func:`brushwork.layers.layer_names`: ``conv4_2`` is the
+    convolution's output before the ReLU, ``relu4_2`` after it.  The paper's Caffe model
+    rectified in place, so the paper's "conv4_2" features are our ``relu4_2``.
+    """
+
+    def __init__(self, weights: VGGWeights, layers: list[str] | tuple[str, ...], pooling: str = "max"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise BrushworkError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        check_layers(weights.arch, layers, "requested")
+        self.arch = weights.arch
+        self.layers = tuple(dict.fromkeys(layers))
+        self.pooling = pooling
+        self.preprocess = Preprocess(weights.preprocess)
+        order = layer_names(weights.arch)
+        deepest = max(order.index(n) for n in self.layers)
+        self.steps: list[str] = order[: deepest + 1]
+        self.convs = nn.ModuleDict()
+        for name in self.steps:
+            if name.startswith("conv"):
+                w, b = weights.convs[name]
+                conv = nn.Conv2d(w.shape[1], w.shape[0], kernel_size=3, padding=1)
+                with torch.no_grad():
+                    conv.weight.copy_(w)
+                    conv.bias.copy_(b)
+                self.convs[name] = conv
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``image``: (B, 3, H, W) RGB in 0..255."""
+        wanted = set(self.layers)
+        out: dict[str, torch.Tensor] = {}
+        x = self.preprocess(image)
+        for name in self.steps:
+            if name.startswith("conv"):
+                x = self.convs[name](x)
+            elif name.startswith("relu"):
+                # In place unless the pre-activation itself was asked for.
+                conv_name = "conv" + name[4:]
+                x = F.relu(x, inplace=conv_name not in wanted)
+            else:
+                pool = F.max_pool2d if self.pooling == "max" else F.avg_pool2d
+                x = pool(x, kernel_size=2, stride=2, ceil_mode=True)
+            if name in wanted:
+                out[name] = x
+        return out
+
+
+def all_layer_names() -> dict[str, list[str]]:
+    """``{arch: [layer names]}`` for help texts."""
+    return {arch: layer_names(arch) for arch in BLOCKS}

@@ -1,0 +1,273 @@
+"""The command line: happy paths, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brushwork import cli
+from brushwork.engine import Interrupted, Result
+from brushwork.imageio import read_metadata
+from brushwork.settings import option_fields
+
+FAST = ["--size", "32", "--iterations", "3", "--multiscale", "off", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def stylize(capsys, tiny_model_file, content, style, output, *extra):
+    return run(capsys, "stylize", content, style, "-o", output, "--model", tiny_model_file,
+               *FAST, *extra)
+
+
+def test_help_shows_every_option_and_default(capsys):
+    assert cli.main(["stylize", "--help"]) == 0
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    for f in option_fields():
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+    for needle in ["(default: 512)", "(default: 300)", "(default: vgg16-hed)", "(default: lbfgs)",
+                   "(default: relu4_2)", "(default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)",
+                   "--force", "--print-every", "--save-every", "--preserve-colors"]:
+        assert needle in text, needle
+
+
+def test_stylize_writes_png_with_settings(capsys, tiny_model_file, photo_path, painting_path,
+                                          tmp_path):
+    out = tmp_path / "out.png"
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path, out,
+                           "--style-weight", "123")
+    assert code == 0, err
+    assert Image.open(out).size == (32, 26)
+    meta = read_metadata(out)
+    assert meta["settings"]["style_weight"] == 123.0
+    assert meta["settings"]["model"] == str(tiny_model_file)
+
+
+def test_refuses_to_overwrite_without_force(capsys, tiny_model_file, photo_path, painting_path,
+                                            tmp_path):
+    out = tmp_path / "out.png"
+    out.write_bytes(b"precious")
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path, out)
+    assert code == 1
+    assert "exists" in err and "--force" in err
+    assert out.read_bytes() == b"precious"
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path, out, "--force")
+    assert code == 0, err
+    assert Image.open(out).size == (32, 26)
+
+
+def test_two_styles_with_blend_weights(capsys, tiny_model_file, photo_path, painting_path,
+                                       tmp_path):
+    out = tmp_path / "out.jpg"
+    code, _, err = run(capsys, "stylize", photo_path, painting_path, photo_path, "-o", out,
+                       "--model", tiny_model_file, "--style-weights", "3,1", *FAST)
+    assert code == 0, err
+    assert read_metadata(out)["settings"]["style_weights"] == [3.0, 1.0]
+
+
+def test_progress_print_and_snapshots(capsys, tiny_model_file, photo_path, painting_path,
+                                      tmp_path):
+    out = tmp_path / "out.png"
+    code, _, err = run(capsys, "stylize", photo_path, painting_path, "-o", out, "--model",
+                       tiny_model_file, "--size", "32", "--iterations", "4", "--multiscale",
+                       "off", "--print-every", "2", "--save-every", "2")
+    assert code == 0, err
+    assert "step     2" in err and "step     4" in err and "style" in err
+    assert (tmp_path / "out_step00002.png").exists() and (tmp_path / "out_step00004.png").exists()
+    assert "wrote" in err
+    # A second run must not silently overwrite the snapshots.
+    os.remove(out)
+    code, _, err = run(capsys, "stylize", photo_path, painting_path, "-o", out, "--model",
+                       tiny_model_file, "--size", "32", "--iterations", "4", "--multiscale",
+                       "off", "--save-every", "2", "--quiet")
+    assert code == 1 and "out_step00002.png' exists" in err and not out.exists()
+
+
+def test_ctrl_c_writes_latest_result(capsys, monkeypatch, photo_path, painting_path, tmp_path):
+    import brushwork.run as run_module
+
+    def interrupted(*args, **kwargs):
+        image = Image.new("RGB", (20, 20), (10, 200, 30))
+        raise Interrupted(Result(image, {}, {}, [{"step": 1}], 1.0, {}, "cpu", interrupted=True))
+
+    monkeypatch.setattr(run_module, "stylize", interrupted)
+    out = tmp_path / "out.png"
+    code, _, err = run(capsys, "stylize", photo_path, painting_path, "-o", out, "--quiet")
+    assert code == 130
+    assert "interrupted" in err
+    assert Image.open(out).getpixel((0, 0)) == (10, 200, 30)
+    assert read_metadata(out)["interrupted"] is True
+
+
+def test_models_lists_sources(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path))
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    for name in ["vgg16-hed", "vgg19", "vgg16", "vgg19-caffe", "vgg16-caffe"]:
+        assert name in out
+    assert str(tmp_path) in out
+
+
+def test_demo_paints_grace_hopper(capsys, tiny_model_file, tmp_path):
+    out = tmp_path / "demo.png"
+    code, _, err = run(capsys, "demo", "-o", out, "--model", tiny_model_file, *FAST)
+    assert code == 0, err
+    assert Image.open(out).size[0] == 32 or Image.open(out).size[1] == 32
+    style = Image.open(tmp_path / "demo_style.png")
+    assert np.asarray(style).std() > 30  # a real picture, not a flat fill
+    assert read_metadata(out)["inputs"]["content"].endswith("grace_hopper.jpg")
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def png_bytes(w=40, h=32, mode="RGB"):
+    buf = io.BytesIO()
+    Image.new(mode, (w, h), 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
+BAD_CONTENT = {
+    "missing": (lambda d: d / "nope.jpg", "does not exist"),
+    "directory": (lambda d: d, "directory"),
+    "empty": (lambda d: write(d / "empty.png", b""), "empty"),
+    "truncated": (lambda d: write(d / "cut.png", png_bytes(64, 64)[:60]), "truncated|cannot"),
+    "text": (lambda d: write(d / "notes.png", b"hello, not a picture\n" * 20), "not an image"),
+    "tiny": (lambda d: write(d / "tiny.png", png_bytes(8, 12)), "at least 16"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONTENT))
+def test_bad_content_image(capsys, tiny_model_file, painting_path, tmp_path, case):
+    make, pattern = BAD_CONTENT[case]
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    out = tmp_path / "out.png"
+    code, _, err = stylize(capsys, tiny_model_file, make(bad_dir), painting_path, out)
+    assert_one_line_error(code, err, pattern)
+    assert not out.exists()
+
+
+def test_bad_style_image_names_style(capsys, tiny_model_file, photo_path, tmp_path):
+    out = tmp_path / "out.png"
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, write(tmp_path / "s.png", b""), out)
+    assert_one_line_error(code, err, "style image")
+
+
+def test_decompression_bomb(capsys, tiny_model_file, painting_path, tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("L", (400, 400)).save(big)
+    out = tmp_path / "out.png"
+    code, _, err = stylize(capsys, tiny_model_file, big, painting_path, out, "--max-pixels", "1000")
+    assert_one_line_error(code, err, "over the limit")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "I;16", "P", "RGBA", "LA", "L", "1"])
+def test_unusual_modes_are_handled(capsys, tiny_model_file, painting_path, tmp_path, mode):
+    path = tmp_path / ("in.tif" if mode == "CMYK" else "in.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 40, 3), np.uint8)) \
+        .convert("RGBA" if mode in ("RGBA", "LA") else "RGB").convert(mode).save(path)
+    out = tmp_path / "out.png"
+    code, _, err = stylize(capsys, tiny_model_file, path, painting_path, out)
+    assert code == 0, err
+    assert out.exists()
+
+
+def test_animated_gif_uses_first_frame(capsys, tiny_model_file, painting_path, tmp_path):
+    frames = [Image.new("RGB", (40, 32), c) for c in [(200, 0, 0), (0, 200, 0)]]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    out = tmp_path / "out.png"
+    with pytest.warns(UserWarning, match="frames"):
+        code, _, err = stylize(capsys, tiny_model_file, gif, painting_path, out)
+    assert code == 0, err
+
+
+BAD_OPTIONS = {
+    "negative size": (["--size", "-5"], "size must be a positive integer"),
+    "zero iterations": (["--iterations", "0"], "iterations must be a positive integer"),
+    "nan weight": (["--style-weight", "nan"], "style_weight must be"),
+    "negative weight": (["--content-weight", "-1"], "content_weight must be"),
+    "unknown layer": (["--style-layers", "relu1_1,relu9_9"], "unknown style layer 'relu9_9'"),
+    "unknown model": (["--model", "vgg99"], "neither a source"),
+    "unknown device": (["--device", "tpu"], "device"),
+    "bad init": (["--init", "/no/such.png"], "init must be"),
+    "bad list": (["--style-weights", "a,b"], "comma-separated"),
+    "bad choice": (["--optimizer", "rmsprop"], "invalid choice"),
+    "too many blend weights": (["--style-weights", "1,2"], "style_weights has 2 values"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
+def test_bad_options(capsys, tiny_model_file, photo_path, painting_path, tmp_path, case):
+    extra, pattern = BAD_OPTIONS[case]
+    out = tmp_path / "out.png"
+    argv = ["stylize", photo_path, painting_path, "-o", out, *FAST, *extra]
+    if "--model" not in extra:
+        argv += ["--model", tiny_model_file]
+    code, _, err = run(capsys, *argv)
+    assert_one_line_error(code, err, pattern)
+    assert not out.exists()
+
+
+def test_corrupt_and_mismatched_weights(capsys, photo_path, painting_path, tmp_path):
+    import torch
+
+    corrupt = write(tmp_path / "bad.pth", os.urandom(2000))
+    code, _, err = run(capsys, "stylize", photo_path, painting_path, "-o", tmp_path / "a.png",
+                       "--model", corrupt, *FAST)
+    assert_one_line_error(code, err, "cannot read weights file")
+    mismatched = tmp_path / "resnet.pth"
+    torch.save({"layer1.0.conv1.weight": torch.zeros(4, 3, 3, 3)}, mismatched)
+    code, _, err = run(capsys, "stylize", photo_path, painting_path, "-o", tmp_path / "b.png",
+                       "--model", mismatched, *FAST)
+    assert_one_line_error(code, err, "no VGG convolution weights")
+
+
+@pytest.mark.parametrize("target,pattern", [
+    ("missing_dir/out.png", "does not exist"),
+    ("out.xyz", "extension|format"),
+])
+def test_unwritable_output(capsys, tiny_model_file, photo_path, painting_path, tmp_path, target,
+                           pattern):
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path, tmp_path / target)
+    assert_one_line_error(code, err, pattern)
+
+
+def test_nan_during_run_writes_nothing(capsys, monkeypatch, tiny_model_file, photo_path,
+                                       painting_path, tmp_path):
+    import brushwork.engine as engine
+
+    monkeypatch.setattr(engine, "tv_loss", lambda x, p: x.sum() * float("nan"))
+    out = tmp_path / "out.png"
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path, out,
+                           "--tv-weight", "1")
+    assert_one_line_error(code, err, "loss became nan")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["painting.png", "photo.png",
+                                                          "tiny_vgg16.safetensors"]
+
+
+def assert_one_line_error(code, err, pattern):
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("brushwork") and "error" in lines[0], err
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]

@@ -1,0 +1,184 @@
+"""stylize() end to end on a tiny network and tiny pictures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import brushwork
+from brushwork.color import rgb_to_yiq
+from brushwork.engine import Interrupted, Objective, pyramid, resolve_device
+from brushwork.errors import BrushworkError, DivergedError
+from brushwork.imageio import read_metadata, to_tensor
+from brushwork.losses import content_loss, gram, style_layer_loss, tv_loss
+from brushwork.settings import Settings
+from brushwork.vgg import FeatureExtractor
+
+from conftest import painting_array, photo_array
+
+FAST = dict(size=32, iterations=15, multiscale="off")
+
+
+def test_stylize_returns_picture_and_style_loss_falls(use_tiny, photo_path, painting_path):
+    steps = []
+    result = brushwork.stylize(photo_path, painting_path, callback=steps.append,
+                               **{**FAST, "iterations": 40})
+    assert result.image.size == (32, 26)  # 40x32 photo, long side 32
+    assert [it.step for it in steps] == list(range(1, 41))
+    assert steps[-1].progress == pytest.approx(1.0)
+    assert steps[-1].losses["style"] < 0.5 * steps[0].losses["style"]
+    assert result.losses == steps[-1].losses
+    arr = np.asarray(result.image)
+    assert arr.std() > 5  # not a flat grey picture
+
+
+def test_objective_matches_pure_functions(tiny):
+    s = Settings(content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"),
+                 style_layer_weights=(0.3, 0.7), content_weight=2.0, style_weight=5.0,
+                 tv_weight=0.1, tv_power=1.25)
+    net = FeatureExtractor(tiny, ["relu3_1", "relu1_1", "relu2_1"])
+    photo = to_tensor(Image.fromarray(photo_array(32, 32)))
+    style = to_tensor(Image.fromarray(painting_array(32, 32)))
+    obj = Objective(net, s, photo, [style], [1.0])
+    x = torch.rand_like(photo) * 255
+    got = obj(x)
+    fx, fp, fs = net(x), net(photo), net(style)
+    c = content_loss(fx["relu3_1"], fp["relu3_1"])
+    st = sum(w * style_layer_loss(gram(fx[n])[0], gram(fs[n])[0], fx[n].shape[1],
+                                  fx[n].shape[2] * fx[n].shape[3])
+             for w, n in zip((0.3, 0.7), ("relu1_1", "relu2_1")))
+    want = 2.0 * c + 5.0 * st + 0.1 * tv_loss(x, 1.25)
+    assert got["total"].item() == pytest.approx(want.item(), rel=1e-4)
+    assert got["style"].item() == pytest.approx(5.0 * st.item(), rel=1e-4)
+
+
+def test_blended_targets_equal_weighted_grams(tiny):
+    s = Settings(style_layers=("relu1_1",), content_layers=("relu2_1",))
+    net = FeatureExtractor(tiny, ["relu1_1", "relu2_1"])
+    photo = to_tensor(Image.fromarray(photo_array(32, 32)))
+    a = to_tensor(Image.fromarray(painting_array(32, 32, seed=3)))
+    b = to_tensor(Image.fromarray(photo_array(32, 32)))
+    obj = Objective(net, s, photo, [a, b], [0.25, 0.75])
+    ga, gb = gram(net(a)["relu1_1"])[0], gram(net(b)["relu1_1"])[0]
+    assert torch.allclose(obj.gram_0 * 32 * 32, 0.25 * ga + 0.75 * gb, rtol=1e-4)
+
+
+def test_seed_makes_runs_reproducible(use_tiny, photo_path, painting_path):
+    run = lambda seed: np.asarray(brushwork.stylize(  # noqa: E731
+        photo_path, painting_path, init="noise", seed=seed, **FAST).image)
+    assert np.array_equal(run(3), run(3))
+    assert not np.array_equal(run(3), run(4))
+
+
+def test_style_blend_with_zero_weight_equals_single_style(use_tiny, photo_path, painting_path):
+    one = brushwork.stylize(photo_path, painting_path, seed=1, **FAST).image
+    blend = brushwork.stylize(photo_path, [painting_path, photo_path], style_weights=[1, 0],
+                              seed=1, **FAST).image
+    assert np.abs(np.asarray(one, float) - np.asarray(blend, float)).max() <= 1
+    with pytest.raises(BrushworkError, match="style_weights has 1 values for 2"):
+        brushwork.stylize(photo_path, [painting_path, photo_path], style_weights=[1], **FAST)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam", "sgd"])
+def test_every_optimiser_lowers_the_loss(use_tiny, photo_path, painting_path, optimizer):
+    losses = []
+    lr = {"lbfgs": None, "adam": 4.0, "sgd": 1.0}[optimizer]
+    brushwork.stylize(photo_path, painting_path, optimizer=optimizer, learning_rate=lr,
+                      callback=lambda it: losses.append(it.losses["total"]),
+                      **{**FAST, "iterations": 30})
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_pyramid_levels():
+    s = Settings(size=512, min_size=128, iterations=10)
+    levels = pyramid(s, (1000, 500))
+    assert [size for size, _ in levels] == [(128, 64), (256, 128), (512, 256)]
+    assert [it for _, it in levels] == [20, 20, 10]
+    assert len(pyramid(Settings(size=200, min_size=128), (10, 10))) == 1
+    assert len(pyramid(Settings(size=200, min_size=128, multiscale="on"), (10, 10))) == 1
+    assert len(pyramid(Settings(size=512, multiscale="off"), (10, 10))) == 1
+
+
+def test_multiscale_run_reports_every_scale(use_tiny, photo_path, painting_path):
+    seen = []
+    result = brushwork.stylize(photo_path, painting_path, size=40, min_size=20, iterations=4,
+                               multiscale="on", callback=seen.append)
+    assert sorted({(it.scale, it.size) for it in seen}) == [(0, (20, 16)), (1, (40, 32))]
+    progress = [it.progress for it in seen]
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
+    assert result.image.size == (40, 32)
+
+
+def test_luminance_keeps_photo_colours(use_tiny, photo_path, painting_path):
+    result = brushwork.stylize(photo_path, painting_path, preserve_colors="luminance",
+                               **{**FAST, "size": 40})
+    out = rgb_to_yiq(to_tensor(result.image))
+    photo = rgb_to_yiq(to_tensor(Image.open(photo_path).convert("RGB")))
+    assert (out[:, 1:] - photo[:, 1:]).abs().mean() < 3.0
+
+
+@pytest.mark.parametrize("mode", ["histogram", "histogram-to-style"])
+def test_histogram_modes_run(use_tiny, photo_path, painting_path, mode):
+    plain = np.asarray(brushwork.stylize(photo_path, painting_path, seed=0, **FAST).image, float)
+    matched = np.asarray(brushwork.stylize(photo_path, painting_path, seed=0,
+                                           preserve_colors=mode, **FAST).image, float)
+    assert np.abs(plain - matched).mean() > 1.0
+
+
+def test_init_from_image(use_tiny, photo_path, painting_path):
+    result = brushwork.stylize(photo_path, painting_path, init=str(painting_path),
+                               **{**FAST, "iterations": 1})
+    assert result.image.size == (32, 26)
+
+
+def test_nan_loss_is_reported_not_saved(use_tiny, photo_path, painting_path, monkeypatch):
+    import brushwork.engine as engine
+
+    monkeypatch.setattr(engine, "tv_loss", lambda x, p: x.sum() * float("nan"))
+    with pytest.raises(DivergedError, match="loss became nan at step 1"):
+        brushwork.stylize(photo_path, painting_path, tv_weight=1.0, **FAST)
+
+
+def test_exploding_loss_is_reported(use_tiny, photo_path, painting_path):
+    with pytest.raises(DivergedError, match="exploded"):
+        brushwork.stylize(photo_path, painting_path, optimizer="sgd", learning_rate=1e6,
+                          **{**FAST, "iterations": 40})
+
+
+def test_ctrl_c_carries_the_picture_so_far(use_tiny, photo_path, painting_path):
+    def stop(it):
+        if it.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as info:
+        brushwork.stylize(photo_path, painting_path, callback=stop, **FAST)
+    assert info.value.result.interrupted
+    assert len(info.value.result.history) == 3
+    assert info.value.result.image.size == (32, 26)
+
+
+def test_result_save_records_settings(use_tiny, photo_path, painting_path, tmp_path):
+    result = brushwork.stylize(photo_path, painting_path, **FAST)
+    out = result.save(tmp_path / "out.png")
+    meta = read_metadata(out)
+    assert meta["settings"]["size"] == 32
+    assert meta["inputs"]["content"] == str(photo_path)
+    with pytest.raises(BrushworkError, match="exists"):
+        result.save(out)
+
+
+def test_devices():
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(BrushworkError, match="unknown device 'tpu9'"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(BrushworkError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_unknown_layer_is_an_error_listing_valid_ones(use_tiny, photo_path, painting_path):
+    with pytest.raises(BrushworkError, match="unknown style layer 'relu9_1'.*relu5_3"):
+        brushwork.stylize(photo_path, painting_path, style_layers=["relu9_1"], **FAST)
