@@ -18,6 +18,8 @@ from .settings import default_of, option_fields
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# The demo paints a smaller picture than stylize's default, to finish in a few minutes.
+DEMO_OVERRIDES = {"size": 320}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,19 +52,25 @@ def _fmt_default(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def add_settings_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
-    """One option per Settings field, with its default in the help."""
+def add_settings_options(parser: argparse.ArgumentParser,
+                         overrides: dict[str, Any] | None = None) -> None:
+    """One option per Settings field, with its default (or the command's own) in the help."""
+    overrides = overrides or {}
     group = parser.add_argument_group("style transfer options")
     for f in option_fields():
-        if f.name in skip:
-            continue
         meta = f.metadata
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        default = default_of(f)
-        help_text = f"{meta['help']} (default: {_fmt_default(default)})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        default = overrides.get(f.name, default_of(f))
+        # argparse's default formatter would repeat a default it can see; a literal one is
+        # written for the suppressed ones (the user did not pass them: Settings decides).
+        shown = "%(default)s" if f.name in overrides else _fmt_default(default)
+        help_text = f"{meta['help']} (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text,
+                                  "default": overrides.get(f.name, argparse.SUPPRESS)}
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
+        elif str(f.type) == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = _TYPES[str(f.type)]
             kwargs["metavar"] = meta.get("metavar")
@@ -93,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="paint a photo that ships with matplotlib, offline",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_run_options(demo, default_output="out/demo.png")
-    add_settings_options(demo)
+    add_settings_options(demo, overrides=DEMO_OVERRIDES)
     demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="list weight sources, which are present; fetch one")

@@ -99,11 +99,12 @@ def demo_photo() -> Path:
 def run_demo(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from .run import run_stylize
 
+    # The demo makes its own output folder (out/ by default); stylize does not guess.
+    Path(args.output).expanduser().parent.mkdir(parents=True, exist_ok=True)
     output = check_output_path(args.output, force=args.force)
     style_path = output.with_name(f"{output.stem}_style.png")
     check_output_path(style_path, force=args.force)
     save_image(make_style_image(), style_path, force=args.force)
-    options = {"size": 384, **options}
     if not args.quiet:
         print(f"demo: painting {demo_photo()} in the style of {style_path}", file=sys.stderr)
     return run_stylize(demo_photo(), [style_path], args, options)

@@ -28,6 +28,7 @@ from .vgg import FeatureExtractor, check_layers
 from .weights import load_weights
 
 ImageInput = Any  # a path, a PIL image or a numpy array
+NOISE_STD = 16.0  # pixel units
 
 
 @dataclass
@@ -259,7 +260,10 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             if settings.init == "content":
                 x = photo.clone()
             elif settings.init == "noise":
-                x = (torch.rand(photo.shape, generator=generator) * 255).to(device)
+                # White noise around mid-grey, small like Gatys's code (randn in input
+                # space); full-range noise gives relu1_1 Gram errors L-BFGS crawls out of.
+                noise = torch.randn(photo.shape, generator=generator) * NOISE_STD
+                x = (noise + 127.5).clamp(0, 255).to(device)
             else:
                 x = to_tensor(resize_to(init_img, (w, h))).to(device)
         else:
@@ -302,6 +306,23 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
 def _optimise(x: torch.Tensor, evaluate: Callable[[], torch.Tensor], s: Settings,
               iterations: int) -> None:
     """Run ``iterations`` evaluations of the objective with the chosen optimiser."""
+    scale: list[float] = []
+
+    def loss_and_grad() -> torch.Tensor:
+        loss = evaluate()
+        loss.backward()
+        if s.normalize_gradients:
+            # torch's L-BFGS is not scale-free: its first step is 1/|g|_1 and it drops
+            # curvature pairs with s.y < 1e-10. The paper's summed losses give gradients
+            # from 1e-3 to 1e8 per pixel depending on size and weights, and it stalls.
+            # Scaling the objective by a constant so the first gradient averages 1 per
+            # pixel changes no minimum and makes SGD's rate mean pixels per step.
+            if not scale:
+                scale.append(1.0 / max(float(x.grad.abs().mean()), 1e-30))
+            x.grad.mul_(scale[0])
+            return loss * scale[0]
+        return loss
+
     if s.optimizer == "lbfgs":
         # One evaluation per iteration: no line search, like neural-style.
         opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations, max_eval=iterations,
@@ -310,9 +331,7 @@ def _optimise(x: torch.Tensor, evaluate: Callable[[], torch.Tensor], s: Settings
 
         def closure() -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
-            loss = evaluate()
-            loss.backward()
-            return loss
+            return loss_and_grad()
 
         opt.step(closure)
         return
@@ -328,13 +347,11 @@ def _optimise(x: torch.Tensor, evaluate: Callable[[], torch.Tensor], s: Settings
     first = None
     for i in range(iterations):
         opt.zero_grad(set_to_none=True)
-        loss = evaluate()
-        value = float(loss.detach())
+        value = float(loss_and_grad().detach())
         first = value if first is None else first
-        if i >= 10 and value > 10 * max(first, 1e-12):
+        if i >= 10 and value > 10 * max(first, 1e-30):
             raise DivergedError(f"the loss exploded from {first:.4g} to {value:.4g}; lower "
                                 f"--lr (now {lr}) or --style-weight")
-        loss.backward()
         opt.step()
         if sched is not None:
             sched.step()

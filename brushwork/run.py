@@ -31,7 +31,7 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
     quiet = args.quiet
 
     bar = None if quiet else tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
-                                  bar_format="{l_bar}{bar}| [{elapsed}<{remaining}] {postfix}")
+                                  bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
 
     def log(message: str) -> None:
         if not quiet:

