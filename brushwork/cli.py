@@ -63,7 +63,8 @@ def add_settings_options(parser: argparse.ArgumentParser,
         default = overrides.get(f.name, default_of(f))
         # argparse's default formatter would repeat a default it can see; a literal one is
         # written for the suppressed ones (the user did not pass them: Settings decides).
-        shown = "%(default)s" if f.name in overrides else _fmt_default(default)
+        shown = "%(default)s" if f.name in overrides else (
+            meta.get("shown") if default is None and meta.get("shown") else _fmt_default(default))
         help_text = f"{meta['help']} (default: {shown})"
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text,
                                   "default": overrides.get(f.name, argparse.SUPPRESS)}

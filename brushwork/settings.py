@@ -24,8 +24,10 @@ DEFAULT_LR = {"adam": 4.0, "sgd": 2.0}
 
 
 def _opt(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
-         choices: tuple[str, ...] | None = None, cli: bool = True) -> Any:
-    meta = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "cli": cli}
+         choices: tuple[str, ...] | None = None, cli: bool = True, shown: str | None = None) -> Any:
+    """A settings field; ``shown`` is how --help words a default of None."""
+    meta = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "cli": cli,
+            "shown": shown}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -45,7 +47,7 @@ class Settings:
     tv_power: float = _opt(1.0, "exponent of the TV loss: 1 = squared gradients, 1.25 = seed 004",
                            metavar="P")
     style_weights: tuple[float, ...] | None = _opt(
-        None, "blend weights, one per style image (default: equal)", metavar="W,W,...")
+        None, "blend weights, one per style image", metavar="W,W,...", shown="equal")
     style_scale: float = _opt(
         1.0, "style image's long side relative to the output's; larger = bigger brush strokes",
         metavar="S")
@@ -55,8 +57,8 @@ class Settings:
     style_layers: tuple[str, ...] = _opt(PAPER_STYLE_LAYERS, "layers for the style loss",
                                          metavar="L,L,...")
     style_layer_weights: tuple[float, ...] | None = _opt(
-        None, "w_l, one per style layer (default: 1/number of layers, as in the paper)",
-        metavar="W,W,...")
+        None, "w_l, one per style layer", metavar="W,W,...",
+        shown="1/number of layers, as in the paper")
     content_norm: str = _opt("paper", "content loss normalisation: paper = 1/2 sum, "
                              "sum = seed 004, mean = seed 001", choices=CONTENT_NORMS)
     style_norm: str = _opt("paper", "style loss normalisation: paper = 1/(4 N^2 M^2), "
@@ -65,8 +67,8 @@ class Settings:
     optimizer: str = _opt("lbfgs", "lbfgs, adam, or sgd (seed 004: exponentially decaying rate)",
                           choices=OPTIMIZERS)
     learning_rate: float | None = _opt(
-        None, "step size for adam/sgd in pixel units (default: adam 4, sgd 2)", metavar="LR",
-        flag="--lr")
+        None, "step size for adam/sgd in pixel units", metavar="LR", flag="--lr",
+        shown="adam 4, sgd 2")
     lr_decay: float = _opt(0.96, "sgd: multiply the rate by this every --lr-decay-steps",
                            metavar="F")
     lr_decay_steps: int = _opt(100, "sgd: steps per decay", metavar="N")
@@ -90,7 +92,8 @@ class Settings:
                         choices=("max", "avg"))
     device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
                        metavar="DEV")
-    seed: int | None = _opt(None, "random seed, for reproducible runs on one machine", metavar="N")
+    seed: int | None = _opt(None, "random seed, for reproducible runs on one machine", metavar="N",
+                            shown="random")
     max_pixels: int = _opt(100_000_000, "refuse input images with more pixels than this",
                            metavar="N")
 

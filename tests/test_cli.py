@@ -271,3 +271,17 @@ def assert_one_line_error(code, err, pattern):
     assert lines[0].startswith("brushwork") and "error" in lines[0], err
     assert "Traceback" not in err
     assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_readme_documents_every_option():
+    """README flags must not drift from the code."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for f in option_fields():
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        if str(f.type) == "bool":
+            flag = "--[no-]" + f.name.replace("_", "-")
+        assert f"`{flag}" in readme, flag
+    for flag in ["--force", "--print-every", "--save-every", "--quiet", "--output"]:
+        assert flag in readme, flag

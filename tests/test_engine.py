@@ -182,3 +182,22 @@ def test_devices():
 def test_unknown_layer_is_an_error_listing_valid_ones(use_tiny, photo_path, painting_path):
     with pytest.raises(BrushworkError, match="unknown style layer 'relu9_1'.*relu5_3"):
         brushwork.stylize(photo_path, painting_path, style_layers=["relu9_1"], **FAST)
+
+
+def test_raw_sgd_step_is_plain_gradient_descent(tiny, use_tiny, photo_path, painting_path):
+    """--no-normalize-gradients: one SGD step is x - lr * dL/dx, as in seed 004."""
+    s = Settings(size=32, iterations=1, multiscale="off", optimizer="sgd", learning_rate=0.5,
+                 normalize_gradients=False, tv_weight=1e-3)
+    result = brushwork.stylize(photo_path, painting_path, **{
+        k: getattr(s, k) for k in ("size", "iterations", "multiscale", "optimizer",
+                                   "learning_rate", "normalize_gradients", "tv_weight")})
+    net = FeatureExtractor(use_tiny, list(s.content_layers + s.style_layers))
+    photo = to_tensor(Image.open(photo_path).convert("RGB").resize((32, 26), Image.LANCZOS))
+    style = to_tensor(Image.open(painting_path).convert("RGB").resize((32, 32), Image.LANCZOS))
+    objective = Objective(net, s, photo, [style], [1.0])
+    x = photo.clone().requires_grad_(True)
+    objective(x)["total"].backward()
+    expected = (photo - 0.5 * x.grad).clamp(0, 255).round()
+    got = to_tensor(result.image)
+    assert (got - expected).abs().max() <= 1.0
+    assert (expected - photo).abs().max() > 2  # the step did move the picture
