@@ -216,10 +216,12 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
                            settings.pooling).to(device)
     del weights
 
+    # A private generator: the library does not touch the caller's global RNG state.
+    generator = torch.Generator()
     if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(
-        settings.seed if settings.seed is not None else torch.seed())
+        generator.manual_seed(settings.seed)
+    else:
+        generator.seed()
 
     levels = pyramid(settings, content_img.size)
     total = sum(it for _, it in levels)
@@ -290,7 +292,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             if callback is not None:
                 callback(Iterate(step, total, level, len(levels), (w, h), last_losses,
                                  time.perf_counter() - start, min(1.0, work_done / work_total),
-                                 x.detach()))
+                                 x.detach().clone()))
             return total_loss
 
         try:
