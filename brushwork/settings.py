@@ -41,7 +41,7 @@ class Settings:
         150, "optimiser evaluations at the final scale (coarser scales get twice as many)",
         metavar="N")
     # The objective: L_total = alpha * L_content + beta * L_style + tv_weight * L_tv.
-    content_weight: float = _opt(1.0, "alpha, the weight of the content loss", metavar="A")
+    content_weight: float = _opt(0.5, "alpha, the weight of the content loss", metavar="A")
     style_weight: float = _opt(1e4, "beta, the weight of the style loss", metavar="B")
     tv_weight: float = _opt(0.0, "weight of the total-variation smoothness loss", metavar="W")
     tv_power: float = _opt(1.0, "exponent of the TV loss: 1 = squared gradients, 1.25 = seed 004",
@@ -51,8 +51,12 @@ class Settings:
     style_scale: float = _opt(
         1.0, "style image's long side relative to the output's; larger = bigger brush strokes",
         metavar="S")
+    # Departure from the paper (conv4_2 alone): on the default edge-tuned network relu4_2
+    # alone loses thin structures (the rocket's gantries in docs/images); adding relu3_2
+    # keeps them while the strokes stay. --content-layers relu4_2 is the paper's choice.
     content_layers: tuple[str, ...] = _opt(
-        ("relu4_2",), "layers for the content loss (the paper's conv4_2 is relu4_2 here)",
+        ("relu3_2", "relu4_2"),
+        "layers for the content loss (the paper's conv4_2 alone is relu4_2 here)",
         metavar="L,L,...")
     style_layers: tuple[str, ...] = _opt(PAPER_STYLE_LAYERS, "layers for the style loss",
                                          metavar="L,L,...")
