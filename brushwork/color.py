@@ -23,8 +23,11 @@ def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
     return _apply(_RGB_TO_YIQ, image)
 
 
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ.double()).float()
+
+
 def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
-    return _apply(torch.linalg.inv(_RGB_TO_YIQ.double()).float(), image)
+    return _apply(_YIQ_TO_RGB, image)
 
 
 def luminance_transfer(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -57,9 +60,11 @@ def match_color(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     ``A = Sigma_t^(1/2) Sigma_s^(-1/2)`` (symmetric square roots).  A single image each
     (batch of one); sizes may differ.
     """
-    mu_s, cov_s = _mean_cov(source[0])
-    mu_t, cov_t = _mean_cov(target[0])
+    # float64 on the CPU: MPS has no float64, and this runs once per scale.
+    src, tgt = source[0].detach().cpu(), target[0].detach().cpu()
+    mu_s, cov_s = _mean_cov(src)
+    mu_t, cov_t = _mean_cov(tgt)
     a = _sqrtm(cov_t) @ _sqrtm(cov_s, inverse=True)
-    pixels = source[0].double().reshape(3, -1)
+    pixels = src.double().reshape(3, -1)
     out = a @ (pixels - mu_s) + mu_t
-    return out.reshape(source.shape).to(source.dtype).clamp(0, 255)
+    return out.reshape(source.shape).to(source.dtype).clamp(0, 255).to(source.device)

@@ -29,6 +29,7 @@ from .weights import load_weights
 
 ImageInput = Any  # a path, a PIL image or a numpy array
 NOISE_STD = 16.0  # pixel units
+REFERENCE_LONG_SIDE = 256  # the size at which content_weight applies as given
 
 
 @dataclass
@@ -141,6 +142,14 @@ class Objective(nn.Module):
         self.net = net
         self.s = settings
         self.image_pixels = content.shape[-1] * content.shape[-2]
+        self.content_weight = settings.content_weight
+        if settings.size_invariant:
+            # The paper's content loss is a sum over positions (it grows with the pixel
+            # count) while its style loss is normalised by M^2 (it does not), so one
+            # alpha paints a 512 px picture more photo-like than a 256 px preview.
+            # alpha is therefore taken as given at a long side of 256 px.
+            long_side = max(content.shape[-1], content.shape[-2])
+            self.content_weight *= (REFERENCE_LONG_SIDE / long_side) ** 2
         n = len(settings.style_layers)
         self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
         with torch.no_grad():
@@ -172,7 +181,7 @@ class Objective(nn.Module):
             st = st + self.layer_weights[i] * style_layer_loss(
                 gram(f)[0], target, channels, positions, s.style_norm, self.image_pixels)
         tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else zero
-        terms = {"content": s.content_weight * c, "style": s.style_weight * st,
+        terms = {"content": self.content_weight * c, "style": s.style_weight * st,
                  "tv": s.tv_weight * tv}
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms

@@ -30,14 +30,17 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
     output = check_output_path(args.output, force=args.force)
     quiet = args.quiet
 
-    bar = None if quiet else tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
-                                  bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
+    bar = None  # made at the first step, so an early error is one clean line
 
     def log(message: str) -> None:
         if not quiet:
             (bar.write if bar else print)(message, file=sys.stderr)
 
     def on_step(it: Iterate) -> None:
+        nonlocal bar
+        if bar is None and not quiet:
+            bar = tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
         if bar is not None:
             bar.set_description(f"scale {it.scale + 1}/{it.scales} {it.size[0]}x{it.size[1]}",
                                 refresh=False)
@@ -64,6 +67,7 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
     except Interrupted as stop:
         if bar is not None:
             bar.close()
+            bar = None
         if stop.result.history:
             path = stop.result.save(output, force=args.force)
             print(f"interrupted; wrote the picture so far to {path}", file=sys.stderr)

@@ -42,6 +42,10 @@ class Settings:
         metavar="N")
     # The objective: L_total = alpha * L_content + beta * L_style + tv_weight * L_tv.
     content_weight: float = _opt(0.5, "alpha, the weight of the content loss", metavar="A")
+    size_invariant: bool = _opt(
+        True, "keep the content/style balance of a 256 px preview at every size: alpha is "
+        "scaled by (256 / long side)^2, since the paper's content loss grows with the pixel "
+        "count and its style loss does not; off = the paper's raw alpha")
     style_weight: float = _opt(1e4, "beta, the weight of the style loss", metavar="B")
     tv_weight: float = _opt(0.0, "weight of the total-variation smoothness loss", metavar="W")
     tv_power: float = _opt(1.0, "exponent of the TV loss: 1 = squared gradients, 1.25 = seed 004",
@@ -133,9 +137,9 @@ def validate(s: Settings) -> None:
         _weight(name, getattr(s, name))
     for name in ("style_scale", "tv_power", "lr_decay"):
         _weight(name, getattr(s, name), positive=True)
-    if not isinstance(s.normalize_gradients, bool):
-        raise BrushworkError(f"normalize_gradients must be True or False, not "
-                             f"{s.normalize_gradients!r}")
+    for name in ("normalize_gradients", "size_invariant"):
+        if not isinstance(getattr(s, name), bool):
+            raise BrushworkError(f"{name} must be True or False, not {getattr(s, name)!r}")
     if s.learning_rate is not None:
         _weight("learning_rate", s.learning_rate, positive=True)
     for name in ("style_weights", "style_layer_weights"):

@@ -285,3 +285,10 @@ def test_readme_documents_every_option():
         assert f"`{flag}" in readme, flag
     for flag in ["--force", "--print-every", "--save-every", "--quiet", "--output"]:
         assert flag in readme, flag
+
+
+def test_error_is_one_line_even_with_progress_bar(capsys, tiny_model_file, photo_path,
+                                                  painting_path, tmp_path):
+    code, _, err = run(capsys, "stylize", photo_path, painting_path, "-o", tmp_path / "o.png",
+                       "--model", tiny_model_file, "--style-layers", "relu7_1")
+    assert_one_line_error(code, err, "unknown style layer 'relu7_1'")

@@ -37,7 +37,7 @@ def test_stylize_returns_picture_and_style_loss_falls(use_tiny, photo_path, pain
 def test_objective_matches_pure_functions(tiny):
     s = Settings(content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"),
                  style_layer_weights=(0.3, 0.7), content_weight=2.0, style_weight=5.0,
-                 tv_weight=0.1, tv_power=1.25)
+                 tv_weight=0.1, tv_power=1.25, size_invariant=False)
     net = FeatureExtractor(tiny, ["relu3_1", "relu1_1", "relu2_1"])
     photo = to_tensor(Image.fromarray(photo_array(32, 32)))
     style = to_tensor(Image.fromarray(painting_array(32, 32)))
@@ -187,10 +187,11 @@ def test_unknown_layer_is_an_error_listing_valid_ones(use_tiny, photo_path, pain
 def test_raw_sgd_step_is_plain_gradient_descent(tiny, use_tiny, photo_path, painting_path):
     """--no-normalize-gradients: one SGD step is x - lr * dL/dx, as in seed 004."""
     s = Settings(size=32, iterations=1, multiscale="off", optimizer="sgd", learning_rate=0.5,
-                 normalize_gradients=False, tv_weight=1e-3)
+                 normalize_gradients=False, tv_weight=1e-3, size_invariant=False)
     result = brushwork.stylize(photo_path, painting_path, **{
         k: getattr(s, k) for k in ("size", "iterations", "multiscale", "optimizer",
-                                   "learning_rate", "normalize_gradients", "tv_weight")})
+                                   "learning_rate", "normalize_gradients", "tv_weight",
+                                   "size_invariant")})
     net = FeatureExtractor(use_tiny, list(s.content_layers + s.style_layers))
     photo = to_tensor(Image.open(photo_path).convert("RGB").resize((32, 26), Image.LANCZOS))
     style = to_tensor(Image.open(painting_path).convert("RGB").resize((32, 32), Image.LANCZOS))
@@ -201,3 +202,15 @@ def test_raw_sgd_step_is_plain_gradient_descent(tiny, use_tiny, photo_path, pain
     got = to_tensor(result.image)
     assert (got - expected).abs().max() <= 1.0
     assert (expected - photo).abs().max() > 2  # the step did move the picture
+
+
+def test_size_invariant_alpha_follows_the_long_side(tiny):
+    net = FeatureExtractor(tiny, ["relu4_2", "relu3_2"] + list(Settings().style_layers))
+    photo = to_tensor(Image.fromarray(photo_array(64, 48)))
+    style = to_tensor(Image.fromarray(painting_array(32, 32)))
+    on = Objective(net, Settings(content_weight=2.0), photo, [style], [1.0])
+    off = Objective(net, Settings(content_weight=2.0, size_invariant=False), photo, [style], [1.0])
+    assert off.content_weight == 2.0
+    assert on.content_weight == pytest.approx(2.0 * (256 / 64) ** 2)
+    x = torch.rand_like(photo) * 255
+    assert on(x)["content"].item() == pytest.approx(16 * off(x)["content"].item(), rel=1e-5)
