@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(demo, overrides=DEMO_OVERRIDES)
     demo.set_defaults(func=cmd_demo)
 
+    bench = sub.add_parser("bench", help="measure speed and memory (prints figures, never fails)")
+    from .bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+
     models = sub.add_parser("models", help="list weight sources, which are present; fetch one")
     models.add_argument("--fetch", metavar="NAME", help="download NAME into the cache")
     models.set_defaults(func=cmd_models)
@@ -156,6 +162,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(args, settings_from_args(args))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_cli
+
+    return run_cli(args)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -1,0 +1,61 @@
+"""The benchmark's arithmetic and plumbing (its figures are printed, never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from brushwork import bench
+from brushwork.settings import Settings
+from brushwork.vgg import FeatureExtractor
+
+
+def test_evaluation_flops_from_layer_shapes(tiny):
+    s = Settings(content_layers=("relu1_2",), style_layers=("relu1_1", "relu2_1"))
+    net = FeatureExtractor(tiny, ["relu1_2", "relu1_1", "relu2_1"])
+    h, w = 8, 6
+    c1, c2 = tiny.convs["conv1_1"][0].shape[0], tiny.convs["conv2_1"][0].shape[0]
+    convs = 2 * 2 * 9 * (3 * c1 * h * w + c1 * c1 * h * w + c1 * c2 * (h // 2) * (w // 2))
+    grams = 2 * 2 * (c1 * c1 * h * w + c2 * c2 * (h // 2) * (w // 2))
+    assert bench.evaluation_flops(net, s, h, w) == convs + grams
+
+
+def test_lbfgs_history_size():
+    # 100 pairs of 3 x 512 x 512 float32 vectors: 600 MiB.
+    assert bench.lbfgs_history_mb(512, 512, 100) == pytest.approx(600.0)
+
+
+def test_dense_rate_is_positive():
+    import torch
+
+    assert bench.dense_flops_per_s(torch.device("cpu"), n=64, reps=2) > 0
+
+
+def test_time_to_quality_on_tiny_network(use_tiny, photo_path, painting_path):
+    result = bench.time_to_quality(photo_path, painting_path, 32, 20, "cpu")
+    assert result["reference_iterations"] == 20
+    assert len(result["curves"]["reference"]) == 20
+    assert result["curves"]["default"]
+    if result["default_seconds_to_reference_loss"] is None:
+        assert result["ratio"] is None
+    else:
+        assert result["ratio"] == pytest.approx(
+            result["default_seconds_to_reference_loss"] / result["reference_seconds"])
+
+
+def test_table_and_json_name_every_key():
+    report = {
+        "mode": "quick", "machine": {"device_name": "cpu"}, "torch": "2", "threads": 2,
+        "eval_ratio_256": 0.5, "eval_ratio_256_detail": {
+            "size": "10x10", "seconds": 1, "gflop": 2, "gflop_per_s": 3, "dense_gflop_per_s": 6},
+        "time_to_quality_ratio": None, "time_to_quality_detail": {
+            "default_seconds_to_reference_loss": None, "reference_seconds": 10.0,
+            "reference_final_loss": 5.0, "default_seconds": 3.0, "default_final_loss": 6.0},
+        "peak_rss_mb_512": 700.0, "peak_rss_mb_512_detail": {"size": "5x5",
+                                                             "lbfgs_history_mb": 1.0},
+    }
+    table = bench.format_table(report)
+    for key in ["eval_ratio_256", "time_to_quality_ratio", "never reached", "peak_rss_mb_512"]:
+        assert key in table
+    assert json.loads(json.dumps(report)) == report
