@@ -156,7 +156,7 @@ def peak_rss_mb(photo: Path, style: Path, size: int, device: str, history: int) 
     if status != 0:
         raise RuntimeError(f"peak-memory run failed: {' '.join(argv)}")
     return {"size": size, "iterations": history + 1, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "seconds": seconds, "command": " ".join(argv[1:])}
+            "seconds": seconds, "command": "python " + " ".join(argv[1:])}
 
 
 def lbfgs_history_mb(width: int, height: int, history: int) -> float:
