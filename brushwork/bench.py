@@ -165,11 +165,15 @@ def lbfgs_history_mb(width: int, height: int, history: int) -> float:
 
 
 def run(quick: bool, device_name: str, out_dir: Path | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="brushwork-bench-") as tmp:
+        return _run(quick, device_name, out_dir, Path(tmp))
+
+
+def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict[str, Any]:
     cfg = QUICK if quick else FULL
     device = resolve_device(device_name)
     settings = Settings()
     photo_path = demo_photo()
-    tmp = Path(tempfile.mkdtemp(prefix="brushwork-bench-"))
     style_path = tmp / "style.png"
     make_style_image().save(style_path)
     photo_img = load_image(photo_path)
