@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
@@ -17,7 +16,6 @@ from .settings import default_of, option_fields
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 # The demo paints a smaller picture than stylize's default, to finish in a few minutes.
 DEMO_OVERRIDES = {"size": 320}
 

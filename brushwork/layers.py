@@ -20,17 +20,6 @@ def conv_names(arch: str) -> list[str]:
     return [f"conv{b + 1}_{i + 1}" for b, n in enumerate(BLOCKS[arch]) for i in range(n)]
 
 
-def conv_shapes(arch: str) -> dict[str, tuple[int, int]]:
-    """``{conv name: (in_channels, out_channels)}`` in network order."""
-    shapes: dict[str, tuple[int, int]] = {}
-    cin = 3
-    for b, n in enumerate(BLOCKS[arch]):
-        for i in range(n):
-            shapes[f"conv{b + 1}_{i + 1}"] = (cin, WIDTHS[b])
-            cin = WIDTHS[b]
-    return shapes
-
-
 def layer_names(arch: str) -> list[str]:
     """Every addressable layer in order: conv, relu and pool names."""
     names: list[str] = []

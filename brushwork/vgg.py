@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import BrushworkError
-from .layers import BLOCKS, layer_names
+from .layers import layer_names
 
 if TYPE_CHECKING:
     from .weights import VGGWeights
@@ -110,7 +110,3 @@ class FeatureExtractor(nn.Module):
                 out[name] = x
         return out
 
-
-def all_layer_names() -> dict[str, list[str]]:
-    """``{arch: [layer names]}`` for help texts."""
-    return {arch: layer_names(arch) for arch in BLOCKS}
