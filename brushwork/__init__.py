@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0"
 
-from .engine import Interrupted, Iterate, Result, stylize  # noqa: E402
+from .engine import Cache, Interrupted, Iterate, Result, stylize  # noqa: E402
 from .errors import BrushworkError  # noqa: E402
 from .settings import Settings  # noqa: E402
 
-__all__ = ["stylize", "Settings", "Result", "Iterate", "Interrupted", "BrushworkError",
+__all__ = ["stylize", "Cache", "Settings", "Result", "Iterate", "Interrupted", "BrushworkError",
            "__version__"]

@@ -6,9 +6,12 @@ pixel space (RGB, 0..255, float32) so that step sizes mean the same for every ne
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -108,6 +111,93 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class Cache:
+    """Work that repeated runs share: loaded networks and style Gram targets.
+
+    Pass one to several :func:`stylize` calls (a sweep, the studio's job queue) and the
+    weights are read once per model and each style image's Gram matrices are computed
+    once per size, instead of once per run.  Style targets are keyed by the bytes of
+    the resized (and colour-matched) style image, so a changed file is never served
+    stale.  Bounded (least recently used entries go first) and thread-safe.
+    """
+
+    def __init__(self, max_networks: int = 2, max_targets: int = 64) -> None:
+        self.max_networks = max_networks
+        self.max_targets = max_targets
+        self._networks: OrderedDict[tuple, FeatureExtractor] = OrderedDict()
+        self._targets: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.network_loads = 0  # how many times weights were actually read
+        self.target_hits = 0
+        self.target_misses = 0
+
+    def network(self, settings: Settings, device: torch.device,
+                log: Callable[[str], None] | None = None) -> FeatureExtractor:
+        key = (_model_key(settings.model), settings.pooling, str(device),
+               tuple(dict.fromkeys(settings.content_layers + settings.style_layers)))
+        with self._lock:
+            if key in self._networks:
+                self._networks.move_to_end(key)
+                return self._networks[key]
+        net = _load_network(settings, device, log)
+        net.cache_key = key  # style targets are keyed by it, never by id() (ids are reused)
+        with self._lock:
+            self.network_loads += 1
+            self._networks[key] = net
+            while len(self._networks) > self.max_networks:
+                self._networks.popitem(last=False)
+        return net
+
+    def style_grams(self, net: FeatureExtractor, style: torch.Tensor,
+                    layers: Sequence[str]) -> list[torch.Tensor]:
+        net_key = getattr(net, "cache_key", None)
+        if net_key is None:  # not one of ours: nothing to key it by safely
+            return style_grams(net, style, layers)
+        digest = hashlib.sha1(style.detach().cpu().numpy().tobytes()).hexdigest()
+        key = (net_key, tuple(style.shape), tuple(layers), digest)
+        with self._lock:
+            if key in self._targets:
+                self._targets.move_to_end(key)
+                self.target_hits += 1
+                return self._targets[key]
+        grams = style_grams(net, style, layers)
+        with self._lock:
+            self.target_misses += 1
+            self._targets[key] = grams
+            while len(self._targets) > self.max_targets:
+                self._targets.popitem(last=False)
+        return grams
+
+
+def _model_key(model: str) -> tuple:
+    """A weights file is known by its path and modification time; a source by its name."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        st = path.stat()
+        return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    return (model,)
+
+
+def _load_network(settings: Settings, device: torch.device,
+                  log: Callable[[str], None] | None) -> FeatureExtractor:
+    weights = load_weights(settings.model, **({"log": log} if log else {}))
+    check_layers(weights.arch, settings.content_layers, "content")
+    check_layers(weights.arch, settings.style_layers, "style")
+    return FeatureExtractor(weights, settings.content_layers + settings.style_layers,
+                            settings.pooling).to(device)
+
+
+@torch.no_grad()
+def style_grams(net: FeatureExtractor, style: torch.Tensor,
+                layers: Sequence[str]) -> list[torch.Tensor]:
+    """Gram matrices of ``style`` at ``layers``, divided by each layer's positions.
+
+    Stored per position so a target fits the output's size, not the style's.
+    """
+    feats = net(style)
+    return [gram(feats[n])[0] / (feats[n].shape[-1] * feats[n].shape[-2]) for n in layers]
+
+
 def pyramid(settings: Settings, content_size: tuple[int, int]) -> list[tuple[tuple[int, int], int]]:
     """``[((width, height), iterations), ...]`` from coarsest to finest.
 
@@ -137,7 +227,8 @@ class Objective(nn.Module):
     """
 
     def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
-                 styles: Sequence[torch.Tensor], blend: Sequence[float]) -> None:
+                 styles: Sequence[torch.Tensor], blend: Sequence[float],
+                 cache: Cache | None = None) -> None:
         super().__init__()
         self.net = net
         self.s = settings
@@ -156,14 +247,13 @@ class Objective(nn.Module):
             feats = net(content)
             for i, name in enumerate(settings.content_layers):
                 self.register_buffer(f"content_{i}", feats[name].detach().clone())
-            grams = [torch.zeros(0)] * n
+            blended: list[torch.Tensor | None] = [None] * n
             for style, b in zip(styles, blend):
-                sf = net(style)
-                for i, name in enumerate(settings.style_layers):
-                    g = gram(sf[name])[0] * (b / (sf[name].shape[-1] * sf[name].shape[-2]))
-                    grams[i] = g if grams[i].numel() == 0 else grams[i] + g
-            # Stored per position so the target fits the output's size, not the style's.
-            for i, g in enumerate(grams):
+                grams = (cache.style_grams(net, style, settings.style_layers) if cache
+                         else style_grams(net, style, settings.style_layers))
+                for i, g in enumerate(grams):
+                    blended[i] = g * b if blended[i] is None else blended[i] + g * b
+            for i, g in enumerate(blended):
                 self.register_buffer(f"gram_{i}", g)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -193,13 +283,15 @@ def _describe(source: ImageInput) -> Any:
 
 def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             callback: Callable[[Iterate], None] | None = None, log: Callable[[str], None] | None = None,
-            **options: Any) -> Result:
+            cache: Cache | None = None, **options: Any) -> Result:
     """Paint ``content`` in the style of ``style`` (one image or several, blended).
 
     ``options`` are the fields of :class:`brushwork.settings.Settings`. ``callback`` is
     called with an :class:`Iterate` after every evaluation. Raises BrushworkError for
     bad input, DivergedError if the loss becomes NaN or explodes, and Interrupted
-    (a KeyboardInterrupt carrying the result so far) on Ctrl-C.
+    (a KeyboardInterrupt carrying the result so far) on Ctrl-C; any other exception a
+    callback raises (to cancel a run, say) propagates unchanged.  Pass the same
+    :class:`Cache` to several calls to load each network and style target once.
     """
     start = time.perf_counter()
     settings = Settings(**_normalise(options))
@@ -218,12 +310,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     if settings.init not in ("content", "noise"):
         init_img = load_image(settings.init, role="init", max_pixels=settings.max_pixels)
 
-    weights = load_weights(settings.model, **({"log": log} if log else {}))
-    check_layers(weights.arch, settings.content_layers, "content")
-    check_layers(weights.arch, settings.style_layers, "style")
-    net = FeatureExtractor(weights, settings.content_layers + settings.style_layers,
-                           settings.pooling).to(device)
-    del weights
+    net = cache.network(settings, device, log) if cache else _load_network(settings, device, log)
 
     # A private generator: the library does not touch the caller's global RNG state.
     generator = torch.Generator()
@@ -264,7 +351,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             style_ts = [match_color(t, photo) for t in style_ts]
         elif settings.preserve_colors == "histogram-to-style":
             photo = match_color(photo, style_ts[max(range(len(blend)), key=blend.__getitem__)])
-        objective = Objective(net, settings, photo, style_ts, blend)
+        objective = Objective(net, settings, photo, style_ts, blend, cache)
         del style_ts
 
         if x is None:

@@ -9,14 +9,14 @@ from PIL import Image
 
 import brushwork
 from brushwork.color import rgb_to_yiq
-from brushwork.engine import Interrupted, Objective, pyramid, resolve_device
+from brushwork.engine import Cache, Interrupted, Objective, pyramid, resolve_device, stylize
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.imageio import read_metadata, to_tensor
 from brushwork.losses import content_loss, gram, style_layer_loss, tv_loss
 from brushwork.settings import Settings
 from brushwork.vgg import FeatureExtractor
 
-from conftest import painting_array, photo_array
+from conftest import painting_array, photo_array, tiny_weights
 
 FAST = dict(size=32, iterations=15, multiscale="off")
 
@@ -214,3 +214,50 @@ def test_size_invariant_alpha_follows_the_long_side(tiny):
     assert on.content_weight == pytest.approx(2.0 * (256 / 64) ** 2)
     x = torch.rand_like(photo) * 255
     assert on(x)["content"].item() == pytest.approx(16 * off(x)["content"].item(), rel=1e-5)
+
+
+def _counting_loader(monkeypatch):
+    import brushwork.engine as engine
+
+    calls = []
+
+    def load(*a, **k):
+        calls.append(a)
+        return tiny_weights()
+
+    monkeypatch.setattr(engine, "load_weights", load)
+    return calls
+
+
+def test_cache_loads_the_network_once_and_gives_the_same_picture(monkeypatch, photo_path,
+                                                                  painting_path):
+    calls = _counting_loader(monkeypatch)
+    opts = dict(size=32, iterations=6, seed=3, multiscale="off")
+    plain = stylize(photo_path, painting_path, **opts)
+    assert len(calls) == 1
+    cache = Cache()
+    first = stylize(photo_path, painting_path, cache=cache, **opts)
+    second = stylize(photo_path, painting_path, cache=cache, content_weight=3.0, **opts)
+    assert len(calls) == 2  # one more load for the two cached runs
+    assert cache.network_loads == 1
+    assert cache.target_misses == 1 and cache.target_hits == 1
+    # Caching changes nothing in the picture.
+    assert np.array_equal(np.asarray(plain.image), np.asarray(first.image))
+    assert not np.array_equal(np.asarray(first.image), np.asarray(second.image))
+
+
+def test_cache_misses_when_the_style_or_network_changes(monkeypatch, photo_path, painting_path,
+                                                        tmp_path):
+    calls = _counting_loader(monkeypatch)
+    cache = Cache(max_networks=1)
+    opts = dict(size=32, iterations=2, multiscale="off")
+    stylize(photo_path, painting_path, cache=cache, **opts)
+    other = tmp_path / "other.png"
+    Image.fromarray(255 - np.asarray(Image.open(painting_path))).save(other)
+    stylize(photo_path, other, cache=cache, **opts)
+    assert cache.target_misses == 2 and cache.network_loads == 1
+    stylize(photo_path, painting_path, cache=cache, style_scale=0.5, **opts)
+    assert cache.target_misses == 3
+    stylize(photo_path, painting_path, cache=cache, pooling="avg", **opts)
+    stylize(photo_path, painting_path, cache=cache, **opts)  # max pooling was evicted
+    assert cache.network_loads == 3 and len(calls) == 3
