@@ -28,7 +28,7 @@ from .imageio import load_image, resize_to, save_image, scaled_size, to_image, t
 from .losses import content_loss, gram, style_layer_loss, tv_loss
 from .settings import DEFAULT_LR, Settings
 from .vgg import FeatureExtractor, check_layers
-from .weights import load_weights
+from .weights import VGGWeights, load_weights
 
 ImageInput = Any  # a path, a PIL image or a numpy array
 NOISE_STD = 16.0  # pixel units
@@ -71,9 +71,11 @@ class Result:
                 "device": self.device, "final_losses": self.losses,
                 "elapsed_s": round(self.elapsed, 2), "interrupted": self.interrupted}
 
-    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
-        """Write atomically, refusing to overwrite unless ``force``; settings go in the file."""
-        return save_image(self.image, path, force=force, metadata=self.metadata())
+    def save(self, path: str | os.PathLike, *, force: bool = False,
+             extra: dict[str, Any] | None = None) -> Path:
+        """Write atomically, refusing to overwrite unless ``force``; settings go in the file,
+        with ``extra`` (for example the command that reproduces the picture)."""
+        return save_image(self.image, path, force=force, metadata={**self.metadata(), **(extra or {})})
 
 
 class Interrupted(KeyboardInterrupt):
@@ -124,6 +126,7 @@ class Cache:
     def __init__(self, max_networks: int = 2, max_targets: int = 64) -> None:
         self.max_networks = max_networks
         self.max_targets = max_targets
+        self._weights: OrderedDict[tuple, VGGWeights] = OrderedDict()
         self._networks: OrderedDict[tuple, FeatureExtractor] = OrderedDict()
         self._targets: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
@@ -131,18 +134,33 @@ class Cache:
         self.target_hits = 0
         self.target_misses = 0
 
+    def weights(self, model: str, log: Callable[[str], None] | None = None) -> VGGWeights:
+        """The weights of ``model`` (a source name or a file), read once."""
+        key = _model_key(model)
+        with self._lock:
+            if key in self._weights:
+                self._weights.move_to_end(key)
+                return self._weights[key]
+        weights = load_weights(model, **({"log": log} if log else {}))
+        with self._lock:
+            self.network_loads += 1
+            self._weights[key] = weights
+            while len(self._weights) > self.max_networks:
+                self._weights.popitem(last=False)
+        return weights
+
     def network(self, settings: Settings, device: torch.device,
                 log: Callable[[str], None] | None = None) -> FeatureExtractor:
+        """A feature extractor for these settings' model, layers, pooling and device."""
         key = (_model_key(settings.model), settings.pooling, str(device),
                tuple(dict.fromkeys(settings.content_layers + settings.style_layers)))
         with self._lock:
             if key in self._networks:
                 self._networks.move_to_end(key)
                 return self._networks[key]
-        net = _load_network(settings, device, log)
+        net = _build_network(self.weights(settings.model, log), settings, device)
         net.cache_key = key  # style targets are keyed by it, never by id() (ids are reused)
         with self._lock:
-            self.network_loads += 1
             self._networks[key] = net
             while len(self._networks) > self.max_networks:
                 self._networks.popitem(last=False)
@@ -180,7 +198,11 @@ def _model_key(model: str) -> tuple:
 
 def _load_network(settings: Settings, device: torch.device,
                   log: Callable[[str], None] | None) -> FeatureExtractor:
-    weights = load_weights(settings.model, **({"log": log} if log else {}))
+    return _build_network(load_weights(settings.model, **({"log": log} if log else {})),
+                          settings, device)
+
+
+def _build_network(weights: VGGWeights, settings: Settings, device: torch.device) -> FeatureExtractor:
     check_layers(weights.arch, settings.content_layers, "content")
     check_layers(weights.arch, settings.style_layers, "style")
     return FeatureExtractor(weights, settings.content_layers + settings.style_layers,

@@ -9,6 +9,7 @@ from PIL import Image
 
 import brushwork
 from brushwork.color import rgb_to_yiq
+import brushwork.engine as engine_module
 from brushwork.engine import Cache, Interrupted, Objective, pyramid, resolve_device, stylize
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.imageio import read_metadata, to_tensor
@@ -259,5 +260,12 @@ def test_cache_misses_when_the_style_or_network_changes(monkeypatch, photo_path,
     stylize(photo_path, painting_path, cache=cache, style_scale=0.5, **opts)
     assert cache.target_misses == 3
     stylize(photo_path, painting_path, cache=cache, pooling="avg", **opts)
-    stylize(photo_path, painting_path, cache=cache, **opts)  # max pooling was evicted
+    assert cache.target_misses == 4  # another network, other targets; the same weights
+    stylize(photo_path, painting_path, cache=cache, **opts)  # max pooling's net was evicted
+    assert cache.target_misses == 4 and cache.target_hits == 1
+    assert cache.network_loads == 1 and len(calls) == 1
+    model_b = tmp_path / "b.safetensors"
+    monkeypatch.setattr(engine_module, "_model_key", lambda model: (model,))
+    stylize(photo_path, painting_path, cache=cache, model=str(model_b), **opts)
+    stylize(photo_path, painting_path, cache=cache, **opts)  # vgg16-hed's weights were evicted
     assert cache.network_loads == 3 and len(calls) == 3
