@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .errors import BrushworkError
-from .settings import default_of, option_fields
+from .settings import default_of, flag_of, option_fields
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -51,13 +51,17 @@ def _fmt_default(value: Any) -> str:
 
 
 def add_settings_options(parser: argparse.ArgumentParser,
-                         overrides: dict[str, Any] | None = None) -> None:
-    """One option per Settings field, with its default (or the command's own) in the help."""
+                         overrides: dict[str, Any] | None = None,
+                         sweepable: tuple[str, ...] = ()) -> None:
+    """One option per Settings field, with its default (or the command's own) in the help.
+
+    Fields in ``sweepable`` take several values (kept as raw strings; see sweep_values).
+    """
     overrides = overrides or {}
     group = parser.add_argument_group("style transfer options")
     for f in option_fields():
         meta = f.metadata
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        flag = flag_of(f)
         default = overrides.get(f.name, default_of(f))
         # argparse's default formatter would repeat a default it can see; a literal one is
         # written for the suppressed ones (the user did not pass them: Settings decides).
@@ -66,7 +70,13 @@ def add_settings_options(parser: argparse.ArgumentParser,
         help_text = f"{meta['help']} (default: {shown})"
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text,
                                   "default": overrides.get(f.name, argparse.SUPPRESS)}
-        if meta.get("choices"):
+        if f.name in sweepable:
+            kwargs["action"] = "append"
+            kwargs["metavar"] = "V,V,..." if f.name != "model" else "NAME,..."
+            kwargs["help"] = help_text + (
+                "; repeat the flag for each layer set to sweep" if f.name.endswith("layers")
+                else "; comma-separated values to sweep")
+        elif meta.get("choices"):
             kwargs["choices"] = meta["choices"]
         elif str(f.type) == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -103,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(demo, overrides=DEMO_OVERRIDES)
     demo.set_defaults(func=cmd_demo)
 
+    sw = sub.add_parser("sweep", help="paint one picture per combination of option values "
+                        "and lay them out as a labelled contact sheet",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sw.add_argument("content", help="the photo")
+    sw.add_argument("style", nargs="+", help="one or more paintings")
+    sw.add_argument("-o", "--output", required=True, help="the contact sheet (.png)")
+    sw.add_argument("--cells", metavar="DIR", help="folder for each cell's picture, index.json "
+                    "and commands.sh (default: OUTPUT's name + _cells)")
+    sw.add_argument("--force", action="store_true", help="overwrite existing output files")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    sw.add_argument("--plot", metavar="PATH", help="also write the cells' loss plots, laid out "
+                    "like the sheet, to PATH (.png)")
+    from .sweep import SWEEPABLE
+
+    add_settings_options(sw, sweepable=SWEEPABLE)
+    sw.set_defaults(func=cmd_sweep)
+
     bench = sub.add_parser("bench", help="measure speed and memory (prints figures, never fails)")
     from .bench import add_arguments as add_bench_arguments
 
@@ -126,6 +153,8 @@ def _add_run_options(p: argparse.ArgumentParser, default_output: str | None) -> 
     p.add_argument("--save-every", type=int, default=0, metavar="N",
                    help="also save the picture every N steps as OUTPUT_stepNNNNN.ext")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.add_argument("--plot", metavar="PATH", help="also write a plot of the losses against "
+                   "the evaluation (content, style, TV, total) to PATH (.png)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,6 +189,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(args, settings_from_args(args))
+
+
+def sweep_values(args: argparse.Namespace, names: Sequence[str]) -> tuple[dict, dict]:
+    """Split the sweepable flags into (axes with several values, options with one)."""
+    from dataclasses import fields
+
+    from .settings import Settings
+
+    kinds = {f.name: str(f.type) for f in fields(Settings)}
+    axes: dict[str, list] = {}
+    fixed: dict[str, Any] = {}
+    for name in names:
+        raw = getattr(args, name, None)
+        if raw is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        values: list[Any] = []
+        for text in raw:
+            if kinds[name] == "float":
+                values += list(_list_of(float, "numbers")(text)) or _no_value(flag)
+            elif kinds[name].startswith("tuple"):  # each occurrence is one layer set
+                values.append(_list_of(str, "layer names")(text) or _no_value(flag))
+            else:
+                values += [v.strip() for v in text.split(",") if v.strip()] or _no_value(flag)
+        if len(values) == 1:
+            fixed[name] = values[0]
+        else:
+            axes[name] = values
+    return axes, fixed
+
+
+def _no_value(flag: str) -> list:
+    raise BrushworkError(f"{flag} was given without a value")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .run import run_sweep
+    from .sweep import SWEEPABLE
+
+    try:
+        axes, fixed = sweep_values(args, SWEEPABLE)
+    except argparse.ArgumentTypeError as e:
+        raise BrushworkError(str(e)) from None
+    options = {k: v for k, v in settings_from_args(args).items() if k not in SWEEPABLE}
+    return run_sweep(args, axes, {**options, **fixed})
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

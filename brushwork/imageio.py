@@ -356,6 +356,34 @@ def save_image(
     return out
 
 
+def save_text(text: str, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Write a text file (an index, a script) atomically, refusing to overwrite unless ``force``."""
+    out = Path(os.fsdecode(path)).expanduser()
+    name = f"file {_quote(os.fsdecode(path))}"
+    if out.is_dir():
+        raise OutputError(f"{name} is a directory")
+    if out.exists() and not force:
+        raise OutputError(f"{name} exists; pass --force to overwrite")
+    _check_dir_writable(out.parent, name)
+    _atomic_write(out, name, force, lambda f: f.write(text.encode("utf-8")))
+    return out.resolve()
+
+
+def check_output_dir(path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Check that a folder of outputs can be made at ``path`` (or reused, when ``force``)."""
+    out = Path(os.fsdecode(path)).expanduser()
+    name = f"output folder {_quote(os.fsdecode(path))}"
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"{name} exists and is not a folder")
+        if any(out.iterdir()) and not force:
+            raise OutputError(f"{name} exists and is not empty; pass --force to overwrite")
+        _check_dir_writable(out, name)
+    else:
+        _check_dir_writable(out.parent, name)
+    return out
+
+
 def _atomic_write(out: Path, name: str, force: bool, write: Callable[[Any], Any]) -> None:
     """Write via a temp file in the same directory, then os.replace it into place."""
     tmp = tempfile.NamedTemporaryFile(

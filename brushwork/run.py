@@ -4,15 +4,18 @@ checks before the run, a progress bar, periodic prints and saves, Ctrl-C, the wr
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from .engine import Interrupted, Iterate, pyramid, stylize
+from .engine import Interrupted, Iterate, Result, pyramid, stylize
 from .errors import BrushworkError
-from .imageio import check_output_path, save_image
+from .imageio import check_output_dir, check_output_path, save_image, save_text
 from .settings import Settings
 
 EXIT_INTERRUPTED = 130
@@ -28,6 +31,9 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
     if args.print_every < 0 or args.save_every < 0:
         raise BrushworkError("--print-every and --save-every must be 0 or positive")
     output = check_output_path(args.output, force=args.force)
+    plot = check_output_path(args.plot, force=args.force) if args.plot else None
+    if plot == output:
+        raise BrushworkError("--plot must name another file than --output")
     quiet = args.quiet
 
     bar = None  # made at the first step, so an early error is one clean line
@@ -71,6 +77,8 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
         if stop.result.history:
             path = stop.result.save(output, force=args.force)
             print(f"interrupted; wrote the picture so far to {path}", file=sys.stderr)
+            if plot:
+                write_plot(stop.result, plot, args.force)
         else:
             print("interrupted before the first step; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -78,8 +86,126 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
         if bar is not None:
             bar.close()
     path = result.save(output, force=args.force)
+    if plot:
+        write_plot(result, plot, args.force)
+        if not quiet:
+            print(f"wrote {plot}", file=sys.stderr)
     if not quiet:
         losses = "  ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         print(f"wrote {path} ({result.image.width}x{result.image.height}, "
               f"{result.elapsed:.1f} s, {losses})", file=sys.stderr)
     return 0
+
+
+def write_plot(result: Result, path: Path, force: bool) -> None:
+    from .plot import loss_plot, save_plot
+
+    size = f"{result.image.width}x{result.image.height}"
+    save_plot(loss_plot(result.history, title=f"{Path(str(result.inputs['content'])).name}, {size}"),
+              path, force=force)
+
+
+def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str, Any]) -> int:
+    """`brushwork sweep`: every cell saved as it finishes, then the sheet, index and plot."""
+    from .engine import Cache
+    from .sweep import (SweepInterrupted, SweepResult, all_cells, cell_command, cell_filename,
+                        check_inputs, contact_sheet, describe, plan, sweep)
+
+    cache = Cache()
+    planned = plan(axes, **options)  # every cell's settings checked before any file is touched
+    check_inputs(planned, args.content, list(args.style), cache)
+    options = planned.options  # with the shared seed
+    n = len(all_cells(planned))
+    output = check_output_path(args.output, force=args.force)
+    plot = check_output_path(args.plot, force=args.force) if args.plot else None
+    if plot == output:
+        raise BrushworkError("--plot must name another file than --output")
+    cells_arg = Path(args.cells) if args.cells else Path(args.output).with_name(
+        Path(args.output).stem + "_cells")
+    cells_dir = check_output_dir(cells_arg, force=args.force)
+    quiet = args.quiet
+    bar = None
+    done = 0
+
+    def on_step(cell: Any, it: Iterate) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
+        bar.set_description(f"cell {done + 1}/{n}", refresh=False)
+        bar.set_postfix_str(f"step {it.step}/{it.total} style {it.losses['style']:.3g}",
+                            refresh=False)
+        bar.update(100.0 * (done + it.progress) / n - bar.n)
+
+    def on_cell(cell: Any) -> None:
+        nonlocal done
+        done += 1
+        label = ", ".join(f"{k} {v}" for k, v in describe_values(cell.values).items())
+        if cell.result is None:
+            message = f"cell {done}/{n} ({label}): {cell.error}"
+        else:
+            cells_dir.mkdir(parents=True, exist_ok=True)
+            path = cells_arg / cell_filename(cell)
+            cell.command = cell_command(args.content, args.style, path,
+                                        {**options, **cell.values})
+            cell.path = cell.result.save(path, force=args.force,
+                                         extra={"command": cell.command, "cwd": os.getcwd()})
+            message = f"cell {done}/{n} ({label}): {path}, {cell.result.elapsed:.1f} s"
+        if not quiet:
+            (bar.write if bar else print)(message, file=sys.stderr)
+
+    def finish(result: SweepResult) -> None:
+        names = ", ".join(Path(s).name for s in args.style)
+        size = options.get("size", Settings().size)
+        result.title = (f"{Path(args.content).name} in the style of {names}: {size} px, "
+                        f"seed {options['seed']}" + (" (interrupted)" if result.interrupted else ""))
+        info = describe(result)
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        save_text(json.dumps(info, indent=1) + "\n", cells_dir / "index.json", force=args.force)
+        lines = ["#!/bin/sh", "# brushwork sweep: each command paints one cell of "
+                 f"{Path(args.output).name} on its own.", f"cd {shlex.quote(os.getcwd())}"]
+        for cell in all_cells(result):
+            if cell.command:
+                lines += [f"# row {cell.row + 1}, column {cell.col + 1}", cell.command]
+        save_text("\n".join(lines) + "\n", cells_dir / "commands.sh", force=args.force)
+        save_image(contact_sheet(result), output, force=args.force,
+                   metadata={"brushwork_sweep": info})
+        if plot:
+            from .plot import grid_plot, save_plot
+
+            histories = [[c.result.history if c.result else None for c in row]
+                         for row in result.cells]
+            save_plot(grid_plot(histories, [result.row_label(r).replace("\n", ", ")
+                                            for r in range(len(result.cells))],
+                                [result.col_label(c) for c in range(len(result.cells[0]))]),
+                      plot, force=args.force)
+
+    try:
+        result = sweep(args.content, list(args.style), axes, callback=on_step, on_cell=on_cell,
+                       cache=cache, **options)
+    except SweepInterrupted as stop:
+        if bar is not None:
+            bar.close()
+            bar = None
+        if any(c.result for c in all_cells(stop.result)):
+            finish(stop.result)
+            print(f"interrupted; wrote the {done} finished cells to {output}", file=sys.stderr)
+        else:
+            print("interrupted before the first cell finished; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if bar is not None:
+            bar.close()
+    finish(result)
+    if not quiet:
+        print(f"wrote {output} ({n} cells; pictures, index.json and commands.sh in {cells_arg})",
+              file=sys.stderr)
+    return 0
+
+
+def describe_values(values: dict[str, Any]) -> dict[str, str]:
+    from .sweep import format_value
+
+    return {k.replace("_", " "): format_value(k, v) for k, v in values.items()}

@@ -179,3 +179,35 @@ def option_fields() -> list:
 
 def default_of(f) -> Any:
     return f.default if f.default is not MISSING else f.default_factory()
+
+
+def flag_of(f) -> str:
+    """The CLI flag of a settings field."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def to_cli_args(options: dict[str, Any]) -> list[str]:
+    """``brushwork stylize`` arguments giving these options; defaults are left out.
+
+    The inverse of the CLI's parsing: ``Settings(**options)`` equals the settings the
+    printed command runs with.
+    """
+    args: list[str] = []
+    for f in option_fields():
+        if f.name not in options:
+            continue
+        value = options[f.name]
+        if isinstance(value, list):
+            value = tuple(value)
+        if value == default_of(f):
+            continue
+        flag = flag_of(f)
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple):
+            args += [flag, ",".join(repr(v) if isinstance(v, float) else str(v) for v in value)]
+        elif isinstance(value, float):
+            args += [flag, repr(value)]  # repr round-trips exactly
+        else:
+            args += [flag, str(value)]
+    return args

@@ -1,0 +1,308 @@
+"""Parameter sweeps: one picture per combination of values, laid out as a contact sheet.
+
+The network and the style targets that cells share are made once (a shared
+:class:`~brushwork.engine.Cache`), and every cell uses the same seed, so the cells
+differ only in the swept values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .engine import Cache, ImageInput, Interrupted, Iterate, Result, stylize
+from .errors import BrushworkError, DivergedError
+from .imageio import load_image
+from .settings import Settings, to_cli_args
+from .vgg import check_layers
+
+# What a sweep may vary, in the order the sheet's labels use.
+SWEEPABLE = ("style_weight", "content_weight", "tv_weight", "style_scale", "style_layers",
+             "content_layers", "model")
+MAX_CELLS = 64
+THUMB_LONG_SIDE = 384  # cells larger than this are shown smaller on the sheet (saved full size)
+MIN_THUMB = 192  # and smaller ones larger, so a quick low-resolution sweep stays legible
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    values: tuple[Any, ...]
+
+    def label(self, value: Any) -> str:
+        return f"{self.name.replace('_', ' ')} {format_value(self.name, value)}"
+
+
+@dataclass
+class Cell:
+    row: int
+    col: int
+    values: dict[str, Any]  # the swept settings of this cell
+    result: Result | None = None
+    error: str | None = None  # why the cell has no picture (diverged, ...)
+    path: Path | None = None  # where the CLI saved it
+    command: str | None = None  # the `brushwork stylize` command that reproduces it
+
+
+@dataclass
+class SweepResult:
+    columns: Axis | None
+    rows: list[Axis]  # the row label combines these (their product, in order)
+    cells: list[list[Cell]]
+    options: dict[str, Any]  # the settings every cell shares (seed included)
+    interrupted: bool = False
+    title: str = ""
+
+    def row_label(self, r: int) -> str:
+        return "\n".join(a.label(self.cells[r][0].values[a.name]) for a in self.rows)
+
+    def col_label(self, c: int) -> str:
+        return self.columns.label(self.cells[0][c].values[self.columns.name]) if self.columns else ""
+
+
+def format_value(name: str, value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if name == "model" and (os.sep in str(value) or "." in str(value)):
+        return Path(str(value)).name
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def make_axes(axes: dict[str, Sequence[Any]]) -> tuple[Axis | None, list[Axis]]:
+    """Columns get the longest axis (a wide sheet reads best); rows the product of the rest."""
+    for name, values in axes.items():
+        if name not in SWEEPABLE:
+            raise BrushworkError(f"cannot sweep {name!r}; sweepable: {', '.join(SWEEPABLE)}")
+        if not values:
+            raise BrushworkError(f"sweep of {name} has no values")
+        if len(set(values)) != len(values):
+            raise BrushworkError(f"sweep of {name} repeats a value: {list(values)}")
+    ordered = [Axis(n, tuple(axes[n])) for n in SWEEPABLE if n in axes]
+    if not ordered:
+        raise BrushworkError("nothing to sweep: give two or more values to one of "
+                             + ", ".join(SWEEPABLE))
+    columns = max(ordered, key=lambda a: len(a.values))
+    return columns, [a for a in ordered if a is not columns]
+
+
+def sweep(content: ImageInput, style: ImageInput | Sequence[ImageInput], axes: dict[str, Sequence[Any]],
+          *, callback: Callable[[Cell, Iterate], None] | None = None,
+          on_cell: Callable[[Cell], None] | None = None, cache: Cache | None = None,
+          log: Callable[[str], None] | None = None, **options: Any) -> SweepResult:
+    """Run :func:`stylize` once per combination of ``axes`` values.
+
+    ``axes`` maps a settings name (see SWEEPABLE) to its values; ``options`` are the
+    settings all cells share. Every cell's settings are checked before any runs. A cell
+    whose loss diverges is recorded with its error and the sweep goes on. ``on_cell`` is
+    called as each cell finishes (to save it at once); Ctrl-C raises
+    :class:`SweepInterrupted` carrying the cells done so far.
+    """
+    out = plan(axes, **options)
+    cache = cache or Cache()
+    check_inputs(out, content, style, cache, log)
+    for cell in all_cells(out):
+        try:
+            cell.result = stylize(content, style, cache=cache, log=log,
+                                  callback=(lambda it, cell=cell: callback(cell, it)) if callback else None,
+                                  **{**out.options, **cell.values})
+        except DivergedError as e:
+            cell.error = f"diverged: {e}"
+        except Interrupted:
+            out.interrupted = True
+            raise SweepInterrupted(out) from None
+        if on_cell is not None:
+            on_cell(cell)
+    return out
+
+
+def plan(axes: dict[str, Sequence[Any]], **options: Any) -> SweepResult:
+    """The sweep's grid with no picture yet; raises BrushworkError for any bad cell.
+
+    Without a ``seed`` in ``options`` one is drawn, so all cells share it.
+    """
+    for name in axes:
+        if name in options:
+            raise BrushworkError(f"{name} is both swept and fixed; give it once")
+    columns, rows = make_axes(axes)
+    options = dict(options)
+    if options.get("seed") is None:
+        # One seed for all cells, so they differ only in what is swept.
+        options["seed"] = random.SystemRandom().randrange(2**31)
+    col_values = columns.values if columns else (None,)
+    row_combos = list(itertools.product(*(a.values for a in rows))) or [()]
+    if len(col_values) * len(row_combos) > MAX_CELLS:
+        raise BrushworkError(f"the sweep has {len(col_values) * len(row_combos)} cells; "
+                             f"at most {MAX_CELLS} fit on one sheet")
+    cells = []
+    for r, combo in enumerate(row_combos):
+        row = []
+        for c, cv in enumerate(col_values):
+            values = {a.name: v for a, v in zip(rows, combo)}
+            if columns:
+                values[columns.name] = cv
+            Settings(**_tuples({**options, **values}))  # fail before any work
+            row.append(Cell(r, c, values))
+        cells.append(row)
+    return SweepResult(columns, rows, cells, options)
+
+
+def check_inputs(planned: SweepResult, content: ImageInput,
+                 style: ImageInput | Sequence[ImageInput], cache: Cache,
+                 log: Callable[[str], None] | None = None) -> None:
+    """Fail before the first cell on what would fail in a later one: the images, every
+    model (read once, into the cache) and its layers."""
+    limit = Settings(**_tuples(planned.options)).max_pixels
+    load_image(content, role="content", max_pixels=limit)
+    for s in style if isinstance(style, (list, tuple)) else [style]:
+        load_image(s, role="style", max_pixels=limit)
+    for cell in all_cells(planned):
+        settings = Settings(**_tuples({**planned.options, **cell.values}))
+        arch = cache.weights(settings.model, log).arch
+        check_layers(arch, settings.content_layers, "content")
+        check_layers(arch, settings.style_layers, "style")
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; ``.result`` holds the cells that finished."""
+
+    def __init__(self, result: SweepResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
+def _tuples(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+def cell_command(content: str, styles: Sequence[str], output: str | os.PathLike,
+                 options: dict[str, Any]) -> str:
+    """The ``brushwork stylize`` command line that paints this cell on its own."""
+    args = ["brushwork", "stylize", content, *styles, "-o", os.fspath(output)]
+    return shlex.join(args + to_cli_args(options))
+
+
+def cell_filename(cell: Cell) -> str:
+    parts = [f"r{cell.row + 1}c{cell.col + 1}"]
+    for name, value in cell.values.items():
+        text = format_value(name, value).replace(",", "+")
+        parts.append(f"{name}-{text}")
+    name = "_".join(parts)
+    safe = "".join(ch if ch.isalnum() or ch in "-+._" else "-" for ch in name)
+    return safe[:120] + ".png"
+
+
+# ---------------------------------------------------------------- the contact sheet
+
+def _font(size: int) -> ImageFont.ImageFont:
+    """DejaVu Sans, which matplotlib ships, so labels look the same everywhere."""
+    from matplotlib import font_manager
+
+    try:
+        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"),
+                                     fallback_to_default=True)
+        return ImageFont.truetype(path, size)
+    except (OSError, ValueError):
+        return ImageFont.load_default()
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont) -> tuple[int, int]:
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
+    return right - left, bottom - top
+
+
+def contact_sheet(result: SweepResult, *, thumb: int = THUMB_LONG_SIDE) -> Image.Image:
+    """The cells in a grid with the column values on top and the row values on the left.
+
+    Pictures are shown with a long side between MIN_THUMB and ``thumb`` (each cell's
+    file keeps its full size); a column is as wide as its label needs.
+    """
+    pics = [[c.result.image if c.result else None for c in row] for row in result.cells]
+    sizes = [p.size for row in pics for p in row if p is not None]
+    if not sizes:
+        w, h = thumb, thumb * 3 // 4
+    else:
+        w, h = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        f = min(thumb, max(MIN_THUMB, max(w, h))) / max(w, h)
+        w, h = max(1, round(w * f)), max(1, round(h * f))
+    font, small, bold = _font(15), _font(12), _font(17)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    gap, pad = 8, 12
+    n_rows, n_cols = len(result.cells), len(result.cells[0])
+    row_labels = [result.row_label(r) for r in range(n_rows)]
+    col_labels = [result.col_label(c) for c in range(n_cols)]
+    cw = max([w] + [_text_size(probe, t, font)[0] + gap for t in col_labels])
+    left = max([_text_size(probe, t, font)[0] for t in row_labels if t] + [0])
+    left = left + 2 * pad if left else pad
+    head = max([_text_size(probe, t, font)[1] for t in col_labels if t] + [0]) + 2 * pad
+    title_w, title_h = _text_size(probe, result.title or "Ag", bold)
+    title_h += 2 * pad
+    width = max(left + n_cols * (cw + gap) + pad, title_w + 2 * pad)
+    height = title_h + head + n_rows * (h + gap) + pad
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, pad), result.title, fill="black", font=bold)
+    for c, text in enumerate(col_labels):
+        tw, _ = _text_size(draw, text, font)
+        draw.text((left + c * (cw + gap) + (cw - tw) // 2, title_h + pad // 2), text,
+                  fill="black", font=font)
+    for r, text in enumerate(row_labels):
+        _, th = _text_size(draw, text, font)
+        draw.multiline_text((pad, title_h + head + r * (h + gap) + (h - th) // 2), text,
+                            fill="black", font=font)
+    for r, row in enumerate(result.cells):
+        for c, cell in enumerate(row):
+            x, y = left + c * (cw + gap) + (cw - w) // 2, title_h + head + r * (h + gap)
+            pic = pics[r][c]
+            if pic is not None:
+                pic = pic.resize((w, h), Image.LANCZOS) if pic.size != (w, h) else pic
+                sheet.paste(pic, (x, y))
+            else:
+                draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(235, 235, 235),
+                               outline=(200, 200, 200))
+                msg = _wrap(cell.error or "not run", max(10, w // 8))
+                draw.multiline_text((x + 8, y + 8), msg, fill=(150, 30, 30) if cell.error else "grey",
+                                    font=small)
+    return sheet
+
+
+def _wrap(text: str, width: int) -> str:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    return "\n".join(lines[:8])
+
+
+def describe(result: SweepResult) -> dict[str, Any]:
+    """JSON for the sheet's metadata and the cells' index."""
+    return {
+        "columns": {"name": result.columns.name, "values": list(result.columns.values)}
+        if result.columns else None,
+        "rows": [{"name": a.name, "values": list(a.values)} for a in result.rows],
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in result.options.items()},
+        "interrupted": result.interrupted,
+        "cells": [{"row": c.row, "col": c.col,
+                   "values": {k: list(v) if isinstance(v, tuple) else v for k, v in c.values.items()},
+                   "file": str(c.path) if c.path else None, "command": c.command,
+                   "losses": c.result.losses if c.result else None,
+                   "elapsed_s": round(c.result.elapsed, 2) if c.result else None,
+                   "error": c.error}
+                  for row in result.cells for c in row],
+    }
+
+
+def all_cells(result: SweepResult) -> list[Cell]:
+    return [c for row in result.cells for c in row]
