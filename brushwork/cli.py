@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list weight sources, which are present; fetch one")
     models.add_argument("--fetch", metavar="NAME", help="download NAME into the cache")
     models.set_defaults(func=cmd_models)
+    from .studio import add_parser as add_studio_parser  # the web studio (brushwork/studio/)
+    add_studio_parser(sub)
     return parser
 
 

@@ -1,0 +1,266 @@
+"""What the studio keeps between runs: files under the data folder and an SQLite index.
+
+Layout (every file name is a random id chosen here, never a name a user sent)::
+
+    DATA/studio.db               uploads and jobs (state, options, losses, errors)
+    DATA/uploads/ID.EXT          an uploaded image, as sent (after it decoded cleanly)
+    DATA/uploads/ID.thumb.jpg    its thumbnail
+    DATA/results/ID.png          a finished job's picture, settings inside (Result.save)
+    DATA/results/ID.thumb.jpg    its thumbnail
+
+Files are written to a temporary name and renamed into place; the database row that
+points at them is committed afterwards, so a crash leaves at worst an unused file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import BrushworkError
+from ..imageio import read_metadata
+
+ID_RE = re.compile(r"[0-9a-f]{16}")
+STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+ACTIVE = ("queued", "running")
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,          -- display only
+    ext TEXT NOT NULL,
+    format TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    content TEXT NOT NULL,       -- upload id
+    styles TEXT NOT NULL,        -- JSON list of upload ids
+    options TEXT NOT NULL,       -- JSON: the options as the API received them
+    settings TEXT,               -- JSON: the full settings the run used
+    error TEXT,
+    losses TEXT,                 -- JSON: final weighted losses
+    history TEXT,                -- JSON: one entry per evaluation
+    total INTEGER,
+    elapsed REAL,
+    width INTEGER,
+    height INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+"""
+
+_JSON_COLUMNS = ("styles", "options", "settings", "losses", "history")
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def valid_id(value: str) -> bool:
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
+
+class Store:
+    """The SQLite index and the file layout.  Thread-safe (one connection, one lock)."""
+
+    def __init__(self, data_dir: str | os.PathLike) -> None:
+        self.dir = Path(data_dir)
+        self.uploads_dir = self.dir / "uploads"
+        self.results_dir = self.dir / "results"
+        try:
+            for d in (self.dir, self.uploads_dir, self.results_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.dir, prefix=".probe-")
+            probe.close()
+        except OSError as e:
+            raise BrushworkError(f"data folder {str(self.dir)!r} cannot be used "
+                                 f"({e.strerror or e})") from None
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.dir / "studio.db", check_same_thread=False,
+                                       isolation_level=None)  # autocommit; explicit BEGINs
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            raise BrushworkError(f"database {str(self.dir / 'studio.db')!r} cannot be "
+                                 f"used ({e})") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- files ---------------------------------------------------------------------------
+
+    def upload_path(self, upload_id: str, ext: str) -> Path:
+        assert valid_id(upload_id) and re.fullmatch(r"\.[a-z]{2,5}", ext)
+        return self.uploads_dir / f"{upload_id}{ext}"
+
+    def upload_thumb(self, upload_id: str) -> Path:
+        assert valid_id(upload_id)
+        return self.uploads_dir / f"{upload_id}.thumb.jpg"
+
+    def result_path(self, job_id: str) -> Path:
+        assert valid_id(job_id)
+        return self.results_dir / f"{job_id}.png"
+
+    def result_thumb(self, job_id: str) -> Path:
+        assert valid_id(job_id)
+        return self.results_dir / f"{job_id}.thumb.jpg"
+
+    @staticmethod
+    def write_atomic(path: Path, data: bytes) -> None:
+        tmp = tempfile.NamedTemporaryFile(delete=False, dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with tmp:
+                tmp.write(data)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.replace(tmp.name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp.name)
+            raise
+
+    # -- uploads -------------------------------------------------------------------------
+
+    def add_upload(self, *, name: str, ext: str, format: str, width: int, height: int,
+                   data: bytes, thumb: bytes) -> dict[str, Any]:
+        upload_id = new_id()
+        self.write_atomic(self.upload_path(upload_id, ext), data)
+        self.write_atomic(self.upload_thumb(upload_id), thumb)
+        row = {"id": upload_id, "name": name, "ext": ext, "format": format, "width": width,
+               "height": height, "bytes": len(data), "created": time.time()}
+        with self._lock:
+            self._db.execute("INSERT INTO uploads VALUES (:id, :name, :ext, :format, :width, "
+                             ":height, :bytes, :created)", row)
+        return row
+
+    def upload(self, upload_id: str) -> dict[str, Any] | None:
+        if not valid_id(upload_id):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+        return dict(row) if row else None
+
+    def upload_file(self, upload_id: str) -> Path | None:
+        row = self.upload(upload_id)
+        if row is None:
+            return None
+        path = self.upload_path(upload_id, row["ext"])
+        return path if path.is_file() else None
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def add_job(self, job: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (id, state, created, content, styles, options, total) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job["id"], job["state"], job["created"], job["content"],
+                 json.dumps(job["styles"]), json.dumps(job["options"]), job.get("total")))
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        assert fields and all(re.fullmatch(r"[a-z_]+", k) for k in fields)
+        values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
+                  for k, v in fields.items()]
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        if not valid_id(job_id):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _decode(row) if row else None
+
+    def jobs(self, states: Iterable[str] | None = None, *, limit: int = 200, offset: int = 0,
+             history: bool = False) -> list[dict[str, Any]]:
+        cols = "*" if history else ", ".join(c for c in _columns() if c != "history")
+        query = f"SELECT {cols} FROM jobs"
+        args: list[Any] = []
+        if states is not None:
+            states = list(states)
+            query += f" WHERE state IN ({', '.join('?' * len(states))})"
+            args += states
+        query += " ORDER BY created DESC LIMIT ? OFFSET ?"
+        args += [limit, offset]
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [_decode(r) for r in rows]
+
+    def count(self, states: Iterable[str]) -> int:
+        states = list(states)
+        with self._lock:
+            return self._db.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE state IN ({', '.join('?' * len(states))})",
+                states).fetchone()[0]
+
+    def delete_job(self, job_id: str) -> bool:
+        if not valid_id(job_id):
+            return False
+        with self._lock:
+            cur = self._db.execute("DELETE FROM jobs WHERE id = ? AND state NOT IN "
+                                   "('queued', 'running')", (job_id,))
+        if cur.rowcount:
+            for path in (self.result_path(job_id), self.result_thumb(job_id)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return bool(cur.rowcount)
+
+    def recover(self) -> list[str]:
+        """After a restart: jobs left queued or running are marked interrupted.
+
+        A job whose picture was written but whose row was not yet committed (the process
+        died in between) is marked done from the settings inside the picture.
+        """
+        changed = []
+        for job in self.jobs(ACTIVE, limit=1_000_000):
+            path = self.result_path(job["id"])
+            meta = None
+            if path.is_file():
+                with contextlib.suppress(BrushworkError):
+                    meta = read_metadata(path)
+            if meta is not None:
+                self.update_job(job["id"], state="done", finished=path.stat().st_mtime,
+                                settings=meta.get("settings"), losses=meta.get("final_losses"),
+                                elapsed=meta.get("elapsed_s"))
+            else:
+                self.update_job(job["id"], state="interrupted", finished=time.time(),
+                                error="the studio stopped before this job finished")
+            changed.append(job["id"])
+        return changed
+
+
+def _columns() -> list[str]:
+    return ["id", "state", "created", "started", "finished", "content", "styles", "options",
+            "settings", "error", "losses", "history", "total", "elapsed", "width", "height"]
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for k in _JSON_COLUMNS:
+        if out.get(k) is not None:
+            out[k] = json.loads(out[k])
+    return out
