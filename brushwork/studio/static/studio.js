@@ -1,0 +1,650 @@
+// brushwork studio page: plain JavaScript, no libraries, nothing from the internet.
+// It talks only to this server's /api (see brushwork/studio/app.py).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  config: null,
+  content: null,          // {id, name}
+  styles: [],             // [{id, name}]
+  jobs: new Map(),        // id -> latest snapshot
+  history: new Map(),     // id -> [{step, scale, content, style, tv, total}]
+  selected: null,         // job id shown on the stage
+  shownPreview: new Map(),// id -> preview version on screen
+  gallery: [],
+};
+const TERMINAL = new Set(["done", "failed", "cancelled", "interrupted"]);
+
+// Options with a slider: log10 sliders for the weights, linear for the rest.
+const SLIDERS = {
+  style_weight: { log: true },
+  content_weight: { log: true },
+  tv_weight: { log: true, zeroAtMin: true },
+  size: { int: true },
+  iterations: { int: true },
+  style_scale: {},
+};
+
+// ---------------------------------------------------------------- helpers
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  let body = null;
+  const type = response.headers.get("content-type") || "";
+  if (type.includes("application/json")) body = await response.json();
+  if (!response.ok) {
+    let detail = body && body.detail;
+    if (Array.isArray(detail)) detail = detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+    throw new Error(detail || `${response.status} ${response.statusText}`);
+  }
+  return body;
+}
+
+function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function fmtNumber(x) {
+  if (x === 0) return "0";
+  const a = Math.abs(x);
+  if (a >= 1e4 || a < 1e-2) {
+    const [m, e] = x.toExponential(1).split("e");
+    return `${m.replace(/\.0$/, "")}e${Number(e)}`;
+  }
+  return String(Number(x.toPrecision(3)));
+}
+
+function fmtSeconds(s) {
+  if (s == null || !isFinite(s)) return "";
+  s = Math.round(s);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  return `${m} min ${String(s % 60).padStart(2, "0")} s`;
+}
+
+function ordinal(n) {
+  const s = ["th", "st", "nd", "rd"], v = n % 100;
+  return n + (s[(v - 20) % 10] || s[v] || s[0]);
+}
+
+function shortId(id) { return id.slice(0, 6); }
+
+// ---------------------------------------------------------------- the form
+
+function sliderToValue(name, v) {
+  const spec = SLIDERS[name];
+  v = Number(v);
+  if (spec.log) {
+    if (spec.zeroAtMin && v <= Number($(name + "-range").min)) return 0;
+    return Number(Math.pow(10, v).toPrecision(2));
+  }
+  return spec.int ? Math.round(v) : Number(v.toFixed(2));
+}
+
+function valueToSlider(name, x) {
+  const spec = SLIDERS[name];
+  if (spec.log) return x > 0 ? Math.log10(x) : Number($(name + "-range").min);
+  return x;
+}
+
+function setOption(name, value) {
+  const input = $(name);
+  if (!input) return;
+  if (name === "seed") { input.value = value == null ? "" : value; return; }
+  if (input.tagName === "SELECT") {
+    if ([...input.options].some((o) => o.value === value)) input.value = value;
+    return;
+  }
+  input.value = SLIDERS[name] && SLIDERS[name].log ? fmtNumber(value) : value;
+  input.classList.remove("invalid");
+  if (SLIDERS[name]) $(name + "-range").value = valueToSlider(name, value);
+}
+
+function setupForm() {
+  for (const name of Object.keys(SLIDERS)) {
+    const range = $(name + "-range"), input = $(name);
+    range.addEventListener("input", () => {
+      const v = sliderToValue(name, range.value);
+      input.value = SLIDERS[name].log ? fmtNumber(v) : v;
+      input.classList.remove("invalid");
+    });
+    input.addEventListener("change", () => {
+      const v = Number(input.value);
+      const ok = input.value.trim() !== "" && isFinite(v) && v >= 0;
+      input.classList.toggle("invalid", !ok);
+      if (ok) range.value = valueToSlider(name, v);
+    });
+  }
+  $("start").addEventListener("click", startJob);
+  $("reset").addEventListener("click", resetForm);
+}
+
+function resetForm() {
+  const d = state.config.defaults;
+  for (const name of [...Object.keys(SLIDERS), "preserve_colors", "model", "seed"]) {
+    setOption(name, d[name]);
+  }
+}
+
+function readOptions() {
+  const options = {};
+  for (const name of Object.keys(SLIDERS)) {
+    const input = $(name);
+    const v = Number(input.value);
+    if (input.value.trim() === "" || !isFinite(v) || v < 0) {
+      input.classList.add("invalid");
+      throw new Error(`${input.closest(".row").querySelector("label").textContent.trim()}: not a number`);
+    }
+    options[name] = SLIDERS[name].int ? Math.round(v) : v;
+  }
+  options.preserve_colors = $("preserve_colors").value;
+  options.model = $("model").value;
+  const seed = $("seed").value.trim();
+  if (seed !== "") options.seed = Math.round(Number(seed));
+  return options;
+}
+
+// ---------------------------------------------------------------- uploads
+
+function setupDrop(kind) {
+  const drop = $(kind + "-drop"), input = $(kind + "-input");
+  input.addEventListener("change", () => { uploadFiles(kind, [...input.files]); input.value = ""; });
+  for (const ev of ["dragenter", "dragover"]) {
+    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const ev of ["dragleave", "drop"]) {
+    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+  }
+  drop.addEventListener("drop", (e) => uploadFiles(kind, [...e.dataTransfer.files]));
+}
+
+async function uploadFiles(kind, files) {
+  if (!files.length) return;
+  const errorBox = $(kind + "-error");
+  errorBox.textContent = "";
+  if (kind === "content") files = files.slice(0, 1);
+  for (const file of files) {
+    const form = new FormData();
+    form.append("file", file);
+    try {
+      const up = await api("/api/upload", { method: "POST", body: form });
+      const item = { id: up.id, name: up.name };
+      if (kind === "content") state.content = item;
+      else state.styles.push(item);
+    } catch (err) {
+      errorBox.textContent = `${file.name}: ${err.message}`;
+    }
+  }
+  renderUploads();
+}
+
+function thumbFor(kind, item, index) {
+  const remove = el("button", {
+    class: "remove", type: "button", title: "remove", "aria-label": `remove ${item.name}`,
+    onclick: () => {
+      if (kind === "content") state.content = null; else state.styles.splice(index, 1);
+      renderUploads();
+    },
+  }, ["×"]);
+  return el("div", { class: "thumb", "data-upload": item.id }, [
+    el("img", { src: `/api/uploads/${item.id}/thumb`, alt: item.name }),
+    el("span", { class: "name", text: item.name, title: item.name }),
+    remove,
+  ]);
+}
+
+function renderUploads() {
+  $("content-thumbs").replaceChildren(...(state.content ? [thumbFor("content", state.content, 0)] : []));
+  $("style-thumbs").replaceChildren(...state.styles.map((s, i) => thumbFor("style", s, i)));
+}
+
+// ---------------------------------------------------------------- jobs
+
+async function startJob() {
+  const errorBox = $("form-error");
+  errorBox.textContent = "";
+  if (!state.content) { errorBox.textContent = "Choose a photo first."; return; }
+  if (!state.styles.length) { errorBox.textContent = "Choose at least one painting."; return; }
+  let options;
+  try { options = readOptions(); } catch (err) { errorBox.textContent = err.message; return; }
+  const button = $("start");
+  button.disabled = true;
+  try {
+    const job = await api("/api/jobs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ content: state.content.id, styles: state.styles.map((s) => s.id), options }),
+    });
+    state.history.set(job.id, []);
+    updateJob(job);
+    select(job.id, false);
+  } catch (err) {
+    errorBox.textContent = err.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function updateJob(ev) {
+  const old = state.jobs.get(ev.id);
+  // Keep a richer snapshot's fields (e.g. settings) when an event lacks them.
+  state.jobs.set(ev.id, Object.assign({}, old || {}, ev));
+  if (ev.points && ev.points.length) {
+    const hist = state.history.get(ev.id);
+    if (hist) {
+      const last = hist.length ? hist[hist.length - 1].step : 0;
+      for (const p of ev.points) if (p.step > last) hist.push(p);
+    }
+  }
+  renderQueue();
+  if (ev.id === state.selected) renderStage();
+  if (ev.state === "done" && (!old || old.state !== "done")) loadGallery();
+}
+
+async function select(id, fetchDetail = true) {
+  state.selected = id;
+  if (fetchDetail) {
+    try {
+      const job = await api(`/api/jobs/${id}`);
+      state.history.set(id, job.history || []);
+      delete job.history;
+      state.jobs.set(id, Object.assign({}, state.jobs.get(id) || {}, job));
+    } catch (err) {
+      $("job-error").textContent = err.message;
+      return;
+    }
+  }
+  renderQueue();
+  renderGallery();
+  renderStage();
+}
+
+function cancelJob() {
+  const id = state.selected;
+  api(`/api/jobs/${id}/cancel`, { method: "POST" }).then(updateJob)
+    .catch((err) => { $("job-error").textContent = err.message; });
+}
+
+async function deleteJob() {
+  const id = state.selected;
+  if (!confirm("Delete this picture from the gallery?")) return;
+  try {
+    await api(`/api/jobs/${id}`, { method: "DELETE" });
+    state.jobs.delete(id);
+    state.selected = null;
+    renderStage(); renderQueue(); loadGallery();
+  } catch (err) { $("job-error").textContent = err.message; }
+}
+
+async function reopen() {
+  const job = state.jobs.get(state.selected);
+  if (!job) return;
+  resetForm();
+  for (const [k, v] of Object.entries(job.options || {})) setOption(k, v);
+  const note = [];
+  const fetchUpload = async (id) => {
+    try { const up = await api(`/api/uploads/${id}`); return { id: up.id, name: up.name }; }
+    catch (err) { note.push("an image of this job is no longer stored"); return null; }
+  };
+  state.content = await fetchUpload(job.content);
+  state.styles = (await Promise.all(job.styles.map(fetchUpload))).filter(Boolean);
+  const model = job.options && job.options.model;
+  if (model && ![...$("model").options].some((o) => o.value === model)) {
+    note.push(`network ${model} is not offered by this studio now`);
+  }
+  renderUploads();
+  $("form-error").textContent = note.join("; ");
+  $("start").focus();
+}
+
+// ---------------------------------------------------------------- rendering
+
+function statusText(job) {
+  const parts = [];
+  if (job.state === "queued") {
+    parts.push(job.place ? `waiting, ${ordinal(job.place)} in the queue` : "waiting");
+  } else if (job.state === "running") {
+    if (!job.step) parts.push("loading the network…");
+    else {
+      if (job.scales > 1) parts.push(`scale ${job.scale + 1}/${job.scales}`);
+      if (job.size) parts.push(`${job.size[0]}×${job.size[1]}`);
+      parts.push(`step ${job.step}/${job.total}`);
+      parts.push(fmtSeconds(job.elapsed));
+      if (job.eta != null) parts.push(`about ${fmtSeconds(job.eta)} left`);
+    }
+  } else if (job.state === "done") {
+    if (job.size) parts.push(`${job.size[0]}×${job.size[1]}`);
+    parts.push(`${job.total} steps in ${fmtSeconds(job.elapsed)}`);
+    if (job.losses && job.losses.total != null) parts.push(`loss ${fmtNumber(job.losses.total)}`);
+  } else if (job.step) {
+    parts.push(`stopped at step ${job.step}/${job.total}`);
+  }
+  return parts.join(" · ");
+}
+
+function renderStage() {
+  const job = state.jobs.get(state.selected);
+  const img = $("preview");
+  $("placeholder").hidden = !!job && (job.preview > 0 || job.result);
+  if (!job) {
+    img.hidden = true;
+    $("job-state").hidden = true;
+    $("status-text").textContent = "";
+    $("progress-fill").style.width = "0";
+    $("job-error").textContent = "";
+    for (const id of ["cancel", "download", "download-settings", "reopen", "delete"]) $(id).hidden = true;
+    drawChart([]);
+    return;
+  }
+  const badge = $("job-state");
+  badge.hidden = false;
+  badge.textContent = job.state;
+  badge.className = `badge ${job.state}`;
+  $("status-text").textContent = statusText(job);
+  const progress = job.state === "done" ? 1 : (job.progress || 0);
+  $("progress-fill").style.width = `${(100 * progress).toFixed(1)}%`;
+  $("job-error").textContent = job.error || "";
+  $("cancel").hidden = TERMINAL.has(job.state);
+  const done = job.state === "done" && job.result;
+  $("download").hidden = !done;
+  $("download-settings").hidden = !done;
+  $("delete").hidden = !TERMINAL.has(job.state);
+  $("reopen").hidden = false;
+  if (done) {
+    $("download").href = `/api/jobs/${job.id}/result`;
+    $("download-settings").href = `/api/jobs/${job.id}/settings`;
+  }
+  if (!$("placeholder").hidden) {
+    $("placeholder").querySelector("p").textContent =
+      job.state === "queued" ? "Waiting for its turn…" :
+      job.state === "running" ? "Starting…" : "No picture for this job.";
+    $("placeholder").querySelector(".small").textContent = "";
+  }
+  // The preview: the newest version the server announced; the result once done.
+  const version = done ? "final" : job.preview;
+  if ((job.preview > 0 || done) && state.shownPreview.get(job.id) !== version) {
+    loadPreview(job.id, version);
+  } else if (state.shownPreview.get(job.id) === version) {
+    img.hidden = false;
+  }
+  drawChart(state.history.get(job.id) || [], job.total);
+}
+
+let previewLoading = false, previewWanted = null;
+function loadPreview(id, version) {
+  previewWanted = { id, version };
+  if (previewLoading) return;  // one request at a time; the newest wins
+  previewLoading = true;
+  const want = previewWanted;
+  const next = new Image();
+  const done = () => {
+    previewLoading = false;
+    if (previewWanted && (previewWanted.id !== want.id || previewWanted.version !== want.version)) {
+      loadPreview(previewWanted.id, previewWanted.version);
+    }
+  };
+  next.onload = () => {
+    if (state.selected === want.id) {
+      const img = $("preview");
+      img.src = next.src;
+      img.dataset.job = want.id;
+      img.dataset.version = want.version;
+      img.hidden = false;
+      $("placeholder").hidden = true;
+      state.shownPreview.set(want.id, want.version);
+    }
+    done();
+  };
+  next.onerror = done;
+  next.src = `/api/jobs/${want.id}/preview?v=${want.version}`;
+}
+
+function queueItem(job) {
+  const active = !TERMINAL.has(job.state);
+  let line2;
+  if (job.state === "queued") line2 = job.place ? `${ordinal(job.place)} in queue` : "waiting";
+  else if (job.state === "running") line2 = job.step ? `step ${job.step}/${job.total}` : "starting";
+  else if (job.error) line2 = job.error;
+  else line2 = job.size ? `${job.size[0]}×${job.size[1]}` : "";
+  const li = el("li", {
+    class: job.id === state.selected ? "selected" : "", "data-job": job.id, "data-state": job.state,
+    title: job.error || `job ${job.id}`, onclick: () => select(job.id),
+  }, [
+    el("img", { src: `/api/uploads/${job.content}/thumb`, alt: "" }),
+    el("div", { class: "info" }, [
+      el("div", { class: "line1" }, [
+        el("span", { class: `badge ${job.state}`, text: job.state }),
+        el("span", { class: "small", text: shortId(job.id) }),
+      ]),
+      el("div", { class: "line2", text: line2 }),
+      el("div", { class: "mini" }, [el("div")]),
+    ]),
+  ]);
+  li.querySelector(".mini div").style.width = `${100 * (job.state === "done" ? 1 : job.progress || 0)}%`;
+  if (active) {
+    li.append(el("button", {
+      class: "x", type: "button", title: "cancel", "aria-label": "cancel",
+      onclick: (e) => {
+        e.stopPropagation();
+        api(`/api/jobs/${job.id}/cancel`, { method: "POST" }).then(updateJob).catch(() => {});
+      },
+    }, ["×"]));
+  } else {
+    li.append(el("span"));
+  }
+  return li;
+}
+
+function renderQueue() {
+  const jobs = [...state.jobs.values()];
+  const active = jobs.filter((j) => !TERMINAL.has(j.state))
+    .sort((a, b) => (a.place ?? 99) - (b.place ?? 99) || a.created - b.created);
+  const recent = jobs.filter((j) => TERMINAL.has(j.state) && j.state !== "done")
+    .sort((a, b) => (b.finished || 0) - (a.finished || 0)).slice(0, 6);
+  const items = [...active, ...recent];
+  $("queue").replaceChildren(...items.map(queueItem));
+  $("queue-empty").hidden = items.length > 0;
+}
+
+async function loadGallery() {
+  try {
+    const data = await api("/api/gallery?limit=60");
+    state.gallery = data.results;
+    for (const job of data.results) {
+      if (!state.jobs.has(job.id) || TERMINAL.has(state.jobs.get(job.id).state)) {
+        state.jobs.set(job.id, Object.assign({}, state.jobs.get(job.id) || {}, job));
+      }
+    }
+    renderGallery();
+  } catch (err) { /* the next event retries */ }
+}
+
+function renderGallery() {
+  $("gallery").replaceChildren(...state.gallery.map((job) => el("button", {
+    type: "button", class: job.id === state.selected ? "selected" : "", "data-job": job.id,
+    title: `${job.size ? job.size[0] + "×" + job.size[1] : ""} · ${new Date(job.finished * 1000).toLocaleString()}`,
+    onclick: () => select(job.id),
+  }, [el("img", { src: `/api/jobs/${job.id}/thumb`, alt: `result ${shortId(job.id)}` })])));
+  $("gallery-empty").hidden = state.gallery.length > 0;
+}
+
+// ---------------------------------------------------------------- the loss curve
+
+const SERIES = [
+  { key: "total", label: "total", color: "#22252b", width: 2 },
+  { key: "style", label: "style", color: "#b4532a", width: 1.5 },
+  { key: "content", label: "content", color: "#2f5d9e", width: 1.5 },
+  { key: "tv", label: "TV", color: "#7a8a3a", width: 1.5 },
+];
+
+function drawChart(points, total) {
+  const canvas = $("loss-chart");
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (!w || !h) return;
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(h * dpr);
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  canvas.dataset.points = String(points.length);
+  const pad = { left: 54, right: 14, top: 24, bottom: 34 };
+  const pw = w - pad.left - pad.right, ph = h - pad.top - pad.bottom;
+  g.font = "12px system-ui, sans-serif";
+  g.fillStyle = "#22252b";
+  g.textBaseline = "alphabetic";
+  g.fillText("Loss (log scale)", pad.left, 14);
+
+  const series = SERIES.filter((s) => points.some((p) => p[s.key] > 0));
+  let lo = Infinity, hi = -Infinity;
+  for (const p of points) for (const s of series) {
+    const v = p[s.key];
+    if (v > 0) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  }
+  const xmax = Math.max(total || 0, points.length ? points[points.length - 1].step : 0, 1);
+  let dlo, dhi;
+  if (isFinite(lo)) { dlo = Math.floor(Math.log10(lo)); dhi = Math.ceil(Math.log10(hi)); }
+  else { dlo = 0; dhi = 4; }
+  if (dhi <= dlo) dhi = dlo + 1;
+  dlo = Math.max(dlo, dhi - 7);  // a loss near 0 (content at the start) would flatten the rest
+  const X = (step) => pad.left + pw * (step / xmax);
+  const Y = (v) => pad.top + ph * (1 - (Math.log10(v) - dlo) / (dhi - dlo));
+
+  // Grid and axes: decades on y, round steps on x.
+  g.strokeStyle = "#ece9e2"; g.lineWidth = 1; g.fillStyle = "#6b7079";
+  g.textAlign = "right"; g.textBaseline = "middle";
+  const every = Math.max(1, Math.ceil((dhi - dlo) / 6));
+  for (let d = dlo; d <= dhi; d += every) {
+    const y = Math.round(Y(Math.pow(10, d))) + 0.5;
+    g.beginPath(); g.moveTo(pad.left, y); g.lineTo(pad.left + pw, y); g.stroke();
+    g.fillText(d === 0 ? "1" : d === 1 ? "10" : `1e${d}`, pad.left - 6, y);
+  }
+  g.textAlign = "center"; g.textBaseline = "top";
+  const stepTick = niceStep(xmax / 6);
+  for (let s = 0; s <= xmax + 1e-9; s += stepTick) {
+    const x = Math.round(X(s)) + 0.5;
+    g.beginPath(); g.moveTo(x, pad.top + ph); g.lineTo(x, pad.top + ph + 4); g.strokeStyle = "#b9b4a9"; g.stroke();
+    g.fillText(String(s), x, pad.top + ph + 6);
+  }
+  g.strokeStyle = "#b9b4a9";
+  g.beginPath(); g.moveTo(pad.left + 0.5, pad.top); g.lineTo(pad.left + 0.5, pad.top + ph);
+  g.lineTo(pad.left + pw, pad.top + ph + 0.5); g.stroke();
+  g.fillStyle = "#6b7079";
+  g.fillText("evaluation (step)", pad.left + pw / 2, pad.top + ph + 20);
+
+  // Where a finer scale starts, the losses jump: mark it.
+  g.setLineDash([3, 3]); g.strokeStyle = "#c9c4b8"; g.textAlign = "left"; g.textBaseline = "top";
+  for (let i = 1; i < points.length; i++) {
+    if (points[i].scale !== points[i - 1].scale) {
+      const x = Math.round(X(points[i].step - 0.5)) + 0.5;
+      g.beginPath(); g.moveTo(x, pad.top); g.lineTo(x, pad.top + ph); g.stroke();
+      g.fillText(`scale ${points[i].scale + 1}`, x + 3, pad.top + 2);
+    }
+  }
+  g.setLineDash([]);
+
+  if (!points.length) {
+    g.textAlign = "center"; g.textBaseline = "middle"; g.fillStyle = "#9a9ea6";
+    g.fillText("The losses appear here while a picture is painted.", pad.left + pw / 2, pad.top + ph / 2);
+    return;
+  }
+  g.save();
+  g.beginPath(); g.rect(pad.left, pad.top, pw, ph); g.clip();
+  for (const s of series) {
+    g.strokeStyle = s.color; g.lineWidth = s.width; g.beginPath();
+    let started = false;
+    for (const p of points) {
+      const v = p[s.key];
+      if (!(v > 0)) { started = false; continue; }
+      if (!started) { g.moveTo(X(p.step), Y(v)); started = true; } else g.lineTo(X(p.step), Y(v));
+    }
+    g.stroke();
+  }
+  g.restore();
+
+  // Legend, top right, with each series' latest value.
+  const last = points[points.length - 1];
+  g.textAlign = "left"; g.textBaseline = "middle";
+  let x = pad.left + pw;
+  const entries = series.map((s) => `${s.label} ${fmtNumber(last[s.key])}`);
+  for (let i = series.length - 1; i >= 0; i--) {
+    const text = entries[i];
+    const tw = g.measureText(text).width;
+    x -= tw + 26;
+    g.fillStyle = series[i].color; g.fillRect(x, 9, 14, 3);
+    g.fillStyle = "#22252b"; g.fillText(text, x + 18, 11);
+  }
+}
+
+function niceStep(raw) {
+  const p = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1))));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+
+// ---------------------------------------------------------------- live updates
+
+let source = null;
+function connect() {
+  source = new EventSource("/api/events");
+  const status = $("connection");
+  source.addEventListener("open", () => {
+    status.textContent = "live";
+    status.className = "connection live";
+    resync();
+  });
+  source.addEventListener("error", () => {
+    status.textContent = "reconnecting…";
+    status.className = "connection lost";
+  });
+  source.addEventListener("job", (e) => updateJob(JSON.parse(e.data)));
+}
+
+async function resync() {
+  // After a (re)connection, catch up on anything missed while away.
+  try {
+    const data = await api("/api/jobs?limit=30");
+    for (const job of data.jobs) state.jobs.set(job.id, Object.assign({}, state.jobs.get(job.id) || {}, job));
+    renderQueue();
+    if (state.selected) await select(state.selected);
+  } catch (err) { /* try again on the next open */ }
+  loadGallery();
+}
+
+async function init() {
+  setupForm();
+  setupDrop("content");
+  setupDrop("style");
+  $("cancel").addEventListener("click", cancelJob);
+  $("delete").addEventListener("click", deleteJob);
+  $("reopen").addEventListener("click", reopen);
+  window.addEventListener("resize", () => renderStage());
+  try {
+    state.config = await api("/api/config");
+  } catch (err) {
+    $("form-error").textContent = `cannot reach the studio: ${err.message}`;
+    return;
+  }
+  const model = $("model");
+  for (const m of state.config.models) {
+    model.append(el("option", { value: m.name, title: m.description,
+      text: m.present ? m.name : `${m.name} (download on first use)` }));
+  }
+  $("size-range").max = Math.min(1024, state.config.limits.max_size);
+  $("size").max = state.config.limits.max_size;
+  $("iterations").max = state.config.limits.max_iterations;
+  resetForm();
+  renderStage();
+  connect();
+  document.body.dataset.ready = "1";
+}
+
+document.addEventListener("DOMContentLoaded", init);
