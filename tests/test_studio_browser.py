@@ -1,0 +1,185 @@
+"""brushwork studio in a real browser (Debian's chromium, driven by Playwright).
+
+Skipped only where chromium is missing and $CI is unset; with $CI set, a missing
+chromium (or playwright) fails.  Never runs `playwright install`: the system's
+/usr/bin/chromium is launched with a fresh profile and no network features.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from brushwork.imageio import read_metadata
+from brushwork.studio import jobs as jobs_module
+from conftest import painting_array, photo_array
+from studio_support import make_app, running_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 30_000
+
+# Records every picture the preview shows: a hash of its pixels, on each load.
+RECORD_PREVIEWS = """() => {
+  window.__previews = [];
+  const img = document.getElementById('preview');
+  img.addEventListener('load', () => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let h = 0;
+    for (let i = 0; i < d.length; i++) h = (h * 31 + d[i]) >>> 0;
+    window.__previews.push(h);
+  });
+}"""
+
+
+def _need_browser():
+    why = None
+    if not os.path.exists(CHROMIUM):
+        why = f"{CHROMIUM} is missing (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            why = "the playwright package is missing"
+    if why:
+        if "CI" in os.environ:
+            pytest.fail(f"CI must run the browser test: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=ARGS,
+            accept_downloads=True, viewport={"width": 1400, "height": 900})
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.errors = errors
+            yield page
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    photo, painting = tmp_path / "photo.png", tmp_path / "painting.png"
+    Image.fromarray(photo_array(64, 48)).save(photo)
+    Image.fromarray(painting_array(48, 48)).save(painting)
+    return photo, painting
+
+
+def _open(page, url):
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_selector("#connection.live")
+
+
+def _choose(page, photo: Path, painting: Path, size: int, iterations: int):
+    page.set_input_files("#content-input", str(photo))
+    page.set_input_files("#style-input", str(painting))
+    page.wait_for_selector("#content-thumbs .thumb img")
+    page.wait_for_selector("#style-thumbs .thumb img")
+    for name, value in (("size", size), ("iterations", iterations)):
+        page.fill(f"#{name}", str(value))
+        page.dispatch_event(f"#{name}", "change")
+
+
+def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp_path,
+                                                     tiny_model_file):
+    page = browser_page
+    app = make_app(tmp_path / "data", tiny_model_file, preview_interval=0.0)
+    with running_server(app) as url:
+        _open(page, url)
+        assert page.locator("#model").input_value() == "tiny"
+        page.evaluate(RECORD_PREVIEWS)
+        _choose(page, *pictures, size=48, iterations=8)
+        page.click("#start")
+
+        page.wait_for_selector("#download:not([hidden])")
+        assert page.locator("#job-state").inner_text().lower() == "done"
+        previews = page.evaluate("window.__previews")
+        assert len(set(previews)) >= 2, previews  # the picture changed while it ran
+        # The loss curve got every step (8 steps at one scale).
+        assert page.locator("#loss-chart").get_attribute("data-points") == "8"
+        assert "8 steps" in page.locator("#status-text").inner_text()
+
+        with page.expect_download() as info:
+            page.click("#download")
+        saved = tmp_path / "downloaded.png"
+        info.value.save_as(saved)
+        assert info.value.suggested_filename.startswith("brushwork-")
+        with Image.open(saved) as im:
+            assert max(im.size) == 48
+        meta = read_metadata(saved)
+        assert meta["settings"]["size"] == 48 and meta["settings"]["iterations"] == 8
+
+        # The gallery survives a reload; re-opening a result loads its settings.
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+        page.fill("#size", "300")
+        page.click("#gallery button")
+        page.wait_for_selector("#reopen:not([hidden])")
+        page.click("#reopen")
+        page.wait_for_function("document.getElementById('size').value === '48'")
+        assert page.locator("#iterations").input_value() == "8"
+        page.wait_for_selector("#style-thumbs .thumb")
+        page.wait_for_selector("#content-thumbs .thumb")
+        assert page.locator("#style-thumbs .thumb").count() == 1
+    assert page.errors == []
+
+
+def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_path,
+                                                  tiny_model_file, monkeypatch):
+    page = browser_page
+    real = jobs_module.stylize
+    release = threading.Event()
+
+    def held(content, styles, *, callback, **kw):  # the first job waits for the test
+        def cb(it):
+            release.wait(20)
+            callback(it)
+        return real(content, styles, callback=cb, **kw)
+
+    monkeypatch.setattr(jobs_module, "stylize", held)
+    app = make_app(tmp_path / "data", tiny_model_file)
+    try:
+        with running_server(app) as url:
+            _open(page, url)
+            not_an_image = tmp_path / "notes.png"
+            not_an_image.write_text("just text")
+            page.set_input_files("#content-input", str(not_an_image))
+            page.wait_for_selector("#content-error:has-text('not an image')")
+
+            _choose(page, *pictures, size=32, iterations=4)
+            page.click("#start")
+            page.wait_for_selector("#queue li[data-state='running']")
+            page.click("#start")
+            page.wait_for_selector("#queue li[data-state='queued']")
+            waiting = page.locator("#queue li[data-state='queued']")
+            assert "1st in queue" in waiting.inner_text()
+            assert "1st in the queue" in page.locator("#status-text").inner_text()
+
+            page.click("#cancel")  # the selected (second) job
+            page.wait_for_selector("#queue li[data-state='cancelled']")
+            release.set()
+            page.wait_for_selector("#gallery button")
+            assert page.locator("#queue li[data-state='queued']").count() == 0
+    finally:
+        release.set()
+    assert page.errors == []
