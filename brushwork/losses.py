@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from .fused import gram_flat
+
 CONTENT_NORMS = ("paper", "sum", "mean")
 STYLE_NORMS = ("paper", "mean", "keras")
 
@@ -23,8 +25,7 @@ STYLE_NORMS = ("paper", "mean", "keras")
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix ``G_ij = sum_k F_ik F_jk`` per batch item: ``(B, C, H, W) -> (B, C, C)``."""
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)  # (B, N, M)
-    return torch.bmm(flat, flat.transpose(1, 2))
+    return gram_flat(features.reshape(b, c, h * w))  # (B, N, M) -> (B, N, N)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor, norm: str = "paper") -> torch.Tensor:
