@@ -103,6 +103,7 @@ def test_upload_job_result_settings_and_gallery(client):
         assert stream.headers["content-type"].startswith("text/event-stream")
         events = sse_events(stream.iter_lines())
     assert events[-1]["state"] == "done" and events[-1]["result"] is True
+    assert events[-1]["place"] is None and events[0]["place"] in (0, 1)
     steps = [p["step"] for e in events for p in e.get("points", [])]
     assert steps == sorted(steps) and steps[-1] == 4
     assert any(e["preview"] > 0 for e in events)
@@ -677,3 +678,25 @@ def test_cli_serves_until_ctrl_c_and_marks_the_running_job_interrupted(tmp_path,
     store = Store(tmp_path / "data")
     row = store.job(job.json()["id"])
     assert row["state"] == "interrupted" and 2 <= len(row["history"]) < 5000
+
+
+def test_readme_documents_every_studio_flag_and_route(app):
+    """The README's Studio section must not drift from the code."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Studio", 1)[1].split("\n## ", 1)[0]
+    studio = cli.build_parser()._subparsers._group_actions[0].choices["studio"]
+    for action in studio._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag != "--help":
+                assert f"`{flag}" in section, flag
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        if path.startswith("/api/"):
+            documented = re.sub(r"\{[a-z_]+\}", "{id}", path)
+            for method in route.methods - {"HEAD"}:
+                assert f"`{method} {documented}" in section or \
+                    f"`{method} {documented}`" in section or \
+                    re.search(rf"{method} {re.escape(documented)}[`?]", section), (method, path)

@@ -70,6 +70,8 @@ def browser_page(tmp_path):
             page.set_default_timeout(TIMEOUT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # Console errors include CSP violations (an inline script, a CDN, an eval).
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.errors = errors
             yield page
         finally:
@@ -102,6 +104,8 @@ def _choose(page, photo: Path, painting: Path, size: int, iterations: int):
 
 def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp_path,
                                                      tiny_model_file):
+    from playwright.sync_api import expect
+
     page = browser_page
     app = make_app(tmp_path / "data", tiny_model_file, preview_interval=0.0)
     with running_server(app) as url:
@@ -136,8 +140,8 @@ def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp
         page.click("#gallery button")
         page.wait_for_selector("#reopen:not([hidden])")
         page.click("#reopen")
-        page.wait_for_function("document.getElementById('size').value === '48'")
-        assert page.locator("#iterations").input_value() == "8"
+        expect(page.locator("#size")).to_have_value("48")  # no eval: the page's CSP forbids it
+        expect(page.locator("#iterations")).to_have_value("8")
         page.wait_for_selector("#style-thumbs .thumb")
         page.wait_for_selector("#content-thumbs .thumb")
         assert page.locator("#style-thumbs .thumb").count() == 1
@@ -165,6 +169,7 @@ def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_pa
             not_an_image.write_text("just text")
             page.set_input_files("#content-input", str(not_an_image))
             page.wait_for_selector("#content-error:has-text('not an image')")
+            page.errors.clear()  # the browser logs the refused upload's 415 itself
 
             _choose(page, *pictures, size=32, iterations=4)
             page.click("#start")

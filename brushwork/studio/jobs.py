@@ -298,9 +298,10 @@ class JobQueue:
     # -- reading -------------------------------------------------------------------------
 
     def live(self, job_id: str) -> Job | None:
+        """The job if it is waiting or running; an ended job is read from the store."""
         with self._lock:
             if self._running is not None and self._running.id == job_id:
-                return self._running
+                return self._running if self._running.state == "running" else None
             return next((j for j in self._queue if j.id == job_id), None)
 
     def active(self) -> list[Job]:
@@ -320,7 +321,8 @@ class JobQueue:
     def snapshot(self, job: Job, *, history: bool = False) -> dict[str, Any]:
         with self._lock:
             out = {
-                "id": job.id, "state": job.state, "place": self.place(job),
+                "id": job.id, "state": job.state,
+                "place": self.place(job) if job.state in ACTIVE else None,
                 "created": job.created, "started": job.started, "finished": job.finished,
                 "content": job.content, "styles": job.styles, "options": job.options,
                 "error": job.error, "step": job.step, "total": job.total,
