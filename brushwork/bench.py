@@ -106,6 +106,38 @@ def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
             "dense_gflop_per_s": peak / 1e9, "ratio": rate / peak}
 
 
+# What each evaluation speed-up bought, measured side by side (brushwork.fused).
+ABLATION = {"stock": {"fused": False, "channels_last": False},
+            "nhwc": {"fused": False, "channels_last": True},
+            "nhwc+fused": {"fused": True, "channels_last": True}}
+
+
+def eval_ablation(weights: Any, settings: Settings, photo: torch.Tensor, style: torch.Tensor,
+                  device: torch.device, reps: int, dense_n: int = 2048) -> dict[str, dict[str, float]]:
+    """Seconds per evaluation with each variant of the extractor, interleaved round by
+    round so that the machine's noise falls on all of them alike; best of ``reps``."""
+    objectives, best = {}, {}
+    for name, flags in ABLATION.items():
+        net = FeatureExtractor(weights, settings.content_layers + settings.style_layers,
+                               settings.pooling, **flags).to(device)
+        objectives[name] = Objective(net, settings, photo, [style], [1.0])
+        best[name] = float("inf")
+    flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
+    dense = 0.0
+    for r in range(reps + 1):  # the first round warms up
+        for name, objective in objectives.items():
+            x = photo.clone().requires_grad_(True)
+            _sync(device)
+            t = time.perf_counter()
+            objective(x)["total"].backward()
+            _sync(device)
+            if r:
+                best[name] = min(best[name], time.perf_counter() - t)
+        dense = max(dense, dense_flops_per_s(device, n=dense_n, reps=3))
+    return {name: {"seconds": sec, "ratio": flops / sec / dense, "speedup": best["stock"] / sec}
+            for name, sec in best.items()}
+
+
 def time_to_quality(photo: Path, style: Path, size: int, reference_iterations: int,
                     device: str) -> dict[str, Any]:
     """The classic recipe (single scale, L-BFGS, noise init) against the defaults."""
@@ -201,6 +233,11 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict
         report[f"{key}_detail"] = {"size": f"{wh[0]}x{wh[1]}", **{k: round(v, 3) for k, v in
                                                                    result.items()}}
     report["commands"]["eval_ratio"] = "brushwork.bench.measure_eval (in process)"
+    ablation = eval_ablation(weights, settings, photo, style, device, reps=3)
+    report["eval_ablation"] = {"size": f"{wh[0]}x{wh[1]}", **{
+        name: {"seconds": round(v["seconds"], 3), "ratio": round(v["ratio"], 3),
+               "speedup": round(v["speedup"], 2)} for name, v in ablation.items()}}
+    report["commands"]["eval_ablation"] = "brushwork.bench.eval_ablation (in process)"
 
     ttq_size = cfg["ttq_size_gpu"] if device.type == "cuda" else cfg["ttq_size_cpu"]
     ttq = time_to_quality(photo_path, style_path, ttq_size, cfg["reference_iterations"],
@@ -263,6 +300,11 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append((key, f"{report[key]}  ({d['size']}: {d['seconds']} s/eval, "
                           f"{d['gflop']} GFLOP, {d['gflop_per_s']} of {d['dense_gflop_per_s']} "
                           "GFLOP/s dense)"))
+    if "eval_ablation" in report:
+        ab = report["eval_ablation"]
+        rows.append(("eval_ablation", f"at {ab['size']}: " + ", ".join(
+            f"{name} {v['seconds']} s ({v['ratio']}, x{v['speedup']})"
+            for name, v in ab.items() if name != "size")))
     d = report["time_to_quality_detail"]
     reached = d["default_seconds_to_reference_loss"]
     rows.append(("time_to_quality_ratio",

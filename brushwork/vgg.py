@@ -68,8 +68,13 @@ class FeatureExtractor(nn.Module):
     rectified in place, so the paper's "conv4_2" features are our ``relu4_2``.
     """
 
-    def __init__(self, weights: VGGWeights, layers: list[str] | tuple[str, ...], pooling: str = "max"):
+    def __init__(self, weights: VGGWeights, layers: list[str] | tuple[str, ...], pooling: str = "max",
+                 *, fused: bool = True, channels_last: bool = True):
+        """``fused`` and ``channels_last`` (CPU only) are the speed-ups of brushwork.fused;
+        turning them off gives stock conv/ReLU modules in NCHW, for the benchmark."""
         super().__init__()
+        self.fused = fused
+        self.channels_last = channels_last
         if pooling not in POOLINGS:
             raise BrushworkError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         check_layers(weights.arch, layers, "requested")
@@ -91,7 +96,6 @@ class FeatureExtractor(nn.Module):
                 self.convs[name] = conv
                 # The input gradient's kernel, made once (see brushwork.fused).
                 self.register_buffer(f"kt_{name}", transposed_kernel(conv.weight))
-        self.to(memory_format=torch.channels_last)  # 4-d weights only; a no-op elsewhere
         self.requires_grad_(False)
         self.eval()
 
@@ -100,8 +104,10 @@ class FeatureExtractor(nn.Module):
         wanted = set(self.layers)
         out: dict[str, torch.Tensor] = {}
         x = self.preprocess(image)
-        if x.device.type == "cpu":
-            x = channels_last(x)  # faster convolutions on oneDNN (see brushwork.fused)
+        if self.channels_last and x.device.type == "cpu":
+            # oneDNN's convolutions are faster on NHWC inputs (see brushwork.fused); the
+            # weights may stay NCHW, oneDNN reorders them into its own layout anyway.
+            x = channels_last(x)
         steps = self.steps
         i = 0
         while i < len(steps):
@@ -111,7 +117,11 @@ class FeatureExtractor(nn.Module):
                 # Fold the ReLU into the convolution unless the pre-activation is asked for.
                 fuse = (i + 1 < len(steps) and steps[i + 1].startswith("relu")
                         and name not in wanted)
-                x = frozen_conv3x3(x, conv.weight, conv.bias, getattr(self, f"kt_{name}"), fuse)
+                if self.fused:
+                    x = frozen_conv3x3(x, conv.weight, conv.bias, getattr(self, f"kt_{name}"), fuse)
+                else:
+                    x = conv(x)
+                    x = F.relu(x, inplace=True) if fuse else x
                 if fuse:
                     i += 1
                     name = steps[i]

@@ -59,3 +59,22 @@ def test_table_and_json_name_every_key():
     for key in ["eval_ratio_256", "time_to_quality_ratio", "never reached", "peak_rss_mb_512"]:
         assert key in table
     assert json.loads(json.dumps(report)) == report
+
+
+def test_eval_ablation_measures_every_variant(tiny):
+    import torch
+
+    s = Settings()
+    photo = torch.rand(1, 3, 20, 16) * 255
+    style = torch.rand(1, 3, 18, 18) * 255
+    result = bench.eval_ablation(tiny, s, photo, style, torch.device("cpu"), reps=1, dense_n=64)
+    assert set(result) == set(bench.ABLATION)
+    assert result["stock"]["speedup"] == 1.0
+    assert all(v["seconds"] > 0 and v["ratio"] > 0 for v in result.values())
+    table = bench.format_table({
+        "mode": "quick", "machine": {"device_name": "cpu"}, "torch": "2", "threads": 2,
+        "eval_ablation": {"size": "20x16", **result},
+        "time_to_quality_ratio": 0.2, "time_to_quality_detail": {
+            "default_seconds_to_reference_loss": 1.0, "reference_seconds": 5.0,
+            "reference_final_loss": 5.0, "default_seconds": 3.0, "default_final_loss": 4.0}})
+    assert "nhwc+fused" in table and "at 20x16" in table
