@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,8 +103,23 @@ def _choose(page, photo: Path, painting: Path, size: int, iterations: int):
         page.dispatch_event(f"#{name}", "change")
 
 
+@pytest.fixture
+def paced(monkeypatch):
+    """Each step of a job takes at least 0.1 s: the tiny network would finish before the
+    page could fetch a single preview, and the preview shows the newest picture only."""
+    real = jobs_module.stylize
+
+    def slower(content, styles, *, callback, **kw):
+        def cb(it):
+            time.sleep(0.1)
+            callback(it)
+        return real(content, styles, callback=cb, **kw)
+
+    monkeypatch.setattr(jobs_module, "stylize", slower)
+
+
 def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp_path,
-                                                     tiny_model_file):
+                                                     tiny_model_file, paced):
     from playwright.sync_api import expect
 
     page = browser_page
