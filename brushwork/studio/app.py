@@ -38,7 +38,7 @@ from ..errors import BrushworkError
 from ..imageio import read_metadata
 from ..settings import Settings
 from ..weights import SOURCES, locate
-from .gallery import Store, valid_id
+from .gallery import Store
 from .jobs import (TERMINAL, WEB_OPTIONS, Broker, Job, JobQueue, Limits, OptionsError,
                    QueueFull)
 from .security import BodyLimits, BodyTooLarge, Guard, allowed_hostnames
