@@ -11,7 +11,7 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,6 +33,7 @@ from .weights import VGGWeights, load_weights
 ImageInput = Any  # a path, a PIL image or a numpy array
 NOISE_STD = 16.0  # pixel units
 REFERENCE_LONG_SIDE = 256  # the size at which content_weight applies as given
+STOP_WINDOW = 10  # steps over which the stopping rule averages the picture's change
 
 
 @dataclass
@@ -393,9 +394,12 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             x = (photo + delta).clamp(0, 255)
         prev_photo = photo
         x = x.contiguous().requires_grad_(True)
+        changes: deque[float] = deque(maxlen=STOP_WINDOW)
+        last_x: torch.Tensor | None = None
+        level_steps = 0
 
         def evaluate() -> torch.Tensor:
-            nonlocal step, last_losses, work_done
+            nonlocal step, last_losses, work_done, last_x, level_steps
             terms = objective(x)
             total_loss = terms["total"]
             value = float(total_loss.detach())
@@ -404,23 +408,45 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
                     f"the loss became {value} at step {step + 1}; lower --style-weight or "
                     f"--lr, or use --optimizer lbfgs")
             step += 1
+            level_steps += 1
             work_done += step_cost[level]
+            stop = False
+            if settings.stop_tolerance > 0:
+                # The stopping rule: mean |change| per pixel between successive iterates.
+                current = x.detach()
+                if last_x is not None:
+                    changes.append(float((current - last_x).abs().mean()))
+                last_x = current.clone()
+                stop = (len(changes) == STOP_WINDOW and level_steps < iterations
+                        and sum(changes) / STOP_WINDOW < settings.stop_tolerance)
+                if stop:  # the rest of this scale's work is skipped, not pending
+                    work_done += step_cost[level] * (iterations - level_steps)
             last_losses = {k: float(v.detach()) for k, v in terms.items()}
             history.append({"step": step, "scale": level, **last_losses})
             if callback is not None:
                 callback(Iterate(step, total, level, len(levels), (w, h), last_losses,
                                  time.perf_counter() - start, min(1.0, work_done / work_total),
                                  x.detach().clone()))
+            if stop:
+                raise _Converged
             return total_loss
 
         try:
             _optimise(x, evaluate, settings, iterations)
+        except _Converged:
+            if log is not None:
+                log(f"scale {level + 1}/{len(levels)}: the picture stopped changing after "
+                    f"{level_steps} of {iterations} steps; moving on")
         except KeyboardInterrupt:
             raise Interrupted(result(x.detach().clamp(0, 255), True)) from None
         x = x.detach().clamp(0, 255)
 
     assert x is not None
     return result(x, False)
+
+
+class _Converged(Exception):
+    """Raised from inside the optimiser's closure when the stopping rule fires."""
 
 
 def _optimise(x: torch.Tensor, evaluate: Callable[[], torch.Tensor], s: Settings,

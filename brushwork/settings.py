@@ -81,6 +81,10 @@ class Settings:
                            metavar="F")
     lr_decay_steps: int = _opt(100, "sgd: steps per decay", metavar="N")
     history_size: int = _opt(100, "lbfgs: number of past gradients kept", metavar="N")
+    stop_tolerance: float = _opt(
+        0.0, "end a scale early once the picture changes less than this many grey levels "
+        "(of 255) per step, averaged over the last 10 steps; 0 = run every iteration",
+        metavar="T")
     normalize_gradients: bool = _opt(
         True, "scale the objective so the first gradient averages 1 per pixel (no minimum "
         "changes; L-BFGS needs it); off = raw step sizes, e.g. to reproduce seed 004's SGD")
@@ -133,7 +137,7 @@ def validate(s: Settings) -> None:
     """Raise BrushworkError naming the first bad option and its value."""
     for name in ("size", "iterations", "lr_decay_steps", "history_size", "min_size", "max_pixels"):
         _positive_int(name, getattr(s, name))
-    for name in ("content_weight", "style_weight", "tv_weight"):
+    for name in ("content_weight", "style_weight", "tv_weight", "stop_tolerance"):
         _weight(name, getattr(s, name))
     for name in ("style_scale", "tv_power", "lr_decay"):
         _weight(name, getattr(s, name), positive=True)

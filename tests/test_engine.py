@@ -269,3 +269,41 @@ def test_cache_misses_when_the_style_or_network_changes(monkeypatch, photo_path,
     stylize(photo_path, painting_path, cache=cache, model=str(model_b), **opts)
     stylize(photo_path, painting_path, cache=cache, **opts)  # vgg16-hed's weights were evicted
     assert cache.network_loads == 3 and len(calls) == 3
+
+
+def test_stopping_rule_ends_each_scale_when_the_picture_stops_changing(use_tiny, photo_path,
+                                                                      painting_path):
+    steps, said = [], []
+    opts = dict(size=48, min_size=24, multiscale="on", iterations=40, seed=0)
+    full = stylize(photo_path, painting_path, **opts)
+    assert len(full.history) == 80 + 40
+    # Any change is "small" under a huge tolerance: each scale ends after the window fills.
+    stopped = stylize(photo_path, painting_path, stop_tolerance=1e9, callback=steps.append,
+                      log=said.append, **opts)
+    window = brushwork.engine.STOP_WINDOW
+    assert [h["scale"] for h in stopped.history] == [0] * (window + 1) + [1] * (window + 1)
+    assert steps[-1].progress == pytest.approx(1.0)
+    assert len(said) == 2 and "stopped changing after 11 of 80 steps" in said[0]
+    # A tolerance no change can fall under changes nothing.
+    tiny_tol = stylize(photo_path, painting_path, stop_tolerance=1e-30, **opts)
+    assert np.array_equal(np.asarray(tiny_tol.image), np.asarray(full.image))
+
+
+def test_stopping_rule_measures_change_per_step(use_tiny, photo_path, painting_path):
+    """Between the two extremes: stops once the mean change over 10 steps is under T."""
+    changes, prev = [], []
+
+    def record(it):
+        px = it._pixels
+        if prev:
+            changes.append(float((px - prev[0]).abs().mean()))
+        prev[:] = [px]
+
+    opts = dict(size=32, multiscale="off", iterations=60, seed=0)
+    stylize(photo_path, painting_path, callback=record, **opts)
+    window = brushwork.engine.STOP_WINDOW
+    means = [sum(changes[i - window:i]) / window for i in range(window, len(changes) + 1)]
+    tol = sorted(means)[len(means) // 2]  # a tolerance the run crosses somewhere in the middle
+    first = next(i for i, m in enumerate(means) if m < tol)
+    result = stylize(photo_path, painting_path, stop_tolerance=tol, **opts)
+    assert len(result.history) == first + window + 1
