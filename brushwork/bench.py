@@ -26,6 +26,7 @@ import torch
 from .demo import demo_photo, make_style_image
 from .engine import Objective, resolve_device, stylize
 from .imageio import load_image, resize_to, scaled_size, to_tensor
+from .losses import gram_autograd
 from .settings import Settings
 from .vgg import FeatureExtractor
 from .weights import load_weights
@@ -106,10 +107,16 @@ def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
             "dense_gflop_per_s": peak / 1e9, "ratio": rate / peak}
 
 
-# What each evaluation speed-up bought, measured side by side (brushwork.fused).
-ABLATION = {"stock": {"fused": False, "channels_last": False},
-            "nhwc": {"fused": False, "channels_last": True},
-            "nhwc+fused": {"fused": True, "channels_last": True}}
+# What each evaluation speed-up bought, measured side by side (brushwork.fused): the
+# extractor's flags, and whether the Gram matrix has its own backward (else autograd's).
+ABLATION = {"stock": ({"fused": False, "channels_last": False}, False),
+            "+gram": ({"fused": False, "channels_last": False}, True),
+            "+gram+nhwc": ({"fused": False, "channels_last": True}, True),
+            "+gram+nhwc+fused": ({"fused": True, "channels_last": True}, True)}
+
+
+class _AutogradGramObjective(Objective):
+    gram = staticmethod(gram_autograd)
 
 
 def eval_ablation(weights: Any, settings: Settings, photo: torch.Tensor, style: torch.Tensor,
@@ -117,10 +124,11 @@ def eval_ablation(weights: Any, settings: Settings, photo: torch.Tensor, style: 
     """Seconds per evaluation with each variant of the extractor, interleaved round by
     round so that the machine's noise falls on all of them alike; best of ``reps``."""
     objectives, best = {}, {}
-    for name, flags in ABLATION.items():
+    for name, (flags, own_gram) in ABLATION.items():
         net = FeatureExtractor(weights, settings.content_layers + settings.style_layers,
                                settings.pooling, **flags).to(device)
-        objectives[name] = Objective(net, settings, photo, [style], [1.0])
+        kind = Objective if own_gram else _AutogradGramObjective
+        objectives[name] = kind(net, settings, photo, [style], [1.0])
         best[name] = float("inf")
     flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
     dense = 0.0

@@ -28,6 +28,14 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return gram_flat(features.reshape(b, c, h * w))  # (B, N, M) -> (B, N, N)
 
 
+def gram_autograd(features: torch.Tensor) -> torch.Tensor:
+    """The same Gram matrix left to autograd (two products in its backward); the
+    benchmark's baseline and the tests' reference."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2))
+
+
 def content_loss(features: torch.Tensor, target: torch.Tensor, norm: str = "paper") -> torch.Tensor:
     """``L_content = 1/2 * sum (F - P)^2`` (``norm="paper"``)."""
     diff = features - target

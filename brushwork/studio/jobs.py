@@ -39,7 +39,7 @@ WEB_OPTIONS: dict[str, str] = {
     "lr_decay_steps": "int", "history_size": "int", "pooling": "str", "multiscale": "str",
     "min_size": "int", "init": "str", "content_layers": "strs", "style_layers": "strs",
     "style_layer_weights": "numbers?", "content_norm": "str", "style_norm": "str",
-    "size_invariant": "bool", "normalize_gradients": "bool",
+    "size_invariant": "bool", "normalize_gradients": "bool", "stop_tolerance": "number",
 }
 
 
