@@ -109,10 +109,9 @@ def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
 
 # What each evaluation speed-up bought, measured side by side (brushwork.fused): the
 # extractor's flags, and whether the Gram matrix has its own backward (else autograd's).
-ABLATION = {"stock": ({"fused": False, "channels_last": False}, False),
-            "+gram": ({"fused": False, "channels_last": False}, True),
-            "+gram+nhwc": ({"fused": False, "channels_last": True}, True),
-            "+gram+nhwc+fused": ({"fused": True, "channels_last": True}, True)}
+ABLATION = {"stock": ({"channels_last": False}, False),
+            "+gram": ({"channels_last": False}, True),
+            "+gram+nhwc": ({"channels_last": True}, True)}
 
 
 class _AutogradGramObjective(Objective):

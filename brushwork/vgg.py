@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import BrushworkError
-from .fused import channels_last, frozen_conv3x3, transposed_kernel
+from .fused import channels_last
 from .layers import layer_names
 
 if TYPE_CHECKING:
@@ -69,11 +69,10 @@ class FeatureExtractor(nn.Module):
     """
 
     def __init__(self, weights: VGGWeights, layers: list[str] | tuple[str, ...], pooling: str = "max",
-                 *, fused: bool = True, channels_last: bool = True):
-        """``fused`` and ``channels_last`` (CPU only) are the speed-ups of brushwork.fused;
-        turning them off gives stock conv/ReLU modules in NCHW, for the benchmark."""
+                 *, channels_last: bool = True):
+        """``channels_last``: work in NHWC on the CPU (see brushwork.fused); off gives the
+        stock NCHW layout, for the benchmark's comparison."""
         super().__init__()
-        self.fused = fused
         self.channels_last = channels_last
         if pooling not in POOLINGS:
             raise BrushworkError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
@@ -94,8 +93,6 @@ class FeatureExtractor(nn.Module):
                     conv.weight.copy_(w)
                     conv.bias.copy_(b)
                 self.convs[name] = conv
-                # The input gradient's kernel, made once (see brushwork.fused).
-                self.register_buffer(f"kt_{name}", transposed_kernel(conv.weight))
         self.requires_grad_(False)
         self.eval()
 
@@ -108,29 +105,15 @@ class FeatureExtractor(nn.Module):
             # oneDNN's convolutions are faster on NHWC inputs (see brushwork.fused); the
             # weights may stay NCHW, oneDNN reorders them into its own layout anyway.
             x = channels_last(x)
-        steps = self.steps
-        i = 0
-        while i < len(steps):
-            name = steps[i]
+        for name in self.steps:
             if name.startswith("conv"):
-                conv = self.convs[name]
-                # Fold the ReLU into the convolution unless the pre-activation is asked for.
-                fuse = (i + 1 < len(steps) and steps[i + 1].startswith("relu")
-                        and name not in wanted)
-                if self.fused:
-                    x = frozen_conv3x3(x, conv.weight, conv.bias, getattr(self, f"kt_{name}"), fuse)
-                else:
-                    x = conv(x)
-                    x = F.relu(x, inplace=True) if fuse else x
-                if fuse:
-                    i += 1
-                    name = steps[i]
+                x = self.convs[name](x)
             elif name.startswith("relu"):
-                x = F.relu(x)  # its input, the pre-activation, was asked for: not in place
+                # In place unless the pre-activation itself was asked for.
+                x = F.relu(x, inplace="conv" + name[4:] not in wanted)
             else:
                 pool = F.max_pool2d if self.pooling == "max" else F.avg_pool2d
                 x = pool(x, kernel_size=2, stride=2, ceil_mode=True)
             if name in wanted:
                 out[name] = x
-            i += 1
         return out
