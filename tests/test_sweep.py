@@ -216,3 +216,27 @@ def test_stylize_plot(capsys, tiny_model_file, photo_path, painting_path, tmp_pa
                        "--model", tiny_model_file, *FAST, "--plot", plot)
     assert code == 1 and "exists; pass --force" in err
     assert not (tmp_path / "p.png").exists()
+
+
+def test_sweep_over_models_reads_each_once(capsys, loads, tiny_model_file, photo_path,
+                                           painting_path, tmp_path):
+    from safetensors.torch import save_file
+
+    from conftest import tiny_weights
+
+    other = tmp_path / "other_vgg16.safetensors"
+    w = tiny_weights(seed=5)
+    save_file({f"{n}.{k}": t.contiguous() for n, (wt, b) in w.convs.items()
+               for k, t in (("weight", wt), ("bias", b))}, str(other),
+              metadata={"preprocess": "caffe"})
+    sheet = tmp_path / "m.png"
+    code, _, err = run(capsys, "sweep", photo_path, painting_path, "-o", sheet, *FAST,
+                       "--model", f"{tiny_model_file},{other}", "--tv-weight", "0,1")
+    assert code == 0, err
+    assert len(loads) == 2  # two models, four cells
+    index = json.loads((tmp_path / "m_cells" / "index.json").read_text())
+    assert index["columns"]["name"] == "model" or index["rows"][0]["name"] == "model"
+    pictures = [np.asarray(Image.open(c["file"])) for c in index["cells"]]
+    assert len(pictures) == 4
+    assert not np.array_equal(pictures[0], pictures[2])  # another network, another picture
+    assert "other_vgg16.safetensors" in (tmp_path / "m_cells" / "commands.sh").read_text()
