@@ -6,8 +6,6 @@ No pyplot: its global figure state is not safe from the studio's worker thread.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Sequence
 
 from matplotlib.axes import Axes
@@ -15,7 +13,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .imageio import save_image
 
 TERMS = ("total", "style", "content", "tv")
 COLOURS = {"total": "black", "style": "tab:red", "content": "tab:blue", "tv": "tab:green"}
@@ -95,8 +92,3 @@ def grid_plot(histories: Sequence[Sequence[Sequence[dict[str, float]] | None]],
             if c == 0 and row_labels[r]:
                 ax.set_ylabel(f"{row_labels[r]}\nweighted loss", fontsize=8)
     return figure_image(fig)
-
-
-def save_plot(image: Image.Image, path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Atomically, refusing to overwrite unless ``force`` (as every output is)."""
-    return save_image(image, path, force=force)

@@ -21,6 +21,12 @@ from .settings import Settings
 EXIT_INTERRUPTED = 130
 
 
+def progress_bar() -> tqdm:
+    """0-100 %, made at the first step so that an early error stays one clean line."""
+    return tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
+
+
 def snapshot_path(output: Path, step: int) -> Path:
     return output.with_name(f"{output.stem}_step{step:05d}{output.suffix}")
 
@@ -45,8 +51,7 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
     def on_step(it: Iterate) -> None:
         nonlocal bar
         if bar is None and not quiet:
-            bar = tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
-                       bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
+            bar = progress_bar()
         if bar is not None:
             bar.set_description(f"scale {it.scale + 1}/{it.scales} {it.size[0]}x{it.size[1]}",
                                 refresh=False)
@@ -98,10 +103,10 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
 
 
 def write_plot(result: Result, path: Path, force: bool) -> None:
-    from .plot import loss_plot, save_plot
+    from .plot import loss_plot
 
     size = f"{result.image.width}x{result.image.height}"
-    save_plot(loss_plot(result.history, title=f"{Path(str(result.inputs['content'])).name}, {size}"),
+    save_image(loss_plot(result.history, title=f"{Path(str(result.inputs['content'])).name}, {size}"),
               path, force=force)
 
 
@@ -109,7 +114,7 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
     """`brushwork sweep`: every cell saved as it finishes, then the sheet, index and plot."""
     from .engine import Cache
     from .sweep import (SweepInterrupted, SweepResult, all_cells, cell_command, cell_filename,
-                        check_inputs, contact_sheet, describe, plan, sweep)
+                        check_inputs, contact_sheet, describe, paint, plan)
 
     cache = Cache()
     planned = plan(axes, **options)  # every cell's settings checked before any file is touched
@@ -132,8 +137,7 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
         if quiet:
             return
         if bar is None:
-            bar = tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
-                       bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
+            bar = progress_bar()
         bar.set_description(f"cell {done + 1}/{n}", refresh=False)
         bar.set_postfix_str(f"step {it.step}/{it.total} style {it.losses['style']:.3g}",
                             refresh=False)
@@ -142,7 +146,7 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
     def on_cell(cell: Any) -> None:
         nonlocal done
         done += 1
-        label = ", ".join(f"{k} {v}" for k, v in describe_values(cell.values).items())
+        label = cell.label()
         if cell.result is None:
             message = f"cell {done}/{n} ({label}): {cell.error}"
         else:
@@ -173,18 +177,18 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
         save_image(contact_sheet(result), output, force=args.force,
                    metadata={"brushwork_sweep": info})
         if plot:
-            from .plot import grid_plot, save_plot
+            from .plot import grid_plot
 
             histories = [[c.result.history if c.result else None for c in row]
                          for row in result.cells]
-            save_plot(grid_plot(histories, [result.row_label(r).replace("\n", ", ")
+            save_image(grid_plot(histories, [result.row_label(r).replace("\n", ", ")
                                             for r in range(len(result.cells))],
                                 [result.col_label(c) for c in range(len(result.cells[0]))]),
                       plot, force=args.force)
 
     try:
-        result = sweep(args.content, list(args.style), axes, callback=on_step, on_cell=on_cell,
-                       cache=cache, **options)
+        result = paint(planned, args.content, list(args.style), cache, callback=on_step,
+                       on_cell=on_cell)
     except SweepInterrupted as stop:
         if bar is not None:
             bar.close()
@@ -204,8 +208,3 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
               file=sys.stderr)
     return 0
 
-
-def describe_values(values: dict[str, Any]) -> dict[str, str]:
-    from .sweep import format_value
-
-    return {k.replace("_", " "): format_value(k, v) for k, v in values.items()}

@@ -50,10 +50,13 @@ class Cell:
     path: Path | None = None  # where the CLI saved it
     command: str | None = None  # the `brushwork stylize` command that reproduces it
 
+    def label(self) -> str:
+        return ", ".join(Axis(name, ()).label(value) for name, value in self.values.items())
+
 
 @dataclass
 class SweepResult:
-    columns: Axis | None
+    columns: Axis
     rows: list[Axis]  # the row label combines these (their product, in order)
     cells: list[list[Cell]]
     options: dict[str, Any]  # the settings every cell shares (seed included)
@@ -64,7 +67,7 @@ class SweepResult:
         return "\n".join(a.label(self.cells[r][0].values[a.name]) for a in self.rows)
 
     def col_label(self, c: int) -> str:
-        return self.columns.label(self.cells[0][c].values[self.columns.name]) if self.columns else ""
+        return self.columns.label(self.cells[0][c].values[self.columns.name])
 
 
 def format_value(name: str, value: Any) -> str:
@@ -77,7 +80,7 @@ def format_value(name: str, value: Any) -> str:
     return str(value)
 
 
-def make_axes(axes: dict[str, Sequence[Any]]) -> tuple[Axis | None, list[Axis]]:
+def make_axes(axes: dict[str, Sequence[Any]]) -> tuple[Axis, list[Axis]]:
     """Columns get the longest axis (a wide sheet reads best); rows the product of the rest."""
     for name, values in axes.items():
         if name not in SWEEPABLE:
@@ -106,9 +109,18 @@ def sweep(content: ImageInput, style: ImageInput | Sequence[ImageInput], axes: d
     called as each cell finishes (to save it at once); Ctrl-C raises
     :class:`SweepInterrupted` carrying the cells done so far.
     """
-    out = plan(axes, **options)
     cache = cache or Cache()
-    check_inputs(out, content, style, cache, log)
+    planned = plan(axes, **options)
+    check_inputs(planned, content, style, cache, log)
+    return paint(planned, content, style, cache, callback=callback, on_cell=on_cell, log=log)
+
+
+def paint(planned: SweepResult, content: ImageInput, style: ImageInput | Sequence[ImageInput],
+          cache: Cache, *, callback: Callable[[Cell, Iterate], None] | None = None,
+          on_cell: Callable[[Cell], None] | None = None,
+          log: Callable[[str], None] | None = None) -> SweepResult:
+    """Paint the cells of a :func:`plan` whose inputs :func:`check_inputs` has passed."""
+    out = planned
     for cell in all_cells(out):
         try:
             cell.result = stylize(content, style, cache=cache, log=log,
@@ -137,7 +149,7 @@ def plan(axes: dict[str, Sequence[Any]], **options: Any) -> SweepResult:
     if options.get("seed") is None:
         # One seed for all cells, so they differ only in what is swept.
         options["seed"] = random.SystemRandom().randrange(2**31)
-    col_values = columns.values if columns else (None,)
+    col_values = columns.values
     row_combos = list(itertools.product(*(a.values for a in rows))) or [()]
     if len(col_values) * len(row_combos) > MAX_CELLS:
         raise BrushworkError(f"the sweep has {len(col_values) * len(row_combos)} cells; "
@@ -147,8 +159,7 @@ def plan(axes: dict[str, Sequence[Any]], **options: Any) -> SweepResult:
         row = []
         for c, cv in enumerate(col_values):
             values = {a.name: v for a, v in zip(rows, combo)}
-            if columns:
-                values[columns.name] = cv
+            values[columns.name] = cv
             Settings(**_tuples({**options, **values}))  # fail before any work
             row.append(Cell(r, c, values))
         cells.append(row)
@@ -289,8 +300,7 @@ def _wrap(text: str, width: int) -> str:
 def describe(result: SweepResult) -> dict[str, Any]:
     """JSON for the sheet's metadata and the cells' index."""
     return {
-        "columns": {"name": result.columns.name, "values": list(result.columns.values)}
-        if result.columns else None,
+        "columns": {"name": result.columns.name, "values": list(result.columns.values)},
         "rows": [{"name": a.name, "values": list(a.values)} for a in result.rows],
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in result.options.items()},
         "interrupted": result.interrupted,
