@@ -114,6 +114,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class _LRU:
+    """A bounded mapping that forgets the least recently used entry first; thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: tuple, value: Any) -> Any:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
 class Cache:
     """Work that repeated runs share: loaded networks and style Gram targets.
 
@@ -125,12 +148,9 @@ class Cache:
     """
 
     def __init__(self, max_networks: int = 2, max_targets: int = 64) -> None:
-        self.max_networks = max_networks
-        self.max_targets = max_targets
-        self._weights: OrderedDict[tuple, VGGWeights] = OrderedDict()
-        self._networks: OrderedDict[tuple, FeatureExtractor] = OrderedDict()
-        self._targets: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._weights = _LRU(max_networks)
+        self._networks = _LRU(max_networks)
+        self._targets = _LRU(max_targets)
         self.network_loads = 0  # how many times weights were actually read
         self.target_hits = 0
         self.target_misses = 0
@@ -138,16 +158,10 @@ class Cache:
     def weights(self, model: str, log: Callable[[str], None] | None = None) -> VGGWeights:
         """The weights of ``model`` (a source name or a file), read once."""
         key = _model_key(model)
-        with self._lock:
-            if key in self._weights:
-                self._weights.move_to_end(key)
-                return self._weights[key]
-        weights = load_weights(model, **({"log": log} if log else {}))
-        with self._lock:
+        weights = self._weights.get(key)
+        if weights is None:
+            weights = self._weights.put(key, load_weights(model, **({"log": log} if log else {})))
             self.network_loads += 1
-            self._weights[key] = weights
-            while len(self._weights) > self.max_networks:
-                self._weights.popitem(last=False)
         return weights
 
     def network(self, settings: Settings, device: torch.device,
@@ -155,16 +169,11 @@ class Cache:
         """A feature extractor for these settings' model, layers, pooling and device."""
         key = (_model_key(settings.model), settings.pooling, str(device),
                tuple(dict.fromkeys(settings.content_layers + settings.style_layers)))
-        with self._lock:
-            if key in self._networks:
-                self._networks.move_to_end(key)
-                return self._networks[key]
-        net = _build_network(self.weights(settings.model, log), settings, device)
-        net.cache_key = key  # style targets are keyed by it, never by id() (ids are reused)
-        with self._lock:
-            self._networks[key] = net
-            while len(self._networks) > self.max_networks:
-                self._networks.popitem(last=False)
+        net = self._networks.get(key)
+        if net is None:
+            net = _build_network(self.weights(settings.model, log), settings, device)
+            net.cache_key = key  # style targets are keyed by it, never by id() (ids are reused)
+            self._networks.put(key, net)
         return net
 
     def style_grams(self, net: FeatureExtractor, style: torch.Tensor,
@@ -174,17 +183,12 @@ class Cache:
             return style_grams(net, style, layers)
         digest = hashlib.sha1(style.detach().cpu().numpy().tobytes()).hexdigest()
         key = (net_key, tuple(style.shape), tuple(layers), digest)
-        with self._lock:
-            if key in self._targets:
-                self._targets.move_to_end(key)
-                self.target_hits += 1
-                return self._targets[key]
-        grams = style_grams(net, style, layers)
-        with self._lock:
+        grams = self._targets.get(key)
+        if grams is None:
+            grams = self._targets.put(key, style_grams(net, style, layers))
             self.target_misses += 1
-            self._targets[key] = grams
-            while len(self._targets) > self.max_targets:
-                self._targets.popitem(last=False)
+        else:
+            self.target_hits += 1
         return grams
 
 
