@@ -112,7 +112,7 @@ def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) ->
 
     with f:
         # Image.open only reads the header, so sizes are checked before decoding.
-        with _pillow_limit(None):
+        with pillow_limit(None):
             try:
                 im = Image.open(f)
             except Image.UnidentifiedImageError:
@@ -124,7 +124,7 @@ def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) ->
         _check_size(im.size, name, max_pixels)
 
         # Decode everything now, with Pillow's own bomb check set to our limit.
-        with _pillow_limit(max_pixels):
+        with pillow_limit(max_pixels):
             try:
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:
@@ -162,7 +162,7 @@ def _check_input_file(path: str, name: str) -> None:
 def _load_pil(im: Image.Image, name: str, max_pixels: int) -> Image.Image:
     """Check and convert an image that the caller already opened (current frame)."""
     _check_size(im.size, name, max_pixels)
-    with _pillow_limit(max_pixels):
+    with pillow_limit(max_pixels):
         try:
             return _to_rgb(ImageOps.exif_transpose(im))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -210,7 +210,7 @@ def _too_large(name: str, max_pixels: int) -> ImageError:
 
 
 @contextlib.contextmanager
-def _pillow_limit(limit: int | None) -> Iterator[None]:
+def pillow_limit(limit: int | None) -> Iterator[None]:
     """Temporarily set Pillow's bomb limit (None = off) and make its warning an error.
 
     The global is restored on exit; the lock keeps our own threads from

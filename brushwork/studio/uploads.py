@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..errors import ImageError
-from ..imageio import MIN_SIDE, _pillow_limit, load_image
+from ..imageio import MIN_SIDE, pillow_limit, load_image
 
 # Pillow formats accepted, and the extension the stored file gets.
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
@@ -49,7 +49,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
     if not data:
         raise UploadError(400, "the file is empty")
     try:
-        with _pillow_limit(None):  # header only: sizes are checked below, before decoding
+        with pillow_limit(None):  # header only: sizes are checked below, before decoding
             im = Image.open(io.BytesIO(data), formats=list(FORMATS))
     except Image.UnidentifiedImageError:
         raise UploadError(415, "not an image (accepted: PNG, JPEG, WebP, GIF, BMP, TIFF)") \
