@@ -168,13 +168,27 @@ def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_pa
                                                   tiny_model_file, monkeypatch):
     page = browser_page
     real = jobs_module.stylize
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
 
     def held(content, styles, *, callback, **kw):  # the first job waits for the test
         def cb(it):
+            started.set()
             release.wait(20)
             callback(it)
         return real(content, styles, callback=cb, **kw)
+
+    def late_reply(route):
+        """The first POST /api/jobs answers "queued" (as when the server replied before
+        its worker took the job) only after the job runs and the event saying so has
+        reached the page: the stale reply must not win."""
+        if route.request.method != "POST" or started.is_set():
+            route.continue_()
+            return
+        response = route.fetch()
+        reply = {**response.json(), "state": "queued", "step": 0, "place": 1}
+        started.wait(20)
+        time.sleep(0.5)
+        route.fulfill(response=response, json=reply)
 
     monkeypatch.setattr(jobs_module, "stylize", held)
     app = make_app(tmp_path / "data", tiny_model_file)
@@ -188,8 +202,12 @@ def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_pa
             page.errors.clear()  # the browser logs the refused upload's 415 itself
 
             _choose(page, *pictures, size=32, iterations=4)
+            page.route("**/api/jobs", late_reply)
             page.click("#start")
             page.wait_for_selector("#queue li[data-state='running']")
+            page.wait_for_selector("#start:not([disabled])")  # the late reply has been read
+            assert page.locator("#queue li[data-state='running']").count() == 1
+            assert page.locator("#queue li[data-state='queued']").count() == 0
             page.click("#start")
             page.wait_for_selector("#queue li[data-state='queued']")
             waiting = page.locator("#queue li[data-state='queued']")

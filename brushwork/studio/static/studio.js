@@ -233,10 +233,30 @@ async function startJob() {
   }
 }
 
-function updateJob(ev) {
+// A job only moves forward: queued -> running -> an end state, and its step only grows.
+// Replies and events can arrive out of order (the reply to POST /api/jobs, made while
+// the job was queued, may land after the event saying it runs), so an older snapshot
+// must not overwrite a newer one.
+const STATE_RANK = { queued: 0, running: 1 };
+
+function isOlder(ev, old) {
+  if (!old || !ev.state || !old.state) return false;
+  const rank = (s) => (s in STATE_RANK ? STATE_RANK[s] : 2);
+  const a = rank(ev.state), b = rank(old.state);
+  return a < b || (a === b && a === 1 && (ev.step || 0) < (old.step || 0));
+}
+
+function mergeJob(ev) {
   const old = state.jobs.get(ev.id);
-  // Keep a richer snapshot's fields (e.g. settings) when an event lacks them.
-  state.jobs.set(ev.id, Object.assign({}, old || {}, ev));
+  // Keep a richer snapshot's fields (e.g. settings) when an event lacks them; an older
+  // snapshot only fills in what is missing.
+  const merged = isOlder(ev, old) ? Object.assign({}, ev, old) : Object.assign({}, old || {}, ev);
+  state.jobs.set(ev.id, merged);
+  return old;
+}
+
+function updateJob(ev) {
+  const old = mergeJob(ev);
   if (ev.points && ev.points.length) {
     const hist = state.history.get(ev.id);
     if (hist) {
@@ -256,7 +276,7 @@ async function select(id, fetchDetail = true) {
       const job = await api(`/api/jobs/${id}`);
       state.history.set(id, job.history || []);
       delete job.history;
-      state.jobs.set(id, Object.assign({}, state.jobs.get(id) || {}, job));
+      mergeJob(job);
     } catch (err) {
       $("job-error").textContent = err.message;
       return;
