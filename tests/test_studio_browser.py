@@ -192,8 +192,8 @@ def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_pa
 
     monkeypatch.setattr(jobs_module, "stylize", held)
     app = make_app(tmp_path / "data", tiny_model_file)
-    try:
-        with running_server(app) as url:
+    with running_server(app) as url:
+        try:
             _open(page, url)
             not_an_image = tmp_path / "notes.png"
             not_an_image.write_text("just text")
@@ -219,6 +219,6 @@ def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_pa
             release.set()
             page.wait_for_selector("#gallery button")
             assert page.locator("#queue li[data-state='queued']").count() == 0
-    finally:
-        release.set()
+        finally:
+            release.set()  # before the server stops: the held job must be able to end
     assert page.errors == []
