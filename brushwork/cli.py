@@ -11,6 +11,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from . import __version__
+from .allocator import reuse_freed_memory
 from .errors import BrushworkError
 from .settings import default_of, flag_of, option_fields
 
@@ -165,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a usage error already printed
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    # Each evaluation frees and reallocates the same blocks: keep them (brushwork.allocator).
+    reuse_freed_memory()
     try:
         return args.func(args)
     except BrushworkError as e:
