@@ -6,7 +6,8 @@ and stops at the deepest layer asked for: nothing past it is ever computed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,28 @@ class Preprocess(nn.Module):
             x = x.flip(1)
         return (x - self.mean) * self.scale
 
+    def backward(self, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient with respect to the pixels, given the one at the network's input."""
+        grad = grad * self.scale
+        return grad.flip(1) if self.flip else grad
+
+
+@dataclass
+class Tape:
+    """What :meth:`FeatureExtractor.record` keeps for :meth:`FeatureExtractor.backward`."""
+
+    image_shape: torch.Size
+    features: dict[str, torch.Tensor]
+    # Per step: the step's input (convolutions and pooling use its shape), its output
+    # (a ReLU's gives the mask), and max-pooling's indices.
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    indices: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+# add_grad(step name, g) -> g: adds the losses' gradient at that step's output into g.
+AddGrad = Callable[[str, "torch.Tensor | None"], "torch.Tensor | None"]
+
 
 class FeatureExtractor(nn.Module):
     """VGG conv stack up to the deepest of ``layers``; ``forward`` returns ``{name: features}``.
@@ -94,26 +117,73 @@ class FeatureExtractor(nn.Module):
                     conv.bias.copy_(b)
                 self.convs[name] = conv
         self.requires_grad_(False)
+        if channels_last:
+            # Weights in the activations' layout too, or each CPU convolution's backward
+            # reorders them again (a 9 MB copy per call for the 512-channel layers).
+            for conv in self.convs.values():
+                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
         self.eval()
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``image``: (B, 3, H, W) RGB in 0..255."""
+        return self.record(image).features
+
+    def record(self, image: torch.Tensor) -> Tape:
+        """The forward pass, keeping what :meth:`backward` needs; ``forward`` returns its
+        features.  Autograd records it as usual when the image requires a gradient."""
         wanted = set(self.layers)
-        out: dict[str, torch.Tensor] = {}
+        tape = Tape(image.shape, {})
         x = self.preprocess(image)
         if self.channels_last and x.device.type == "cpu":
-            # oneDNN's convolutions are faster on NHWC inputs (see brushwork.fused); the
-            # weights may stay NCHW, oneDNN reorders them into its own layout anyway.
+            # oneDNN's convolutions are faster on NHWC inputs (see brushwork.fused).
             x = channels_last(x)
         for name in self.steps:
+            tape.inputs[name] = x
             if name.startswith("conv"):
                 x = self.convs[name](x)
             elif name.startswith("relu"):
                 # In place unless the pre-activation itself was asked for.
                 x = F.relu(x, inplace="conv" + name[4:] not in wanted)
+                tape.outputs[name] = x
+            elif self.pooling == "max":
+                x, tape.indices[name] = F.max_pool2d_with_indices(x, kernel_size=2, stride=2,
+                                                                  ceil_mode=True)
             else:
-                pool = F.max_pool2d if self.pooling == "max" else F.avg_pool2d
-                x = pool(x, kernel_size=2, stride=2, ceil_mode=True)
+                x = F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
             if name in wanted:
-                out[name] = x
-        return out
+                tape.features[name] = x
+        return tape
+
+    @torch.no_grad()
+    def backward(self, tape: Tape, add_grad: AddGrad) -> torch.Tensor:
+        """The gradient with respect to the image of a :meth:`record` made without autograd,
+        by hand from the deepest step back to the first (brushwork.fused says why).
+
+        At each step ``add_grad(name, g)`` first adds the losses' gradient with respect to
+        that step's output into ``g`` (``None`` above the deepest loss) and returns it; then
+        ``g`` goes back through the step, in place where the step allows it.
+        """
+        g: torch.Tensor | None = None
+        for name in reversed(self.steps):
+            g = add_grad(name, g)
+            if g is None:
+                continue
+            x = tape.inputs[name]
+            if name.startswith("relu"):
+                # dReLU: zero where the output is zero; written over g itself.
+                g = torch.ops.aten.threshold_backward.grad_input(g, tape.outputs[name], 0,
+                                                                 grad_input=g)
+            elif name.startswith("conv"):
+                # Input gradient only: the weights are frozen.
+                g = torch.ops.aten.convolution_backward(
+                    g, x, self.convs[name].weight, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1,
+                    (True, False, False))[0]
+            elif name in tape.indices:
+                g = torch.ops.aten.max_pool2d_with_indices_backward(
+                    g, x, (2, 2), (2, 2), (0, 0), (1, 1), True, tape.indices[name])
+            else:
+                g = torch.ops.aten.avg_pool2d_backward(g, x, (2, 2), (2, 2), (0, 0), True, True,
+                                                       None)
+        assert g is not None, "no loss gradient reached the image"
+        g = self.preprocess.backward(g)
+        return g.contiguous()

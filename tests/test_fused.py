@@ -1,12 +1,16 @@
-"""The hand-written Gram backward and the NHWC extractor agree with autograd and NCHW."""
+"""The hand-written backwards (the Gram matrix's, the whole network's) and the NHWC
+extractor agree with autograd and NCHW."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from brushwork.engine import Objective
 from brushwork.fused import channels_last, gram_flat
 from brushwork.losses import gram, gram_autograd
+from brushwork.settings import Settings
 from brushwork.vgg import FeatureExtractor
 
 from conftest import tiny_weights
@@ -71,3 +75,70 @@ def test_extractor_matches_a_plain_vgg():
     loss2.backward()
     assert x1.grad.is_contiguous()
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-3, atol=1e-3 * float(x2.grad.abs().max()))
+
+
+FUSED_CASES = [
+    {},  # the defaults: relu3_2 + relu4_2 content, the paper's five style layers
+    # Pre-activation and pooled layers, a layer that is both content and style, seed 001.
+    {"content_layers": ("conv3_1", "relu1_1"), "style_layers": ("relu1_1", "conv2_1", "pool3"),
+     "content_norm": "mean", "style_norm": "mean", "style_layer_weights": (0.2, 0.5, 0.3)},
+    # Average pooling, seed 004's norms and its TV term.
+    {"pooling": "avg", "content_norm": "sum", "style_norm": "keras", "tv_weight": 0.3,
+     "tv_power": 1.25},
+]
+
+
+@pytest.mark.parametrize("nhwc", [True, False], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("options", FUSED_CASES, ids=["defaults", "pre-activation", "avg"])
+def test_hand_written_backward_equals_autograd(options, nhwc):
+    s = Settings(size_invariant=False, **options)
+    net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers, s.pooling,
+                           channels_last=nhwc)
+    g = torch.Generator().manual_seed(5)
+    photo, style = torch.rand(1, 3, 37, 29, generator=g) * 255, torch.rand(1, 3, 30, 30, generator=g) * 255
+    objective = Objective(net, s, photo, [style], [1.0])
+    image = torch.rand(1, 3, 37, 29, generator=g) * 255
+    x_fused, x_auto = image.clone().requires_grad_(True), image.clone().requires_grad_(True)
+    assert objective.uses_fused(x_fused)
+    fused = objective(x_fused)
+    fused["total"].backward()
+    objective.fused = False
+    auto = objective(x_auto)
+    auto["total"].backward()
+    for key in ("content", "style", "tv", "total"):
+        assert fused[key].item() == pytest.approx(auto[key].item(), rel=1e-5)
+    assert x_fused.grad.is_contiguous()
+    scale = float(x_auto.grad.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(x_fused.grad, x_auto.grad, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_hand_written_backward_takes_each_terms_weight():
+    """Backpropagating 3 * content + 0.5 * style through the fused terms gives autograd's
+    gradient for the same sum: the backward scales each term by its own upstream weight."""
+    s = Settings()
+    net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers)
+    g = torch.Generator().manual_seed(6)
+    photo, style = torch.rand(1, 3, 24, 24, generator=g) * 255, torch.rand(1, 3, 24, 24, generator=g) * 255
+    objective = Objective(net, s, photo, [style], [1.0])
+    image = torch.rand(1, 3, 24, 24, generator=g) * 255
+    grads = []
+    for fused in (True, False):
+        objective.fused = fused
+        x = image.clone().requires_grad_(True)
+        terms = objective(x)
+        (3 * terms["content"] + 0.5 * terms["style"]).backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5 * float(grads[1].abs().max()))
+
+
+def test_fused_path_only_where_it_applies():
+    s = Settings()
+    net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers)
+    photo = torch.rand(1, 3, 16, 16) * 255
+    objective = Objective(net, s, photo, [photo], [1.0])
+    assert objective.uses_fused(photo.clone().requires_grad_(True))
+    assert not objective.uses_fused(photo)  # no gradient wanted
+    with torch.no_grad():
+        assert not objective.uses_fused(photo.clone().requires_grad_(True))
+    assert not objective.uses_fused(torch.rand(2, 3, 16, 16, requires_grad=True))  # a batch
