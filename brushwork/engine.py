@@ -24,8 +24,9 @@ from torch import nn
 from . import __version__
 from .color import luminance_transfer, match_color
 from .errors import BrushworkError, DivergedError
-from .imageio import load_image, resize_to, save_image, scaled_size, to_image, to_tensor
 from .fused import network_losses
+from .imageio import load_image, resize_to, save_image, scaled_size, to_image, to_tensor
+from .lbfgs import lbfgs
 from .losses import content_loss, gram, style_layer_loss, tv_loss
 from .settings import DEFAULT_LR, Settings
 from .vgg import FeatureExtractor, check_layers
@@ -503,15 +504,11 @@ def _optimise(x: torch.Tensor, evaluate: Callable[[], torch.Tensor], s: Settings
 
     if s.optimizer == "lbfgs":
         # One evaluation per iteration: no line search, like neural-style.
-        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations, max_eval=iterations,
-                                tolerance_grad=-1, tolerance_change=-1,
-                                history_size=s.history_size)
+        def closure() -> float:
+            x.grad = None
+            return float(loss_and_grad().detach())
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            return loss_and_grad()
-
-        opt.step(closure)
+        lbfgs(x, closure, iterations, s.history_size)
         return
     lr = s.learning_rate or DEFAULT_LR[s.optimizer]
     if s.optimizer == "adam":
