@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 
+from .allocator import reuse_freed_memory
 from .demo import demo_photo, make_style_image
 from .engine import Objective, resolve_device, stylize
 from .imageio import load_image, resize_to, scaled_size, to_tensor
@@ -38,18 +40,45 @@ QUICK = {"eval_sizes": (128, 256), "ttq_size_cpu": 128, "ttq_size_gpu": 256,
          "reference_iterations": 150, "rss_sizes": (256, 384)}
 
 
-def dense_flops_per_s(device: torch.device, n: int = 2048, reps: int = 8) -> float:
-    """Best-of float32 matrix-product rate: the machine's dense throughput right now."""
+def matmul_flops_per_s(device: torch.device, n: int = 2048, reps: int = 8) -> float:
+    """Best-of rate of an ``n x n`` float32 matrix product."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
+    return 2 * n ** 3 / _best_seconds(lambda: a @ b, device, reps)
+
+
+def conv_flops_per_s(device: torch.device, channels: int = 256, side: int = 128,
+                     reps: int = 5) -> float:
+    """Best-of rate of a VGG-sized 3x3 float32 convolution (``channels`` in and out on a
+    ``side`` x ``side`` map), in the memory layout the extractor uses on ``device``."""
+    x = torch.randn(1, channels, side, side, device=device)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3, device=device)
+    flops = 2 * 9 * channels * channels * side * side
+    return flops / _best_seconds(lambda: F.conv2d(x, w, padding=1), device, reps)
+
+
+def dense_rates(device: torch.device, n: int = 2048, conv_side: int = 128) -> dict[str, float]:
+    """The machine's dense float32 throughput right now: the better of a large matrix
+    product and a large convolution.  Which one wins depends on the machine: on an AMD
+    EPYC here MKL's matrix product ran at 192 GFLOP/s and oneDNN's convolution at 228;
+    on an Intel Xeon the product came first."""
+    rates = {"matmul": matmul_flops_per_s(device, n), "conv": conv_flops_per_s(device, side=conv_side)}
+    rates["dense"] = max(rates.values())
+    return rates
+
+
+def _best_seconds(fn, device: torch.device, reps: int) -> float:
+    fn()  # warm-up: oneDNN picks and builds its kernel on the first call
     best = float("inf")
     for _ in range(reps):
         _sync(device)
         t = time.perf_counter()
-        a @ b
+        fn()
         _sync(device)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return best
 
 
 def evaluation_flops(net: FeatureExtractor, settings: Settings, height: int, width: int) -> int:
@@ -82,17 +111,22 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
-                 style: torch.Tensor, device: torch.device, reps: int) -> dict[str, float]:
+                 style: torch.Tensor, device: torch.device, reps: int,
+                 dense_size: tuple[int, int] = (2048, 128)) -> dict[str, float]:
     """Seconds per evaluation (median) and its FLOP rate over the dense rate measured
-    between the repetitions."""
+    between the repetitions (the best of each kind; ``dense_size``: the matrix side and
+    the convolution's map side)."""
     objective = Objective(net, settings, photo, [style], [1.0])
     x = photo.clone().requires_grad_(True)
     for _ in range(2):  # warm-up (allocator, cudnn/oneDNN kernel choice)
         x.grad = None
         objective(x)["total"].backward()
-    times, dense = [], []
+    times = []
+    dense = {"matmul": 0.0, "conv": 0.0}
     for _ in range(reps):
-        dense.append(dense_flops_per_s(device))
+        for kind, rate in dense_rates(device, *dense_size).items():
+            if kind in dense:
+                dense[kind] = max(dense[kind], rate)
         x.grad = None
         _sync(device)
         t = time.perf_counter()
@@ -102,16 +136,20 @@ def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
     flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
     seconds = statistics.median(times)
     rate = flops / seconds
-    peak = max(dense)
-    return {"seconds": seconds, "gflop": flops / 1e9, "gflop_per_s": rate / 1e9,
-            "dense_gflop_per_s": peak / 1e9, "ratio": rate / peak}
+    peak = max(dense.values())
+    return {"seconds": seconds, "best_seconds": min(times), "gflop": flops / 1e9,
+            "gflop_per_s": rate / 1e9, "dense_gflop_per_s": peak / 1e9,
+            "matmul_gflop_per_s": dense["matmul"] / 1e9, "conv_gflop_per_s": dense["conv"] / 1e9,
+            "ratio": rate / peak}
 
 
 # What each evaluation speed-up bought, measured side by side (brushwork.fused): the
-# extractor's flags, and whether the Gram matrix has its own backward (else autograd's).
-ABLATION = {"stock": ({"channels_last": False}, False),
-            "+gram": ({"channels_last": False}, True),
-            "+gram+nhwc": ({"channels_last": True}, True)}
+# extractor's flags, whether the Gram matrix has its own backward (else autograd's), and
+# whether the whole network takes the hand-written backward.
+ABLATION = {"stock": ({"channels_last": False}, False, False),
+            "+gram": ({"channels_last": False}, True, False),
+            "+gram+nhwc": ({"channels_last": True}, True, False),
+            "+gram+nhwc+backward": ({"channels_last": True}, True, True)}
 
 
 class _AutogradGramObjective(Objective):
@@ -119,15 +157,17 @@ class _AutogradGramObjective(Objective):
 
 
 def eval_ablation(weights: Any, settings: Settings, photo: torch.Tensor, style: torch.Tensor,
-                  device: torch.device, reps: int, dense_n: int = 2048) -> dict[str, dict[str, float]]:
+                  device: torch.device, reps: int,
+                  dense_size: tuple[int, int] = (2048, 128)) -> dict[str, dict[str, float]]:
     """Seconds per evaluation with each variant of the extractor, interleaved round by
     round so that the machine's noise falls on all of them alike; best of ``reps``."""
     objectives, best = {}, {}
-    for name, (flags, own_gram) in ABLATION.items():
+    for name, (flags, own_gram, fused) in ABLATION.items():
         net = FeatureExtractor(weights, settings.content_layers + settings.style_layers,
                                settings.pooling, **flags).to(device)
         kind = Objective if own_gram else _AutogradGramObjective
         objectives[name] = kind(net, settings, photo, [style], [1.0])
+        objectives[name].fused = fused
         best[name] = float("inf")
     flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
     dense = 0.0
@@ -140,9 +180,60 @@ def eval_ablation(weights: Any, settings: Settings, photo: torch.Tensor, style: 
             _sync(device)
             if r:
                 best[name] = min(best[name], time.perf_counter() - t)
-        dense = max(dense, dense_flops_per_s(device, n=dense_n, reps=3))
+        dense = max(dense, dense_rates(device, *dense_size)["dense"])
     return {name: {"seconds": sec, "ratio": flops / sec / dense, "speedup": best["stock"] / sec}
             for name, sec in best.items()}
+
+
+def eval_probe(photo: str, style: str, size: int, device: str, reps: int, reuse: bool,
+               model: str | None = None) -> None:
+    """Print one JSON line: the best seconds and the mean page faults per evaluation at
+    ``size``, in this process, with malloc's defaults or :func:`reuse_freed_memory`.
+    Run by :func:`allocator_effect` in fresh processes, since that setting is
+    process-wide and cannot be taken back."""
+    import resource
+
+    if reuse:
+        reuse_freed_memory()
+    settings = Settings(**({"model": model} if model else {}))
+    device_t = resolve_device(device)
+    net = FeatureExtractor(load_weights(settings.model), settings.content_layers
+                           + settings.style_layers, settings.pooling).to(device_t)
+    content_img, style_img = load_image(photo), load_image(style)
+    x0 = to_tensor(resize_to(content_img, scaled_size(content_img.size, size))).to(device_t)
+    s0 = to_tensor(resize_to(style_img, scaled_size(style_img.size, size))).to(device_t)
+    objective = Objective(net, settings, x0, [s0], [1.0])
+    times, faults = [], []
+    for r in range(reps + 2):  # two warm-ups
+        x = x0.clone().requires_grad_(True)
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        _sync(device_t)
+        t = time.perf_counter()
+        objective(x)["total"].backward()
+        _sync(device_t)
+        if r >= 2:
+            times.append(time.perf_counter() - t)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    print(json.dumps({"seconds": min(times), "page_faults": sum(faults) / len(faults)}))
+
+
+def allocator_effect(photo: Path, style: Path, size: int, device: str, reps: int,
+                     rounds: int = 2, model: str | None = None) -> dict[str, Any]:
+    """Seconds and page faults per evaluation with malloc's defaults against
+    :func:`reuse_freed_memory`, each in a fresh process, alternating; best of ``rounds``."""
+    out: dict[str, Any] = {}
+    for _ in range(rounds):
+        for mode in ("malloc_default", "reuse_freed_memory"):
+            code = ("from brushwork.bench import eval_probe; "
+                    f"eval_probe({str(photo)!r}, {str(style)!r}, {size}, {device!r}, {reps}, "
+                    f"{mode == 'reuse_freed_memory'}, {model!r})")
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True)
+            got = json.loads(proc.stdout.strip().splitlines()[-1])
+            if mode not in out or got["seconds"] < out[mode]["seconds"]:
+                out[mode] = got
+    out["speedup"] = out["malloc_default"]["seconds"] / out["reuse_freed_memory"]["seconds"]
+    return out
 
 
 def time_to_quality(photo: Path, style: Path, size: int, reference_iterations: int,
@@ -208,8 +299,21 @@ def run(quick: bool, device_name: str, out_dir: Path | None) -> dict[str, Any]:
         return _run(quick, device_name, out_dir, Path(tmp))
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict[str, Any]:
     cfg = QUICK if quick else FULL
+    # Measured as the `brushwork` command runs (it makes this call too); the
+    # allocator_effect row measures what it buys, in separate processes.
+    reuse_freed_memory()
     device = resolve_device(device_name)
     settings = Settings()
     photo_path = demo_photo()
@@ -223,10 +327,10 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict
                            settings.pooling).to(device)
     report: dict[str, Any] = {
         "mode": "quick" if quick else "full",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+        "machine": {"platform": platform.platform(), "cpu": _cpu_model(),
                     "cpu_count": os.cpu_count(), "device": str(device),
                     "device_name": torch.cuda.get_device_name(device)
-                    if device.type == "cuda" else platform.processor() or "cpu"},
+                    if device.type == "cuda" else _cpu_model()},
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "commands": {},
     }
@@ -245,6 +349,13 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict
         name: {"seconds": round(v["seconds"], 3), "ratio": round(v["ratio"], 3),
                "speedup": round(v["speedup"], 2)} for name, v in ablation.items()}}
     report["commands"]["eval_ablation"] = "brushwork.bench.eval_ablation (in process)"
+    alloc = allocator_effect(photo_path, style_path, cfg["eval_sizes"][-1], str(device), reps=2)
+    report["allocator_effect"] = {"size": f"{wh[0]}x{wh[1]}", **{
+        k: ({kk: round(vv, 3) for kk, vv in v.items()} if isinstance(v, dict) else round(v, 2))
+        for k, v in alloc.items()}}
+    report["commands"]["allocator_effect"] = (
+        f"python -c 'from brushwork.bench import eval_probe; eval_probe(PHOTO, STYLE, "
+        f"{cfg['eval_sizes'][-1]}, {str(device)!r}, 2, False|True)', alternating, best of 2")
 
     ttq_size = cfg["ttq_size_gpu"] if device.type == "cuda" else cfg["ttq_size_cpu"]
     ttq = time_to_quality(photo_path, style_path, ttq_size, cfg["reference_iterations"],
@@ -304,14 +415,22 @@ def format_table(report: dict[str, Any]) -> str:
             ("torch / threads", f"{report['torch']} / {report['threads']}")]
     for key in sorted(k for k in report if k.startswith("eval_ratio_") and "detail" not in k):
         d = report[f"{key}_detail"]
+        kinds = (f": matmul {d['matmul_gflop_per_s']}, conv {d['conv_gflop_per_s']}"
+                 if "conv_gflop_per_s" in d else "")
         rows.append((key, f"{report[key]}  ({d['size']}: {d['seconds']} s/eval, "
                           f"{d['gflop']} GFLOP, {d['gflop_per_s']} of {d['dense_gflop_per_s']} "
-                          "GFLOP/s dense)"))
+                          f"GFLOP/s dense{kinds})"))
     if "eval_ablation" in report:
         ab = report["eval_ablation"]
         rows.append(("eval_ablation", f"at {ab['size']}: " + ", ".join(
             f"{name} {v['seconds']} s ({v['ratio']}, x{v['speedup']})"
             for name, v in ab.items() if name != "size")))
+    if "allocator_effect" in report:
+        al = report["allocator_effect"]
+        off, on = al["malloc_default"], al["reuse_freed_memory"]
+        rows.append(("allocator_effect", f"at {al['size']}: malloc's defaults {off['seconds']} s "
+                     f"({off['page_faults']:.0f} page faults), reuse_freed_memory {on['seconds']} s "
+                     f"({on['page_faults']:.0f}): x{al['speedup']}"))
     d = report["time_to_quality_detail"]
     reached = d["default_seconds_to_reference_loss"]
     rows.append(("time_to_quality_ratio",

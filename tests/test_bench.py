@@ -26,10 +26,12 @@ def test_lbfgs_history_size():
     assert bench.lbfgs_history_mb(512, 512, 100) == pytest.approx(600.0)
 
 
-def test_dense_rate_is_positive():
+def test_dense_rate_is_the_better_of_matmul_and_conv():
     import torch
 
-    assert bench.dense_flops_per_s(torch.device("cpu"), n=64, reps=2) > 0
+    rates = bench.dense_rates(torch.device("cpu"), n=64, conv_side=8)
+    assert rates["matmul"] > 0 and rates["conv"] > 0
+    assert rates["dense"] == max(rates["matmul"], rates["conv"])
 
 
 def test_time_to_quality_on_tiny_network(use_tiny, photo_path, painting_path):
@@ -67,7 +69,7 @@ def test_eval_ablation_measures_every_variant(tiny):
     s = Settings()
     photo = torch.rand(1, 3, 20, 16) * 255
     style = torch.rand(1, 3, 18, 18) * 255
-    result = bench.eval_ablation(tiny, s, photo, style, torch.device("cpu"), reps=1, dense_n=64)
+    result = bench.eval_ablation(tiny, s, photo, style, torch.device("cpu"), reps=1, dense_size=(64, 8))
     assert set(result) == set(bench.ABLATION)
     assert result["stock"]["speedup"] == 1.0
     assert all(v["seconds"] > 0 and v["ratio"] > 0 for v in result.values())
@@ -77,4 +79,14 @@ def test_eval_ablation_measures_every_variant(tiny):
         "time_to_quality_ratio": 0.2, "time_to_quality_detail": {
             "default_seconds_to_reference_loss": 1.0, "reference_seconds": 5.0,
             "reference_final_loss": 5.0, "default_seconds": 3.0, "default_final_loss": 4.0}})
-    assert "+gram+nhwc" in table and "at 20x16" in table
+    assert "+gram+nhwc+backward" in table and "at 20x16" in table
+
+
+def test_allocator_effect_runs_both_modes_in_fresh_processes(tiny_model_file, photo_path,
+                                                             painting_path):
+    result = bench.allocator_effect(photo_path, painting_path, 32, "cpu", reps=1, rounds=1,
+                                    model=str(tiny_model_file))
+    for mode in ("malloc_default", "reuse_freed_memory"):
+        assert result[mode]["seconds"] > 0 and result[mode]["page_faults"] >= 0
+    assert result["speedup"] == pytest.approx(
+        result["malloc_default"]["seconds"] / result["reuse_freed_memory"]["seconds"])
