@@ -161,26 +161,29 @@ class FeatureExtractor(nn.Module):
 
         At each step ``add_grad(name, g)`` first adds the losses' gradient with respect to
         that step's output into ``g`` (``None`` above the deepest loss) and returns it; then
-        ``g`` goes back through the step, in place where the step allows it.
+        ``g`` goes back through the step, in place where the step allows it.  The tape is
+        emptied on the way, so it serves one backward.
         """
         g: torch.Tensor | None = None
         for name in reversed(self.steps):
             g = add_grad(name, g)
+            # Each step's tensors are let go once used, as autograd does: the tape is spent.
+            tape.features.pop(name, None)
+            out, indices = tape.outputs.pop(name, None), tape.indices.pop(name, None)
+            x = tape.inputs.pop(name)
             if g is None:
                 continue
-            x = tape.inputs[name]
             if name.startswith("relu"):
                 # dReLU: zero where the output is zero; written over g itself.
-                g = torch.ops.aten.threshold_backward.grad_input(g, tape.outputs[name], 0,
-                                                                 grad_input=g)
+                g = torch.ops.aten.threshold_backward.grad_input(g, out, 0, grad_input=g)
             elif name.startswith("conv"):
                 # Input gradient only: the weights are frozen.
                 g = torch.ops.aten.convolution_backward(
                     g, x, self.convs[name].weight, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1,
                     (True, False, False))[0]
-            elif name in tape.indices:
+            elif indices is not None:
                 g = torch.ops.aten.max_pool2d_with_indices_backward(
-                    g, x, (2, 2), (2, 2), (0, 0), (1, 1), True, tape.indices[name])
+                    g, x, (2, 2), (2, 2), (0, 0), (1, 1), True, indices)
             else:
                 g = torch.ops.aten.avg_pool2d_backward(g, x, (2, 2), (2, 2), (0, 0), True, True,
                                                        None)
