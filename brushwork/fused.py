@@ -1,15 +1,18 @@
-"""Autograd functions that make one evaluation cheaper than autograd's generic ones.
+"""Hand-written backward passes that make one evaluation cheaper than autograd's.
 
-Measured side by side on this project's 2-core CPU (``brushwork bench``'s
+Measured side by side on this project's 2-core CPUs (``brushwork bench``'s
 ``eval_ablation``; docs/benchmarks.md):
 
 * ``G = F F^T`` is symmetric, so ``dF = (dG + dG^T) F`` is one matrix product where
-  autograd's ``bmm`` backward does two and adds them (x1.14 per evaluation at 512 px).
+  autograd's ``bmm`` backward does two and adds them (x1.08 per evaluation at 512 px).
 * oneDNN's 3x3 convolutions run faster on channels-last (NHWC) tensors at the shallow,
-  wide layers (64 channels at 512x512: 110 ms -> 76 ms per call), so the extractor works
-  in NHWC on the CPU and hands the image gradient back in NCHW (a further x1.09). The
-  Gram backward returns its gradient in the features' own layout, or every later add
-  and ReLU mask would be a strided copy that eats the gain.
+  wide layers, so the extractor works in NHWC on the CPU and hands the image gradient
+  back in NCHW (a further x1.09 to x1.15). The Gram backward returns its gradient in
+  the features' own layout, or every later add and ReLU mask would be a strided copy.
+* :func:`network_losses`: the content and style terms with one hand-written backward
+  through the whole frozen network (on the CPU, for one image): no autograd graph,
+  each Gram gradient summed into the travelling gradient by its own ``addmm``, ReLU
+  masks in place, only input gradients, and the Gram matrix from oneDNN.
 """
 
 from __future__ import annotations
@@ -121,8 +124,7 @@ class _NetworkLosses(torch.autograd.Function):
             content = objective.content_term(content_feats)
             style = objective.style_term(grams, {n: feats[n].shape for n in grams})
             leaves = list(content_feats.values())
-            d_content = (torch.autograd.grad(content, leaves) if leaves and content.requires_grad
-                         else [torch.zeros_like(f) for f in leaves])
+            d_content = torch.autograd.grad(content, leaves) if leaves else []
             d_grams = torch.autograd.grad(style, list(grams.values()))
         ctx.tape = tape
         ctx.net = net

@@ -70,7 +70,6 @@ class Preprocess(nn.Module):
 class Tape:
     """What :meth:`FeatureExtractor.record` keeps for :meth:`FeatureExtractor.backward`."""
 
-    image_shape: torch.Size
     features: dict[str, torch.Tensor]
     # Per step: the step's input (convolutions and pooling use its shape), its output
     # (a ReLU's gives the mask), and max-pooling's indices.
@@ -126,28 +125,34 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``image``: (B, 3, H, W) RGB in 0..255."""
-        return self.record(image).features
+        # Nothing but the features is kept: without a gradient (the style targets) each
+        # activation is freed as soon as the next step has read it.
+        return self.record(image, keep=False).features
 
-    def record(self, image: torch.Tensor) -> Tape:
-        """The forward pass, keeping what :meth:`backward` needs; ``forward`` returns its
-        features.  Autograd records it as usual when the image requires a gradient."""
+    def record(self, image: torch.Tensor, keep: bool = True) -> Tape:
+        """The forward pass, keeping what :meth:`backward` needs unless ``keep`` is False.
+        Autograd records it as usual when the image requires a gradient."""
         wanted = set(self.layers)
-        tape = Tape(image.shape, {})
+        tape = Tape({})
         x = self.preprocess(image)
         if self.channels_last and x.device.type == "cpu":
             # oneDNN's convolutions are faster on NHWC inputs (see brushwork.fused).
             x = channels_last(x)
         for name in self.steps:
-            tape.inputs[name] = x
+            if keep:
+                tape.inputs[name] = x
             if name.startswith("conv"):
                 x = self.convs[name](x)
             elif name.startswith("relu"):
                 # In place unless the pre-activation itself was asked for.
                 x = F.relu(x, inplace="conv" + name[4:] not in wanted)
-                tape.outputs[name] = x
-            elif self.pooling == "max":
+                if keep:
+                    tape.outputs[name] = x
+            elif self.pooling == "max" and keep:
                 x, tape.indices[name] = F.max_pool2d_with_indices(x, kernel_size=2, stride=2,
                                                                   ceil_mode=True)
+            elif self.pooling == "max":
+                x = F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
             else:
                 x = F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
             if name in wanted:

@@ -142,3 +142,21 @@ def test_fused_path_only_where_it_applies():
     with torch.no_grad():
         assert not objective.uses_fused(photo.clone().requires_grad_(True))
     assert not objective.uses_fused(torch.rand(2, 3, 16, 16, requires_grad=True))  # a batch
+
+
+def test_a_plain_forward_keeps_only_the_features():
+    """Without keep (the style targets' pass) no activation outlives the next step; with
+    it, every step's input, each ReLU's output and each max-pool's indices are kept, and
+    the backward lets them all go."""
+    net = FeatureExtractor(tiny_weights(), ["relu1_1", "relu3_1"])
+    image = torch.rand(1, 3, 16, 16) * 255
+    plain = net.record(image, keep=False)
+    assert set(plain.features) == {"relu1_1", "relu3_1"}
+    assert not plain.inputs and not plain.outputs and not plain.indices
+    with torch.no_grad():
+        tape = net.record(image)
+    assert set(tape.inputs) == set(net.steps)
+    assert set(tape.indices) == {"pool1", "pool2"}
+    net.backward(tape, lambda name, g: torch.ones_like(tape.features[name])
+                 if name == "relu3_1" and g is None else g)
+    assert not tape.inputs and not tape.outputs and not tape.indices and not tape.features
