@@ -90,3 +90,29 @@ def test_allocator_effect_runs_both_modes_in_fresh_processes(tiny_model_file, ph
         assert result[mode]["seconds"] > 0 and result[mode]["page_faults"] >= 0
     assert result["speedup"] == pytest.approx(
         result["malloc_default"]["seconds"] / result["reuse_freed_memory"]["seconds"])
+
+
+def test_eval_ratio_is_best_against_best_and_the_median_beside_it(tiny):
+    import torch
+
+    s = Settings()
+    net = FeatureExtractor(tiny, s.content_layers + s.style_layers)
+    photo = torch.rand(1, 3, 20, 16) * 255
+    r = bench.measure_eval(net, s, photo, photo.clone(), torch.device("cpu"), reps=3,
+                           dense_size=(64, 8))
+    assert r["seconds"] <= r["median_seconds"]
+    assert r["median_ratio"] <= r["ratio"]
+    assert r["dense_gflop_per_s"] == max(r["matmul_gflop_per_s"], r["conv_gflop_per_s"])
+    assert r["ratio"] == pytest.approx(r["gflop_per_s"] / r["dense_gflop_per_s"])
+
+
+@pytest.mark.parametrize("reached", [1.5, None])
+def test_loss_plot_is_written(tmp_path, reached):
+    from PIL import Image
+
+    path = tmp_path / "loss.png"
+    curves = {"reference": [(0.5, 100.0), (1.0, 10.0), (2.0, 5.0)],
+              "default": [(0.2, 50.0), (1.5, 5.0)]}
+    bench._plot(curves, path, 64, 5.0, reached)
+    with Image.open(path) as im:
+        assert im.size[0] > 300 and im.size[1] > 200
