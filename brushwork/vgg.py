@@ -116,11 +116,6 @@ class FeatureExtractor(nn.Module):
                     conv.bias.copy_(b)
                 self.convs[name] = conv
         self.requires_grad_(False)
-        if channels_last:
-            # Weights in the activations' layout too, or each CPU convolution's backward
-            # reorders them again (a 9 MB copy per call for the 512-channel layers).
-            for conv in self.convs.values():
-                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
         self.eval()
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -135,9 +130,11 @@ class FeatureExtractor(nn.Module):
         wanted = set(self.layers)
         tape = Tape({})
         x = self.preprocess(image)
-        if self.channels_last and x.device.type == "cpu":
+        nhwc = self.channels_last and x.device.type == "cpu"
+        if nhwc:
             # oneDNN's convolutions are faster on NHWC inputs (see brushwork.fused).
             x = channels_last(x)
+        self._weights_layout(nhwc)
         for name in self.steps:
             if keep:
                 tape.inputs[name] = x
@@ -158,6 +155,15 @@ class FeatureExtractor(nn.Module):
             if name in wanted:
                 tape.features[name] = x
         return tape
+
+    def _weights_layout(self, nhwc: bool) -> None:
+        """Weights in the activations' layout: on the CPU in NHWC, or each convolution's
+        backward reorders them again (a 9 MB copy per call for the 512-channel layers);
+        elsewhere as loaded, so cuDNN picks its layout as it always has."""
+        fmt = torch.channels_last if nhwc else torch.contiguous_format
+        for conv in self.convs.values():
+            if not conv.weight.is_contiguous(memory_format=fmt):
+                conv.weight.data = conv.weight.data.contiguous(memory_format=fmt)
 
     @torch.no_grad()
     def backward(self, tape: Tape, add_grad: AddGrad) -> torch.Tensor:

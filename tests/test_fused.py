@@ -160,3 +160,14 @@ def test_a_plain_forward_keeps_only_the_features():
     net.backward(tape, lambda name, g: torch.ones_like(tape.features[name])
                  if name == "relu3_1" and g is None else g)
     assert not tape.inputs and not tape.outputs and not tape.indices and not tape.features
+
+
+def test_weights_follow_the_activations_layout():
+    net = FeatureExtractor(tiny_weights(), ["relu2_1"])
+    image = torch.rand(1, 3, 8, 8) * 255
+    net(image)
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last)
+               for c in net.convs.values())
+    net.channels_last = False  # as on a GPU: the weights go back to the loaded layout
+    net(image)
+    assert all(c.weight.is_contiguous() for c in net.convs.values())
