@@ -63,7 +63,7 @@ def dense_rates(device: torch.device, n: int = 2048, conv_side: int = 128) -> di
     """The machine's dense float32 throughput right now: the better of a large matrix
     product and a large convolution.  Which one wins depends on the machine: on an AMD
     EPYC here MKL's matrix product ran at 192 GFLOP/s and oneDNN's convolution at 228;
-    on an Intel Xeon the product came first."""
+    on the previous session's machine the product ran at 333-375 GFLOP/s."""
     rates = {"matmul": matmul_flops_per_s(device, n), "conv": conv_flops_per_s(device, side=conv_side)}
     rates["dense"] = max(rates.values())
     return rates
