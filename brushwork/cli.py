@@ -212,7 +212,7 @@ def sweep_values(args: argparse.Namespace, names: Sequence[str]) -> tuple[dict, 
         flag = "--" + name.replace("_", "-")
         values: list[Any] = []
         for text in raw:
-            if kinds[name] == "float":
+            if kinds[name] in ("float", "float | None"):
                 values += list(_list_of(float, "numbers")(text)) or _no_value(flag)
             elif kinds[name].startswith("tuple"):  # each occurrence is one layer set
                 values.append(_list_of(str, "layer names")(text) or _no_value(flag))

@@ -421,10 +421,12 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             else:
                 x = to_tensor(resize_to(init_img, (w, h))).to(device)
         else:
-            # Upsample what the coarse scale *added* to the photo, not the picture itself:
-            # the photo's fine detail is kept, so the content loss starts low.
-            delta = F.interpolate(x - prev_photo, size=(h, w), mode="bicubic", align_corners=False)
-            x = (photo + delta).clamp(0, 255)
+            # The coarse picture, enlarged, plus photo_detail times the detail this scale's
+            # photo has and the coarse one lacks: 1 upsamples only what the coarse scale
+            # added to the photo (the photo's edges stay), 0 enlarges the coarse painting.
+            coarse_photo = F.interpolate(prev_photo, size=(h, w), mode="bicubic", align_corners=False)
+            x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
+            x = (x + settings.photo_detail * (photo - coarse_photo)).clamp(0, 255)
         prev_photo = photo
         x = x.contiguous().requires_grad_(True)
         changes: deque[float] = deque(maxlen=STOP_WINDOW)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import BrushworkError
 from .losses import CONTENT_NORMS, STYLE_NORMS
+from .strength import DEFAULT_STRENGTH, KNOBS, knobs
 
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
 COLOR_MODES = ("none", "luminance", "histogram", "histogram-to-style")
@@ -40,13 +41,22 @@ class Settings:
     iterations: int = _opt(
         150, "optimiser evaluations at the final scale (coarser scales get twice as many)",
         metavar="N")
+    # How painted the picture is; it sets the four knobs marked "from --strength"
+    # (brushwork/strength.py).  Given alone, a knob overrides the default strength's value.
+    strength: float | None = _opt(
+        None, "how painted, from 0 (almost the photo) to 1 (the painting's strokes and "
+        "colours over the photo's composition); sets --content-weight, --style-weight, "
+        "--min-size and --photo-detail, which may be given instead",
+        metavar="S", shown=f"{DEFAULT_STRENGTH}, unless one of those is given")
     # The objective: L_total = alpha * L_content + beta * L_style + tv_weight * L_tv.
-    content_weight: float = _opt(0.5, "alpha, the weight of the content loss", metavar="A")
+    content_weight: float | None = _opt(None, "alpha, the weight of the content loss",
+                                        metavar="A", shown="from --strength")
     size_invariant: bool = _opt(
         True, "keep the content/style balance of a 256 px preview at every size: alpha is "
         "scaled by (256 / long side)^2, since the paper's content loss grows with the pixel "
         "count and its style loss does not; off = the paper's raw alpha")
-    style_weight: float = _opt(1e4, "beta, the weight of the style loss", metavar="B")
+    style_weight: float | None = _opt(None, "beta, the weight of the style loss", metavar="B",
+                                      shown="1e4")
     tv_weight: float = _opt(0.0, "weight of the total-variation smoothness loss", metavar="W")
     tv_power: float = _opt(1.0, "exponent of the TV loss: 1 = squared gradients, 1.25 = seed 004",
                            metavar="P")
@@ -99,7 +109,14 @@ class Settings:
         choices=COLOR_MODES)
     multiscale: str = _opt("auto", "coarse-to-fine pyramid: auto = when size >= 2 * --min-size",
                            choices=MULTISCALE_MODES)
-    min_size: int = _opt(160, "long side of the coarsest pyramid scale", metavar="PX")
+    min_size: int | None = _opt(None, "long side of the coarsest pyramid scale (the scales "
+                                "halve the output's long side down to it)", metavar="PX",
+                                shown="from --strength")
+    photo_detail: float | None = _opt(
+        None, "share of the photo's fine detail carried into each finer pyramid scale: "
+        "1 = all of it (the photo's edges stay sharp), 0 = none (the coarse scale's strokes "
+        "are enlarged and the content loss alone brings detail back)", metavar="D",
+        shown="from --strength")
     model: str = _opt("vgg16-hed", "weights: a source name (see `brushwork models`) or a file",
                       metavar="NAME|PATH")
     pooling: str = _opt("max", "pooling in the network: max or avg (the paper prefers avg)",
@@ -113,6 +130,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         validate(self)
+        for name, value in resolve_strength(self).items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -137,10 +156,20 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def validate(s: Settings) -> None:
     """Raise BrushworkError naming the first bad option and its value."""
-    for name in ("size", "iterations", "lr_decay_steps", "history_size", "min_size", "max_pixels"):
+    for name in ("size", "iterations", "lr_decay_steps", "history_size", "max_pixels"):
         _positive_int(name, getattr(s, name))
-    for name in ("content_weight", "style_weight", "tv_weight", "stop_tolerance"):
+    if s.min_size is not None:
+        _positive_int("min_size", s.min_size)
+    for name in ("tv_weight", "stop_tolerance"):
         _weight(name, getattr(s, name))
+    for name in ("content_weight", "style_weight"):
+        if getattr(s, name) is not None:
+            _weight(name, getattr(s, name))
+    for name in ("strength", "photo_detail"):
+        value = getattr(s, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1):  # NaN fails the comparison too
+            raise BrushworkError(f"{name} must be a number from 0 to 1, not {value!r}")
     for name in ("style_scale", "tv_power", "lr_decay"):
         _weight(name, getattr(s, name), positive=True)
     for name in ("normalize_gradients", "size_invariant"):
@@ -178,6 +207,32 @@ def validate(s: Settings) -> None:
             raise BrushworkError(f"seed must be a non-negative integer, not {s.seed!r}")
 
 
+def resolve_strength(s: Settings) -> dict[str, Any]:
+    """The values of the knobs that strength sets, for the ones left unset.
+
+    An explicit strength fills them all and refuses a knob given beside it with
+    another value; without one, the knobs not given take the default strength's
+    values, and strength is recorded as the default only when none was given.
+    """
+    given = {k: getattr(s, k) for k in KNOBS if getattr(s, k) is not None}
+    if s.strength is not None:
+        implied = knobs(s.strength)
+        for name, value in given.items():
+            if not math.isclose(value, implied[name], rel_tol=1e-9):
+                raise BrushworkError(
+                    f"strength {s.strength:g} sets {name} to {implied[name]:.4g}, and {name} "
+                    f"{value!r} contradicts it; give strength or {name}, not both")
+        return {**implied, **given}
+    out: dict[str, Any] = {**knobs(DEFAULT_STRENGTH), **given}
+    if not given:
+        out["strength"] = DEFAULT_STRENGTH
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 def option_fields() -> list:
     """The dataclass fields, in declaration order, for the CLI."""
     return [f for f in fields(Settings) if f.metadata.get("cli", True)]
@@ -199,13 +254,17 @@ def to_cli_args(options: dict[str, Any]) -> list[str]:
     printed command runs with.
     """
     args: list[str] = []
+    defaults = Settings().to_dict()
+    # Knobs that an explicit strength sets are left to it.
+    implied = knobs(options["strength"]) if options.get("strength") is not None else {}
     for f in option_fields():
-        if f.name not in options:
+        if f.name not in options or options[f.name] is None:
             continue
         value = options[f.name]
         if isinstance(value, list):
             value = tuple(value)
-        if value == default_of(f):
+        if value == default_of(f) or value == _jsonable(defaults[f.name]) or (
+                f.name in implied and math.isclose(value, implied[f.name], rel_tol=1e-9)):
             continue
         flag = flag_of(f)
         if isinstance(value, bool):

@@ -24,7 +24,7 @@ from .settings import Settings, to_cli_args
 from .vgg import check_layers
 
 # What a sweep may vary, in the order the sheet's labels use.
-SWEEPABLE = ("style_weight", "content_weight", "tv_weight", "style_scale", "style_layers",
+SWEEPABLE = ("strength", "style_weight", "content_weight", "tv_weight", "style_scale", "style_layers",
              "content_layers", "model")
 MAX_CELLS = 64
 THUMB_LONG_SIDE = 384  # cells larger than this are shown smaller on the sheet (saved full size)
