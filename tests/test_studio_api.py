@@ -24,6 +24,7 @@ from PIL import Image
 from brushwork import cli
 from brushwork.errors import DivergedError
 from brushwork.imageio import read_metadata
+from brushwork.strength import DEFAULT_STRENGTH, knobs
 from brushwork.studio import jobs as jobs_module
 from brushwork.studio.gallery import Store
 from conftest import painting_array, photo_array
@@ -145,6 +146,10 @@ def test_page_and_static_files_are_served_with_safe_headers(client):
     config = client.get("/api/config").json()
     assert [m["name"] for m in config["models"]] == ["tiny"]
     assert config["defaults"]["size"] == 512 and config["defaults"]["model"] == "tiny"
+    # What an empty request paints with: the default strength and the knobs it sets.
+    assert config["defaults"]["strength"] == DEFAULT_STRENGTH
+    assert config["defaults"]["content_weight"] == pytest.approx(knobs(DEFAULT_STRENGTH)["content_weight"])
+    assert config["defaults"]["min_size"] == knobs(DEFAULT_STRENGTH)["min_size"]
 
 
 @pytest.fixture
@@ -442,6 +447,10 @@ def test_unknown_upload_id(client):
     ({"style_weight": -1}, "style_weight"),
     ({"content_weight": "a lot"}, "content_weight"),
     ({"style_scale": 0}, "style_scale"),
+    ({"strength": 1.5}, "strength must be a number from 0 to 1"),
+    ({"strength": "strong"}, "strength"),
+    ({"strength": 0.5, "content_weight": 3}, "contradicts"),
+    ({"photo_detail": -0.1}, "photo_detail"),
     ({"preserve_colors": "sepia"}, "preserve_colors"),
     ({"optimizer": "newton"}, "optimizer"),
     ({"content_layers": ["relu9_9"]}, "relu9_9"),

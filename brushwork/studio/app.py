@@ -121,9 +121,8 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
 
     @app.get("/api/config")
     def config() -> dict[str, Any]:
-        fields = Settings.__dataclass_fields__
-        defaults = {k: _jsonable(fields[k].default) for k in WEB_OPTIONS
-                    if k in fields and not callable(fields[k].default)}
+        resolved = Settings().to_dict()  # what an empty request paints with
+        defaults = {k: _jsonable(v) for k, v in resolved.items() if k in WEB_OPTIONS}
         defaults["model"] = default_model
         listed = []
         for name, target in models.items():

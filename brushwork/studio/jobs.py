@@ -32,12 +32,13 @@ MAX_STYLES = 8
 # Options a web request may set, and the JSON type each must have.  Everything else
 # (device, max_pixels, an init *path*, a model *path*) is the operator's to choose.
 WEB_OPTIONS: dict[str, str] = {
-    "size": "int", "iterations": "int", "content_weight": "number", "style_weight": "number",
+    "size": "int", "iterations": "int", "strength": "number?", "content_weight": "number?",
+    "style_weight": "number?", "photo_detail": "number?",
     "tv_weight": "number", "tv_power": "number", "style_scale": "number",
     "style_weights": "numbers", "preserve_colors": "str", "model": "str", "seed": "int?",
     "optimizer": "str", "learning_rate": "number?", "lr_decay": "number",
     "lr_decay_steps": "int", "history_size": "int", "pooling": "str", "multiscale": "str",
-    "min_size": "int", "init": "str", "content_layers": "strs", "style_layers": "strs",
+    "min_size": "int?", "init": "str", "content_layers": "strs", "style_layers": "strs",
     "style_layer_weights": "numbers?", "content_norm": "str", "style_norm": "str",
     "size_invariant": "bool", "normalize_gradients": "bool", "stop_tolerance": "number",
 }
@@ -110,7 +111,7 @@ def check_options(options: Any, *, models: dict[str, str], default_model: str,
         raise OptionsError("init must be 'content' or 'noise'")
     for name, most in (("size", limits.max_size), ("min_size", limits.max_size),
                        ("iterations", limits.max_iterations)):
-        if name in opts and opts[name] > most:
+        if opts.get(name) is not None and opts[name] > most:
             raise OptionsError(f"{name} {opts[name]} is over this studio's limit of {most}")
     if "style_weights" in opts and len(opts["style_weights"]) != n_styles:
         raise OptionsError(f"style_weights has {len(opts['style_weights'])} values for "

@@ -13,12 +13,17 @@ const state = {
   shownPreview: new Map(),// id -> preview version on screen
   gallery: [],
 };
+const ADVANCED = ["style_weight", "content_weight", "min_size", "photo_detail"];
 const TERMINAL = new Set(["done", "failed", "cancelled", "interrupted"]);
 
 // Options with a slider: log10 sliders for the weights, linear for the rest.
+// Strength sets the ADVANCED ones; the page sends either strength or those.
 const SLIDERS = {
+  strength: {},
   style_weight: { log: true },
   content_weight: { log: true },
+  min_size: { int: true },
+  photo_detail: {},
   tv_weight: { log: true, zeroAtMin: true },
   size: { int: true },
   iterations: { int: true },
@@ -123,6 +128,10 @@ function setupForm() {
       if (ok) range.value = valueToSlider(name, v);
     });
   }
+  const advanced = $("advanced");
+  advanced.addEventListener("toggle", () => {
+    $("strength").closest(".row").classList.toggle("inactive", advanced.open);
+  });
   $("start").addEventListener("click", startJob);
   $("reset").addEventListener("click", resetForm);
 }
@@ -132,11 +141,14 @@ function resetForm() {
   for (const name of [...Object.keys(SLIDERS), "preserve_colors", "model", "seed"]) {
     setOption(name, d[name]);
   }
+  $("advanced").open = false;
 }
 
 function readOptions() {
   const options = {};
+  const byHand = $("advanced").open;
   for (const name of Object.keys(SLIDERS)) {
+    if (name === "strength" ? byHand : ADVANCED.includes(name) && !byHand) continue;
     const input = $(name);
     const v = Number(input.value);
     if (input.value.trim() === "" || !isFinite(v) || v < 0) {
@@ -309,6 +321,9 @@ async function reopen() {
   if (!job) return;
   resetForm();
   for (const [k, v] of Object.entries(job.options || {})) setOption(k, v);
+  // A job painted with raw weights reopens with them; one painted by strength, with it.
+  $("advanced").open = !("strength" in (job.options || {})) &&
+    ADVANCED.some((k) => k in (job.options || {}));
   const note = [];
   const fetchUpload = async (id) => {
     try { const up = await api(`/api/uploads/${id}`); return { id: up.id, name: up.name }; }
