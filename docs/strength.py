@@ -1,0 +1,179 @@
+"""How far a picture moved from its photo, and how close it came to its painting.
+
+    python docs/strength.py measure CELLS_DIR [CELLS_DIR ...] [--json OUT.json]
+        one table per sweep (a `brushwork sweep` cells folder): each cell's content
+        similarity and style loss, and whether both move monotonically along the sweep
+    python docs/strength.py diagnose PHOTO PAINTING [--size 256] [--json OUT.json]
+        paints the photo with the variants that docs/strength.md compares (raw
+        weights, init, pyramid, photo detail) and measures each the same way
+
+The two measures (docs/strength.md says why these):
+
+* content similarity: SSIM between the picture's luminance and the photo's (resized
+  to the picture), both blurred by a Gaussian of sigma = 1 px per 256 px of long side
+  first, so that the painting's finest texture alone does not count as a change: 1 is
+  the photo, below 0.5 its shapes have been repainted.  The same with sigma = 2 px is
+  printed beside it: that blur leaves windows so flat that SSIM compares little more
+  than their mean brightness, and a picture with nothing of the photo left but its
+  light and dark masses still scores 0.55 (docs/strength.md).
+* style loss: the unweighted style term of the default network (relu1_1..relu5_1,
+  the paper's normalisation, the painting resized to the picture's long side), the
+  quantity the optimisation lowers.
+
+Needs `pip install -e '.[docs]'` (pytorch-msssim) and the default weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from pytorch_msssim import ssim
+
+import brushwork
+from brushwork.engine import Cache, Objective
+from brushwork.imageio import load_image, read_metadata, resize_to, scaled_size, to_tensor
+from brushwork.losses import gram
+from brushwork.settings import Settings
+
+BLUR_PER_256 = 1.0  # the headline measure; BLUR_PER_256 * 2 is printed beside it
+_cache = Cache()
+
+
+def blurred_luminance(image: Image.Image, long_side: int, blur: float) -> torch.Tensor:
+    radius = blur * long_side / 256
+    grey = image.convert("L").filter(ImageFilter.GaussianBlur(radius))
+    return torch.from_numpy(np.asarray(grey, dtype=np.float32))[None, None]
+
+
+def content_similarity(picture: Image.Image, photo: Image.Image,
+                       blur: float = BLUR_PER_256) -> float:
+    long_side = max(picture.size)
+    photo = resize_to(photo, picture.size)
+    return float(ssim(blurred_luminance(picture, long_side, blur),
+                      blurred_luminance(photo, long_side, blur), data_range=255))
+
+
+def style_loss(picture: Image.Image, painting: Image.Image) -> float:
+    settings = Settings(size=max(picture.size))
+    net = _cache.network(settings, torch.device("cpu"))
+    painting = resize_to(painting, scaled_size(painting.size, max(picture.size)))
+    x = to_tensor(picture)
+    objective = Objective(net, settings, x, [to_tensor(painting)], [1.0], _cache)
+    with torch.no_grad():
+        feats = net(x)
+        return float(objective.style_term({n: gram(feats[n])[0] for n in settings.style_layers},
+                                          {n: feats[n].shape for n in settings.style_layers}))
+
+
+def measure(picture: Image.Image, photo: Image.Image, painting: Image.Image) -> dict[str, float]:
+    return {"similarity": round(content_similarity(picture, photo), 3),
+            "similarity_blur2": round(content_similarity(picture, photo, 2 * BLUR_PER_256), 3),
+            "style_loss": round(style_loss(picture, painting), 1)}
+
+
+def _monotonic(values: list[float], falling: bool) -> bool:
+    pairs = list(zip(values, values[1:]))
+    return all(b < a for a, b in pairs) if falling else all(b > a for a, b in pairs)
+
+
+def cmd_measure(dirs: list[Path]) -> list[dict]:
+    out = []
+    for folder in dirs:
+        index = json.loads((folder / "index.json").read_text())
+        rows = []
+        photo = painting = None
+        for cell in index["cells"]:
+            if not cell["file"]:
+                continue
+            path = Path(cell["file"])
+            path = path if path.exists() else folder / path.name
+            meta = read_metadata(path)
+            if photo is None:
+                photo = load_image(meta["inputs"]["content"])
+                painting = load_image(meta["inputs"]["style"][0])
+            rows.append({**cell["values"], **measure(load_image(path), photo, painting),
+                         "seconds": cell["elapsed_s"]})
+        name = index["columns"]["name"]
+        sims = [r["similarity"] for r in rows]
+        losses = [r["style_loss"] for r in rows]
+        sweep = {"folder": str(folder), "axis": name, "rows": rows,
+                 "similarity_falls": _monotonic(sims, True),
+                 "style_loss_falls": _monotonic(losses, True)}
+        out.append(sweep)
+        print(f"\n{folder.name}: " + ", ".join(f"{name} {r[name]}" for r in rows))
+        print(f"| {name} | content similarity | (blur x2) | style loss | seconds |\n"
+              "|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r[name]} | {r['similarity']:.3f} | {r['similarity_blur2']:.3f} "
+                  f"| {r['style_loss']:.4g} | {r['seconds']} |")
+        print(f"similarity falls monotonically: {sweep['similarity_falls']}; "
+              f"style loss falls monotonically: {sweep['style_loss_falls']}")
+    return out
+
+
+# The variants docs/strength.md compares: name -> stylize options (at --size).
+VARIANTS = {
+    "old defaults (alpha 0.5, beta 1e4)": dict(content_weight=0.5, min_size=160, photo_detail=1.0),
+    "beta x10": dict(content_weight=0.5, style_weight=1e5, min_size=160, photo_detail=1.0),
+    "beta x100": dict(content_weight=0.5, style_weight=1e6, min_size=160, photo_detail=1.0),
+    "alpha / 10": dict(content_weight=0.05, min_size=160, photo_detail=1.0),
+    "alpha = 0": dict(content_weight=0.0, min_size=160, photo_detail=1.0),
+    "alpha x10": dict(content_weight=5.0, min_size=160, photo_detail=1.0),
+    "noise init": dict(content_weight=0.5, min_size=160, photo_detail=1.0, init="noise"),
+    "pyramid from 64 px, photo detail 1": dict(content_weight=0.5, min_size=64, photo_detail=1.0,
+                                                multiscale="on"),
+    "pyramid from 64 px, photo detail 0": dict(content_weight=0.5, min_size=64, photo_detail=0.0,
+                                                multiscale="on"),
+    "pyramid from 64 px, detail 0, alpha / 100": dict(content_weight=0.005, min_size=64,
+                                                      photo_detail=0.0, multiscale="on"),
+}
+
+
+def cmd_diagnose(photo_path: Path, painting_path: Path, size: int) -> list[dict]:
+    photo, painting = load_image(photo_path), load_image(painting_path)
+    rows = []
+    print(f"| variant ({photo_path.name} x {painting_path.name}, {size} px, seed 1) "
+          "| content similarity | (blur x2) | style loss | seconds |\n|---|---|---|---|---|")
+    for name, options in VARIANTS.items():
+        t = time.perf_counter()
+        result = brushwork.stylize(photo, painting, size=size, seed=1, cache=_cache, **options)
+        row = {"variant": name, "options": options, **measure(result.image, photo, painting),
+               "seconds": round(time.perf_counter() - t, 1)}
+        rows.append(row)
+        print(f"| {name} | {row['similarity']:.3f} | {row['similarity_blur2']:.3f} "
+              f"| {row['style_loss']:.4g} | {row['seconds']} |", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("cells", nargs="+", type=Path)
+    d = sub.add_parser("diagnose")
+    d.add_argument("photo", type=Path)
+    d.add_argument("painting", type=Path)
+    d.add_argument("--size", type=int, default=256)
+    for p in (m, d):
+        p.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    brushwork.reuse_freed_memory()
+    if args.command == "measure":
+        report = cmd_measure(args.cells)
+    else:
+        report = cmd_diagnose(args.photo, args.painting, args.size)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
