@@ -32,7 +32,7 @@ import math
 DEFAULT_STRENGTH = 0.6
 STYLE_WEIGHT = 1e4  # beta; strength turns alpha against it
 # (value at strength 0, value at strength 1)
-CONTENT_WEIGHT_RANGE = (300.0, 0.003)
+CONTENT_WEIGHT_RANGE = (3000.0, 0.003)
 COARSEST_RANGE = (128.0, 64.0)
 # What strength sets; giving one of these beside an explicit strength must agree.
 KNOBS = ("content_weight", "style_weight", "min_size", "photo_detail")
@@ -44,7 +44,7 @@ def _log_lerp(ends: tuple[float, float], t: float) -> float:
 
 
 def content_weight(strength: float) -> float:
-    """α at a 256 px long side, from 300 (strength 0) down to 0.003 (strength 1)."""
+    """α at a 256 px long side, from 3000 (strength 0) down to 0.003 (strength 1)."""
     return _log_lerp(CONTENT_WEIGHT_RANGE, strength)
 
 

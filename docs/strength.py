@@ -6,6 +6,9 @@
     python docs/strength.py diagnose PHOTO PAINTING [--size 256] [--json OUT.json]
         paints the photo with the variants that docs/strength.md compares (raw
         weights, init, pyramid, photo detail) and measures each the same way
+    python docs/strength.py compare PHOTO:PAINTING [...] -o OUT.png [--size 256]
+        the defaults before strength existed beside today's, for each pair, measured;
+        also writes today's picture of each pair beside OUT.png (PHOTO_PAINTING_SIZE.png)
 
 The two measures (docs/strength.md says why these):
 
@@ -126,6 +129,8 @@ VARIANTS = {
     "alpha / 10": dict(content_weight=0.05, min_size=160, photo_detail=1.0),
     "alpha = 0": dict(content_weight=0.0, min_size=160, photo_detail=1.0),
     "alpha x10": dict(content_weight=5.0, min_size=160, photo_detail=1.0),
+    "content layer relu4_2 alone": dict(content_weight=0.5, min_size=160, photo_detail=1.0,
+                                        content_layers=("relu4_2",)),
     "noise init": dict(content_weight=0.5, min_size=160, photo_detail=1.0, init="noise"),
     "pyramid from 64 px, photo detail 1": dict(content_weight=0.5, min_size=64, photo_detail=1.0,
                                                 multiscale="on"),
@@ -152,6 +157,48 @@ def cmd_diagnose(photo_path: Path, painting_path: Path, size: int) -> list[dict]
     return rows
 
 
+# The defaults before strength: alpha 0.5 (beta 1e4), the pyramid from 160 px, and every
+# finer scale starting from the photo plus the coarse scale's change (photo detail 1).
+OLD_DEFAULTS = dict(content_weight=0.5, min_size=160, photo_detail=1.0)
+
+
+def cmd_compare(pairs: list[str], size: int, output: Path) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    fig, axes = plt.subplots(len(pairs), 3, figsize=(10, 3.2 * len(pairs)), squeeze=False)
+    for r, pair in enumerate(pairs):
+        photo_path, painting_path = (Path(p) for p in pair.split(":"))
+        photo, painting = load_image(photo_path), load_image(painting_path)
+        pictures = {}
+        for label, options in (("before", OLD_DEFAULTS), ("after", {})):
+            result = brushwork.stylize(photo, painting, size=size, seed=1, cache=_cache, **options)
+            pictures[label] = result.image
+            if label == "after":  # README's examples: today's defaults at this size
+                result.save(output.parent / f"{photo_path.stem}_{painting_path.stem}_{size}.png",
+                            force=True)
+            rows.append({"pair": pair, "defaults": label, "size": size,
+                         **measure(result.image, photo, painting)})
+        for c, (title, im) in enumerate((
+                (painting_path.stem, painting),
+                (f"before: {rows[-2]['similarity']:.2f} / {rows[-2]['style_loss']:.3g}",
+                 pictures["before"]),
+                (f"after: {rows[-1]['similarity']:.2f} / {rows[-1]['style_loss']:.3g}",
+                 pictures["after"]))):
+            axes[r][c].imshow(im)
+            axes[r][c].set_title(title, fontsize=10)
+            axes[r][c].axis("off")
+        print(f"{pair}: before {rows[-2]}, after {rows[-1]}", flush=True)
+    fig.suptitle(f"Defaults before and after strength, {size} px, seed 1 "
+                 "(titles: content similarity / style loss)")
+    fig.tight_layout()
+    fig.savefig(output, dpi=80)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,13 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("photo", type=Path)
     d.add_argument("painting", type=Path)
     d.add_argument("--size", type=int, default=256)
-    for p in (m, d):
+    c = sub.add_parser("compare")
+    c.add_argument("pairs", nargs="+", metavar="PHOTO:PAINTING")
+    c.add_argument("-o", "--output", type=Path, required=True)
+    c.add_argument("--size", type=int, default=256)
+    for p in (m, d, c):
         p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     brushwork.reuse_freed_memory()
     if args.command == "measure":
         report = cmd_measure(args.cells)
+    elif args.command == "compare":
+        report = cmd_compare(args.pairs, args.size, args.output)
     else:
         report = cmd_diagnose(args.photo, args.painting, args.size)
     if args.json:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -22,13 +20,13 @@ from brushwork.sweep import plan
 
 
 def test_the_ends_of_the_range():
-    assert knobs(0.0) == {"content_weight": pytest.approx(20.0), "style_weight": 1e4,
-                          "min_size": 256, "photo_detail": 1.0}
-    assert knobs(1.0) == {"content_weight": pytest.approx(0.01), "style_weight": 1e4,
+    assert knobs(0.0) == {"content_weight": pytest.approx(3000.0), "style_weight": 1e4,
+                          "min_size": 128, "photo_detail": 1.0}
+    assert knobs(1.0) == {"content_weight": pytest.approx(0.003), "style_weight": 1e4,
                           "min_size": 64, "photo_detail": 0.0}
-    # Log-linear: the middle is the geometric mean of the ends.
-    assert knobs(0.5)["content_weight"] == pytest.approx(math.sqrt(20.0 * 0.01))
-    assert knobs(0.5)["min_size"] == 128
+    # Log-linear: the middle is the geometric mean of the ends (sqrt(128 * 64) = 90.5).
+    assert knobs(0.5)["content_weight"] == pytest.approx(3.0)
+    assert knobs(0.5)["min_size"] == 91
     assert knobs(0.5)["photo_detail"] == 0.5
 
 
@@ -70,9 +68,9 @@ def test_strength_with_agreeing_knobs_is_accepted_and_round_trips():
     ({"strength": "0.5"}, "strength must be a number from 0 to 1"),
     ({"strength": True}, "strength must be a number from 0 to 1"),
     ({"photo_detail": 2}, "photo_detail must be a number from 0 to 1"),
-    ({"strength": 0.5, "content_weight": 3.0}, "contradicts"),
+    ({"strength": 0.5, "content_weight": 5.0}, "contradicts"),
     ({"strength": 0.5, "style_weight": 1e5}, "style_weight 100000.0 contradicts"),
-    ({"strength": 0.5, "min_size": 160}, "strength 0.5 sets min_size to 128"),
+    ({"strength": 0.5, "min_size": 160}, "strength 0.5 sets min_size to 91"),
     ({"strength": 0.5, "photo_detail": 1.0}, "give strength or photo_detail, not both"),
 ])
 def test_bad_strength_is_one_clear_error(options, needle):
@@ -99,7 +97,7 @@ def test_cli_refuses_bad_strength_and_writes_nothing(capsys, tmp_path, photo_pat
 def test_pyramid_starts_smaller_as_strength_grows():
     longs = {s: [max(size) for size, _ in pyramid(Settings(size=512, strength=s), (512, 384))]
              for s in (0.0, 0.5, 1.0)}
-    assert longs == {0.0: [256, 512], 0.5: [128, 256, 512], 1.0: [64, 128, 256, 512]}
+    assert longs == {0.0: [128, 256, 512], 0.5: [128, 256, 512], 1.0: [64, 128, 256, 512]}
     # The coarsest scale is in pixels: 2048 px starts where 512 px does.
     assert pyramid(Settings(size=2048, strength=1.0), (2048, 2048))[0][0] == (64, 64)
 

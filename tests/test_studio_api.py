@@ -449,7 +449,7 @@ def test_unknown_upload_id(client):
     ({"style_scale": 0}, "style_scale"),
     ({"strength": 1.5}, "strength must be a number from 0 to 1"),
     ({"strength": "strong"}, "strength"),
-    ({"strength": 0.5, "content_weight": 3}, "contradicts"),
+    ({"strength": 0.5, "content_weight": 5}, "contradicts"),
     ({"photo_detail": -0.1}, "photo_detail"),
     ({"preserve_colors": "sepia"}, "preserve_colors"),
     ({"optimizer": "newton"}, "optimizer"),

@@ -12,10 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
 from brushwork.imageio import read_metadata
+from brushwork.strength import knobs
 from brushwork.studio import jobs as jobs_module
 from conftest import painting_array, photo_array
 from studio_support import make_app, running_server
@@ -129,6 +131,9 @@ def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp
         assert page.locator("#model").input_value() == "tiny"
         page.evaluate(RECORD_PREVIEWS)
         _choose(page, *pictures, size=48, iterations=8)
+        page.fill("#strength", "0.3")
+        page.dispatch_event("#strength", "change")
+        expect(page.locator("#strength-range")).to_have_value("0.3")
         page.click("#start")
 
         page.wait_for_selector("#download:not([hidden])")
@@ -148,6 +153,9 @@ def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp
             assert max(im.size) == 48
         meta = read_metadata(saved)
         assert meta["settings"]["size"] == 48 and meta["settings"]["iterations"] == 8
+        # The slider's strength was sent, and the knobs it sets were not.
+        assert meta["settings"]["strength"] == 0.3
+        assert meta["settings"]["content_weight"] == pytest.approx(knobs(0.3)["content_weight"])
 
         # The gallery survives a reload; re-opening a result loads its settings.
         page.reload()
@@ -158,9 +166,22 @@ def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp
         page.click("#reopen")
         expect(page.locator("#size")).to_have_value("48")  # no eval: the page's CSP forbids it
         expect(page.locator("#iterations")).to_have_value("8")
+        expect(page.locator("#strength")).to_have_value("0.3")
+        assert page.locator("#advanced").get_attribute("open") is None
         page.wait_for_selector("#style-thumbs .thumb")
         page.wait_for_selector("#content-thumbs .thumb")
         assert page.locator("#style-thumbs .thumb").count() == 1
+
+        # With the Advanced fold open the raw weights are sent instead of strength.
+        page.click("#advanced summary")
+        expect(page.locator("#strength").locator("xpath=..")).to_have_class("row inactive")
+        page.fill("#content_weight", "7")
+        page.dispatch_event("#content_weight", "change")
+        page.click("#start")
+        page.wait_for_function("document.querySelectorAll('#gallery button').length >= 2")
+        newest = httpx.get(f"{url}/api/gallery").json()["results"][0]
+        options = httpx.get(f"{url}/api/jobs/{newest['id']}").json()["options"]
+        assert options["content_weight"] == 7 and "strength" not in options
     assert page.errors == []
 
 
