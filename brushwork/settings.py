@@ -229,7 +229,7 @@ def resolve_strength(s: Settings) -> dict[str, Any]:
     return out
 
 
-def _jsonable(value: Any) -> Any:
+def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -263,7 +263,7 @@ def to_cli_args(options: dict[str, Any]) -> list[str]:
         value = options[f.name]
         if isinstance(value, list):
             value = tuple(value)
-        if value == default_of(f) or value == _jsonable(defaults[f.name]) or (
+        if value == default_of(f) or value == _as_tuple(defaults[f.name]) or (
                 f.name in implied and math.isclose(value, implied[f.name], rel_tol=1e-9)):
             continue
         flag = flag_of(f)

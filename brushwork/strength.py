@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 # The default: broad strokes and the painting's colour patches, the subject readable.
-DEFAULT_STRENGTH = 0.6
+DEFAULT_STRENGTH = 0.7
 STYLE_WEIGHT = 1e4  # beta; strength turns alpha against it
 # (value at strength 0, value at strength 1)
 CONTENT_WEIGHT_RANGE = (3000.0, 0.003)
@@ -55,7 +55,7 @@ def coarsest_scale(strength: float) -> int:
 
 def photo_detail(strength: float) -> float:
     """The share of the photo's finer detail carried up each scale: 1 (0) to 0 (1)."""
-    return 1.0 - strength
+    return round(1.0 - strength, 12)  # 0.3, not 0.30000000000000004, in the records
 
 
 def knobs(strength: float) -> dict[str, float | int]:

@@ -111,11 +111,11 @@ def cmd_measure(dirs: list[Path]) -> list[dict]:
                  "style_loss_falls": _monotonic(losses, True)}
         out.append(sweep)
         print(f"\n{folder.name}: " + ", ".join(f"{name} {r[name]}" for r in rows))
-        print(f"| {name} | content similarity | (blur x2) | style loss | seconds |\n"
-              "|---|---|---|---|---|")
+        print(f"| {name} | content similarity | (blur x2) | style loss |\n"
+              "|---|---|---|---|")
         for r in rows:
             print(f"| {r[name]} | {r['similarity']:.3f} | {r['similarity_blur2']:.3f} "
-                  f"| {r['style_loss']:.4g} | {r['seconds']} |")
+                  f"| {r['style_loss']:.4g} |")
         print(f"similarity falls monotonically: {sweep['similarity_falls']}; "
               f"style loss falls monotonically: {sweep['style_loss_falls']}")
     return out

@@ -178,7 +178,7 @@ def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp
         page.fill("#content_weight", "7")
         page.dispatch_event("#content_weight", "change")
         page.click("#start")
-        page.wait_for_function("document.querySelectorAll('#gallery button').length >= 2")
+        expect(page.locator("#gallery button")).to_have_count(2, timeout=20_000)
         newest = httpx.get(f"{url}/api/gallery").json()["results"][0]
         options = httpx.get(f"{url}/api/jobs/{newest['id']}").json()["options"]
         assert options["content_weight"] == 7 and "strength" not in options
