@@ -30,6 +30,7 @@ from .engine import Objective, resolve_device, stylize
 from .imageio import load_image, resize_to, scaled_size, to_tensor
 from .losses import gram_autograd
 from .settings import Settings
+from .strength import PRE_STRENGTH_DEFAULTS
 from .vgg import FeatureExtractor
 from .weights import load_weights
 
@@ -244,7 +245,7 @@ def allocator_effect(photo: Path, style: Path, size: int, device: str, reps: int
 # One objective for both sides of time_to_quality, and brushwork's schedule as it was
 # before --strength: a strength paints a look and the loss it ends at is not its aim
 # (the default strength stops a little above the classic recipe's loss, by design).
-TTQ_OPTIONS = {"content_weight": 0.5, "style_weight": 1e4, "min_size": 160, "photo_detail": 1.0}
+TTQ_OPTIONS = PRE_STRENGTH_DEFAULTS
 
 
 def time_to_quality(photo: Path, style: Path, size: int, reference_iterations: int,

@@ -424,7 +424,8 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             # The coarse picture, enlarged, plus photo_detail times the detail this scale's
             # photo has and the coarse one lacks: 1 upsamples only what the coarse scale
             # added to the photo (the photo's edges stay), 0 enlarges the coarse painting.
-            coarse_photo = F.interpolate(prev_photo, size=(h, w), mode="bicubic", align_corners=False)
+            coarse_photo = F.interpolate(prev_photo, size=(h, w), mode="bicubic",
+                                         align_corners=False)
             x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
             x = (x + settings.photo_detail * (photo - coarse_photo)).clamp(0, 255)
         prev_photo = photo

@@ -20,8 +20,8 @@ What does move it is where the optimisation starts and what it is told to keep:
 Each is interpolated between its two ends, log-linearly for the first two, so that
 equal steps of strength give visibly equal steps in the picture (docs/strength.md).
 The coarsest scale is in pixels, not a fraction of the output, so a strength lays
-out the same large strokes at 256 px and at 2048 px and only the finest texture
-differs.
+out its large forms alike at every size; a 256 px picture still comes out somewhat
+more painted than a 512 px one at the same strength (docs/strength.md).
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ CONTENT_WEIGHT_RANGE = (3000.0, 0.003)
 COARSEST_RANGE = (128.0, 64.0)
 # What strength sets; giving one of these beside an explicit strength must agree.
 KNOBS = ("content_weight", "style_weight", "min_size", "photo_detail")
+# The defaults before strength existed: alpha 0.5, the pyramid from 160 px, and each
+# finer scale starting from the photo plus the coarse scale's change.  The bench's
+# time_to_quality and docs/strength.py's before/after use them.
+PRE_STRENGTH_DEFAULTS = {"content_weight": 0.5, "style_weight": 1e4, "min_size": 160,
+                         "photo_detail": 1.0}
 
 
 def _log_lerp(ends: tuple[float, float], t: float) -> float:

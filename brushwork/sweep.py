@@ -24,8 +24,8 @@ from .settings import Settings, to_cli_args
 from .vgg import check_layers
 
 # What a sweep may vary, in the order the sheet's labels use.
-SWEEPABLE = ("strength", "style_weight", "content_weight", "tv_weight", "style_scale", "style_layers",
-             "content_layers", "model")
+SWEEPABLE = ("strength", "style_weight", "content_weight", "tv_weight", "style_scale",
+             "style_layers", "content_layers", "model")
 MAX_CELLS = 64
 THUMB_LONG_SIDE = 384  # cells larger than this are shown smaller on the sheet (saved full size)
 MIN_THUMB = 192  # and smaller ones larger, so a quick low-resolution sweep stays legible

@@ -44,6 +44,7 @@ from brushwork.engine import Cache, Objective
 from brushwork.imageio import load_image, read_metadata, resize_to, scaled_size, to_tensor
 from brushwork.losses import gram
 from brushwork.settings import Settings
+from brushwork.strength import PRE_STRENGTH_DEFAULTS
 
 BLUR_PER_256 = 1.0  # the headline measure; BLUR_PER_256 * 2 is printed beside it
 _cache = Cache()
@@ -121,23 +122,23 @@ def cmd_measure(dirs: list[Path]) -> list[dict]:
     return out
 
 
+OLD_DEFAULTS = PRE_STRENGTH_DEFAULTS
 # The variants docs/strength.md compares: name -> stylize options (at --size).
 VARIANTS = {
-    "old defaults (alpha 0.5, beta 1e4)": dict(content_weight=0.5, min_size=160, photo_detail=1.0),
-    "beta x10": dict(content_weight=0.5, style_weight=1e5, min_size=160, photo_detail=1.0),
-    "beta x100": dict(content_weight=0.5, style_weight=1e6, min_size=160, photo_detail=1.0),
-    "alpha / 10": dict(content_weight=0.05, min_size=160, photo_detail=1.0),
-    "alpha = 0": dict(content_weight=0.0, min_size=160, photo_detail=1.0),
-    "alpha x10": dict(content_weight=5.0, min_size=160, photo_detail=1.0),
-    "content layer relu4_2 alone": dict(content_weight=0.5, min_size=160, photo_detail=1.0,
-                                        content_layers=("relu4_2",)),
-    "noise init": dict(content_weight=0.5, min_size=160, photo_detail=1.0, init="noise"),
-    "pyramid from 64 px, photo detail 1": dict(content_weight=0.5, min_size=64, photo_detail=1.0,
-                                                multiscale="on"),
-    "pyramid from 64 px, photo detail 0": dict(content_weight=0.5, min_size=64, photo_detail=0.0,
-                                                multiscale="on"),
-    "pyramid from 64 px, detail 0, alpha / 100": dict(content_weight=0.005, min_size=64,
-                                                      photo_detail=0.0, multiscale="on"),
+    "old defaults (alpha 0.5, beta 1e4)": OLD_DEFAULTS,
+    "beta x10": {**OLD_DEFAULTS, "style_weight": 1e5},
+    "beta x100": {**OLD_DEFAULTS, "style_weight": 1e6},
+    "alpha / 10": {**OLD_DEFAULTS, "content_weight": 0.05},
+    "alpha = 0": {**OLD_DEFAULTS, "content_weight": 0.0},
+    "alpha x10": {**OLD_DEFAULTS, "content_weight": 5.0},
+    "content layer relu4_2 alone": {**OLD_DEFAULTS, "content_layers": ("relu4_2",)},
+    "noise init": {**OLD_DEFAULTS, "init": "noise"},
+    "pyramid from 64 px, photo detail 1": {**OLD_DEFAULTS, "min_size": 64, "multiscale": "on"},
+    "pyramid from 64 px, photo detail 0": {**OLD_DEFAULTS, "min_size": 64, "multiscale": "on",
+                                           "photo_detail": 0.0},
+    "pyramid from 64 px, detail 0, alpha / 100": {**OLD_DEFAULTS, "min_size": 64,
+                                                  "multiscale": "on", "photo_detail": 0.0,
+                                                  "content_weight": 0.005},
 }
 
 
@@ -155,11 +156,6 @@ def cmd_diagnose(photo_path: Path, painting_path: Path, size: int) -> list[dict]
         print(f"| {name} | {row['similarity']:.3f} | {row['similarity_blur2']:.3f} "
               f"| {row['style_loss']:.4g} | {row['seconds']} |", flush=True)
     return rows
-
-
-# The defaults before strength: alpha 0.5 (beta 1e4), the pyramid from 160 px, and every
-# finer scale starting from the photo plus the coarse scale's change (photo detail 1).
-OLD_DEFAULTS = dict(content_weight=0.5, min_size=160, photo_detail=1.0)
 
 
 def cmd_compare(pairs: list[str], size: int, output: Path) -> list[dict]:
