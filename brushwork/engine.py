@@ -28,6 +28,7 @@ from .fused import network_losses
 from .imageio import load_image, resize_to, save_image, scaled_size, to_image, to_tensor
 from .lbfgs import lbfgs
 from .losses import content_loss, gram, style_layer_loss, tv_loss
+from .pyramid import scales
 from .settings import DEFAULT_LR, Settings
 from .vgg import FeatureExtractor, check_layers
 from .weights import VGGWeights, load_weights
@@ -227,26 +228,6 @@ def style_grams(net: FeatureExtractor, style: torch.Tensor,
     return [gram(feats[n])[0] / (feats[n].shape[-1] * feats[n].shape[-2]) for n in layers]
 
 
-def pyramid(settings: Settings, content_size: tuple[int, int]) -> list[tuple[tuple[int, int], int]]:
-    """``[((width, height), iterations), ...]`` from coarsest to finest.
-
-    Each level halves the long side until the next would fall under ``min_size``.
-    Coarse levels cost a quarter of the next per evaluation, so they get twice
-    the iterations: most of the picture is settled where it is cheap.
-    """
-    longs = [settings.size]
-    use = settings.multiscale == "on" or (
-        settings.multiscale == "auto" and settings.size >= 2 * settings.min_size)
-    if use:
-        while longs[0] // 2 >= settings.min_size:
-            longs.insert(0, longs[0] // 2)
-    levels = []
-    for i, long_side in enumerate(longs):
-        iters = settings.iterations * (2 if i < len(longs) - 1 else 1)
-        levels.append((scaled_size(content_size, long_side), iters))
-    return levels
-
-
 class Objective(nn.Module):
     """``L_total = alpha * L_content + beta * L_style + tv_weight * L_tv`` for one scale.
 
@@ -375,7 +356,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     else:
         generator.seed()
 
-    levels = pyramid(settings, content_img.size)
+    levels = [(sc.size, sc.iterations) for sc in scales(settings, content_img.size)]
     total = sum(it for _, it in levels)
     # A step at a coarse scale costs (its pixels / the final pixels) of a final step.
     final_px = levels[-1][0][0] * levels[-1][0][1]

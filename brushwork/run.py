@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from .engine import Interrupted, Iterate, Result, pyramid, stylize
+from .engine import Interrupted, Iterate, Result, stylize
+from .pyramid import count_steps
 from .errors import BrushworkError
 from .imageio import check_output_dir, check_output_path, save_image, save_text
 from .settings import Settings
@@ -67,7 +68,7 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
     if args.save_every and not args.force:
         # Refuse up front rather than fail halfway through the run. The step count
         # depends only on the settings, not on the image.
-        total = sum(it for _, it in pyramid(settings, (settings.size, settings.size)))
+        total = count_steps(settings, (settings.size, settings.size))
         for step in range(args.save_every, total + 1, args.save_every):
             path = snapshot_path(output, step)
             if path.exists():

@@ -7,11 +7,11 @@ the settings recorded beside each output are all derived from :class:`Settings`.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import BrushworkError
+from .imageio import DEFAULT_MAX_PIXELS
 from .losses import CONTENT_NORMS, STYLE_NORMS
 from .strength import DEFAULT_STRENGTH, KNOBS, knobs
 
@@ -125,7 +125,7 @@ class Settings:
                        metavar="DEV")
     seed: int | None = _opt(None, "random seed, for reproducible runs on one machine", metavar="N",
                             shown="random")
-    max_pixels: int = _opt(100_000_000, "refuse input images with more pixels than this",
+    max_pixels: int = _opt(DEFAULT_MAX_PIXELS, "refuse input images with more pixels than this",
                            metavar="N")
 
     def __post_init__(self) -> None:
@@ -199,9 +199,8 @@ def validate(s: Settings) -> None:
     _choice("pooling", s.pooling, ("max", "avg"))
     _choice("content_norm", s.content_norm, CONTENT_NORMS)
     _choice("style_norm", s.style_norm, STYLE_NORMS)
-    if s.init not in ("content", "noise") and not os.path.exists(s.init):
-        raise BrushworkError(f"init must be 'content', 'noise' or an existing image file; "
-                             f"{s.init!r} is none of these")
+    if not isinstance(s.init, str) or not s.init:
+        raise BrushworkError(f"init must be 'content', 'noise' or an image file, not {s.init!r}")
     if s.seed is not None:
         if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0:
             raise BrushworkError(f"seed must be a non-negative integer, not {s.seed!r}")

@@ -171,10 +171,13 @@ def check_inputs(planned: SweepResult, content: ImageInput,
                  log: Callable[[str], None] | None = None) -> None:
     """Fail before the first cell on what would fail in a later one: the images, every
     model (read once, into the cache) and its layers."""
-    limit = Settings(**_tuples(planned.options)).max_pixels
+    settings = Settings(**_tuples(planned.options))
+    limit = settings.max_pixels
     load_image(content, role="content", max_pixels=limit)
     for s in style if isinstance(style, (list, tuple)) else [style]:
         load_image(s, role="style", max_pixels=limit)
+    if settings.init not in ("content", "noise"):
+        load_image(settings.init, role="init", max_pixels=limit)
     for cell in all_cells(planned):
         settings = Settings(**_tuples({**planned.options, **cell.values}))
         arch = cache.weights(settings.model, log).arch

@@ -207,7 +207,7 @@ BAD_OPTIONS = {
     "unknown layer": (["--style-layers", "relu1_1,relu9_9"], "unknown style layer 'relu9_9'"),
     "unknown model": (["--model", "vgg99"], "neither a source"),
     "unknown device": (["--device", "tpu"], "device"),
-    "bad init": (["--init", "/no/such.png"], "init must be"),
+    "bad init": (["--init", "/no/such.png"], "init image .*/no/such.png. does not exist"),
     "bad list": (["--style-weights", "a,b"], "comma-separated"),
     "bad choice": (["--optimizer", "rmsprop"], "invalid choice"),
     "too many blend weights": (["--style-weights", "1,2"], "style_weights has 2 values"),

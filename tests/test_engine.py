@@ -10,7 +10,8 @@ from PIL import Image
 import brushwork
 from brushwork.color import rgb_to_yiq
 import brushwork.engine as engine_module
-from brushwork.engine import Cache, Interrupted, Objective, pyramid, resolve_device, stylize
+from brushwork.engine import Cache, Interrupted, Objective, resolve_device, stylize
+from brushwork.pyramid import Scale, count_steps, scales
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.imageio import read_metadata, to_tensor
 from brushwork.losses import content_loss, gram, style_layer_loss, tv_loss
@@ -94,12 +95,13 @@ def test_every_optimiser_lowers_the_loss(use_tiny, photo_path, painting_path, op
 
 def test_pyramid_levels():
     s = Settings(size=512, min_size=128, iterations=10)
-    levels = pyramid(s, (1000, 500))
-    assert [size for size, _ in levels] == [(128, 64), (256, 128), (512, 256)]
-    assert [it for _, it in levels] == [20, 20, 10]
-    assert len(pyramid(Settings(size=200, min_size=128), (10, 10))) == 1
-    assert len(pyramid(Settings(size=200, min_size=128, multiscale="on"), (10, 10))) == 1
-    assert len(pyramid(Settings(size=512, multiscale="off"), (10, 10))) == 1
+    assert scales(s, (1000, 500)) == [Scale((128, 64), 20), Scale((256, 128), 20),
+                                      Scale((512, 256), 10)]
+    assert count_steps(s, (1000, 500)) == 50
+    assert brushwork.count_steps is count_steps
+    assert len(scales(Settings(size=200, min_size=128), (10, 10))) == 1
+    assert len(scales(Settings(size=200, min_size=128, multiscale="on"), (10, 10))) == 1
+    assert len(scales(Settings(size=512, multiscale="off"), (10, 10))) == 1
 
 
 def test_multiscale_run_reports_every_scale(use_tiny, photo_path, painting_path):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import brushwork
 from brushwork import cli
-from brushwork.engine import pyramid
+from brushwork.pyramid import scales
 from brushwork.errors import BrushworkError
 from brushwork.imageio import load_image, resize_to, to_tensor
 from brushwork.settings import Settings, to_cli_args
@@ -95,11 +95,11 @@ def test_cli_refuses_bad_strength_and_writes_nothing(capsys, tmp_path, photo_pat
 
 
 def test_pyramid_starts_smaller_as_strength_grows():
-    longs = {s: [max(size) for size, _ in pyramid(Settings(size=512, strength=s), (512, 384))]
+    longs = {s: [max(sc.size) for sc in scales(Settings(size=512, strength=s), (512, 384))]
              for s in (0.0, 0.5, 1.0)}
     assert longs == {0.0: [128, 256, 512], 0.5: [128, 256, 512], 1.0: [64, 128, 256, 512]}
     # The coarsest scale is in pixels: 2048 px starts where 512 px does.
-    assert pyramid(Settings(size=2048, strength=1.0), (2048, 2048))[0][0] == (64, 64)
+    assert scales(Settings(size=2048, strength=1.0), (2048, 2048))[0].size == (64, 64)
 
 
 @pytest.mark.parametrize("detail", [0.0, 0.5, 1.0])

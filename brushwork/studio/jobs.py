@@ -19,7 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..engine import Iterate, pyramid, stylize
+from ..engine import Iterate, stylize
+from ..pyramid import count_steps
 from ..errors import BrushworkError
 from ..settings import Settings
 from ..vgg import check_layers
@@ -265,7 +266,7 @@ class JobQueue:
                                             "device": self.device,
                                             "max_pixels": self.limits.max_pixels}
         up = self.store.upload(content)
-        total = sum(it for _, it in pyramid(settings, (up["width"], up["height"])))
+        total = count_steps(settings, (up["width"], up["height"]))
         job = Job(new_id(), content, list(styles), opts, run_options, total)
         with self._lock:
             if self._stopping:
