@@ -26,7 +26,9 @@ import torch.nn.functional as F
 
 from .allocator import reuse_freed_memory
 from .demo import demo_photo, make_style_image
-from .engine import Objective, resolve_device, stylize
+from .device import resolve_device
+from .engine import stylize
+from .objective import Objective
 from .imageio import load_image, resize_to, scaled_size, to_tensor
 from .losses import gram_autograd
 from .settings import Settings
@@ -117,7 +119,7 @@ def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
     """Seconds per evaluation (best and median of ``reps``) and its FLOP rate over the
     dense rate measured between the repetitions (the best of each kind; ``dense_size``:
     the matrix side and the convolution's map side)."""
-    objective = Objective(net, settings, photo, [style], [1.0])
+    objective = Objective.for_styles(net, settings, photo, [style])
     x = photo.clone().requires_grad_(True)
     for _ in range(3):  # warm-up (the heap's growth, cudnn/oneDNN kernel choice)
         x.grad = None
@@ -149,13 +151,11 @@ def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
             "ratio": rate / peak, "median_ratio": flops / median / peak}
 
 
-# What each evaluation speed-up bought, measured side by side (brushwork.fused): the
-# extractor's flags, whether the Gram matrix has its own backward (else autograd's), and
-# whether the whole network takes the hand-written backward.
-ABLATION = {"stock": ({"channels_last": False}, False, False),
-            "+gram": ({"channels_last": False}, True, False),
-            "+gram+nhwc": ({"channels_last": True}, True, False),
-            "+gram+nhwc+backward": ({"channels_last": True}, True, True)}
+# What each evaluation speed-up buys, measured side by side: the extractor's flags, and
+# whether the Gram matrix has its own one-product backward (losses.gram) or autograd's.
+ABLATION = {"stock": ({"channels_last": False}, False),
+            "+gram": ({"channels_last": False}, True),
+            "+gram+nhwc": ({"channels_last": True}, True)}
 
 
 class _AutogradGramObjective(Objective):
@@ -168,12 +168,11 @@ def eval_ablation(weights: Any, settings: Settings, photo: torch.Tensor, style: 
     """Seconds per evaluation with each variant of the extractor, interleaved round by
     round so that the machine's noise falls on all of them alike; best of ``reps``."""
     objectives, best = {}, {}
-    for name, (flags, own_gram, fused) in ABLATION.items():
+    for name, (flags, own_gram) in ABLATION.items():
         net = FeatureExtractor(weights, settings.content_layers + settings.style_layers,
                                settings.pooling, **flags).to(device)
         kind = Objective if own_gram else _AutogradGramObjective
-        objectives[name] = kind(net, settings, photo, [style], [1.0])
-        objectives[name].fused = fused
+        objectives[name] = kind.for_styles(net, settings, photo, [style])
         best[name] = float("inf")
     flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
     dense = 0.0
@@ -208,7 +207,7 @@ def eval_probe(photo: str, style: str, size: int, device: str, reps: int, reuse:
     content_img, style_img = load_image(photo), load_image(style)
     x0 = to_tensor(resize_to(content_img, scaled_size(content_img.size, size))).to(device_t)
     s0 = to_tensor(resize_to(style_img, scaled_size(style_img.size, size))).to(device_t)
-    objective = Objective(net, settings, x0, [s0], [1.0])
+    objective = Objective.for_styles(net, settings, x0, [s0])
     times, faults = [], []
     for r in range(reps + 2):  # two warm-ups
         x = x0.clone().requires_grad_(True)

@@ -14,7 +14,7 @@ the defaults reached the classic recipe's loss in 109 evaluations instead of 115
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from typing import Callable, Iterator, TypeVar
 
 import torch
 
@@ -22,16 +22,26 @@ import torch
 # estimate stays positive definite, and H0 = s.y / y.y stays meaningful.
 CURVATURE_EPS = 1e-10
 
+T = TypeVar("T")
 
-def lbfgs(x: torch.Tensor, closure: Callable[[], float], iterations: int, history_size: int,
+
+def lbfgs(x: torch.Tensor, closure: Callable[[], object], iterations: int, history_size: int,
           first_step: float = 4.0) -> None:
     """Minimise in place over ``x`` with ``iterations`` calls of ``closure``.
 
-    ``closure()`` evaluates the objective at ``x``, leaves its gradient in ``x.grad``
-    and returns the loss.  ``first_step``: the mean absolute change per value of the
+    ``closure()`` evaluates the objective at ``x`` and leaves its gradient in ``x.grad``;
+    what it returns is not used (the method needs only gradients).  ``first_step``: the mean absolute change per value of the
     first step, in ``x``'s units (grey levels for brushwork's images).
     """
-    closure()
+    for _ in lbfgs_steps(x, closure, iterations, history_size, first_step):
+        pass
+
+
+def lbfgs_steps(x: torch.Tensor, closure: Callable[[], T], iterations: int,
+                history_size: int, first_step: float = 4.0) -> Iterator[T]:
+    """:func:`lbfgs`, yielding what each call of ``closure`` returns as soon as it returns
+    (before the step it informs), so that the caller may stop the run by leaving the loop."""
+    yield closure()
     g = x.grad.detach().reshape(-1).clone()
     pairs: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=history_size)
     h0 = 1.0
@@ -43,7 +53,7 @@ def lbfgs(x: torch.Tensor, closure: Callable[[], float], iterations: int, histor
             t = first_step / max(float(d.abs().mean()), 1e-30)
         with torch.no_grad():
             x.add_(d.view_as(x), alpha=t)
-        closure()
+        yield closure()
         g_new = x.grad.detach().reshape(-1)
         s = d.mul_(t)
         y = g_new - g

@@ -14,18 +14,42 @@ seeds' code can be reproduced setting by setting:
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from .fused import gram_flat
+import torch
 
 CONTENT_NORMS = ("paper", "sum", "mean")
 STYLE_NORMS = ("paper", "mean", "keras")
 
 
+class _SymmetricGram(torch.autograd.Function):
+    """``G = F F^T`` with a one-product backward.
+
+    G is symmetric, so ``dL/dF = (dG + dG^T) F``: one matrix product where autograd's
+    ``bmm`` backward does two and adds them.  The gradient comes back in the features'
+    own memory layout (NHWC on the CPU, see brushwork.vgg), or every later add and ReLU
+    mask in the backward would work on a strided copy.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, flat: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(flat)
+        return torch.bmm(flat, flat.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (flat,) = ctx.saved_tensors
+        sym = grad + grad.transpose(1, 2)
+        if flat.stride(1) == 1:
+            # Features in NHWC: dF = F^T sym (sym is symmetric), transposed back as a view.
+            return torch.bmm(flat.transpose(1, 2), sym).transpose(1, 2)
+        return torch.bmm(sym, flat)
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix ``G_ij = sum_k F_ik F_jk`` per batch item: ``(B, C, H, W) -> (B, C, C)``."""
     b, c, h, w = features.shape
-    return gram_flat(features.reshape(b, c, h * w))  # (B, N, M) -> (B, N, N)
+    return _SymmetricGram.apply(features.reshape(b, c, h * w))  # (B, N, M) -> (B, N, N)
 
 
 def gram_autograd(features: torch.Tensor) -> torch.Tensor:

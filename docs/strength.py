@@ -40,7 +40,8 @@ from PIL import Image, ImageFilter
 from pytorch_msssim import ssim
 
 import brushwork
-from brushwork.engine import Cache, Objective
+from brushwork.cache import Cache
+from brushwork.objective import Objective
 from brushwork.imageio import load_image, read_metadata, resize_to, scaled_size, to_tensor
 from brushwork.losses import gram
 from brushwork.settings import Settings
@@ -69,7 +70,7 @@ def style_loss(picture: Image.Image, painting: Image.Image) -> float:
     net = _cache.network(settings, torch.device("cpu"))
     painting = resize_to(painting, scaled_size(painting.size, max(picture.size)))
     x = to_tensor(picture)
-    objective = Objective(net, settings, x, [to_tensor(painting)], [1.0], _cache)
+    objective = Objective.for_styles(net, settings, x, [to_tensor(painting)], cache=_cache)
     with torch.no_grad():
         feats = net(x)
         return float(objective.style_term({n: gram(feats[n])[0] for n in settings.style_layers},

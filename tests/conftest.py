@@ -85,8 +85,8 @@ def painting_path(tmp_path):
 @pytest.fixture
 def use_tiny(monkeypatch):
     """Make stylize() use the tiny network whatever --model says."""
-    import brushwork.engine as engine
+    import brushwork.cache as cache_module
 
     weights = tiny_weights()
-    monkeypatch.setattr(engine, "load_weights", lambda *a, **k: weights)
+    monkeypatch.setattr(cache_module, "load_weights", lambda *a, **k: weights)
     return weights

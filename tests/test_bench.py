@@ -79,7 +79,7 @@ def test_eval_ablation_measures_every_variant(tiny):
         "time_to_quality_ratio": 0.2, "time_to_quality_detail": {
             "default_seconds_to_reference_loss": 1.0, "reference_seconds": 5.0,
             "reference_final_loss": 5.0, "default_seconds": 3.0, "default_final_loss": 4.0}})
-    assert "+gram+nhwc+backward" in table and "at 20x16" in table
+    assert "+gram+nhwc" in table and "at 20x16" in table
 
 
 def test_allocator_effect_runs_both_modes_in_fresh_processes(tiny_model_file, photo_path,

@@ -252,9 +252,9 @@ def test_unwritable_output(capsys, tiny_model_file, photo_path, painting_path, t
 
 def test_nan_during_run_writes_nothing(capsys, monkeypatch, tiny_model_file, photo_path,
                                        painting_path, tmp_path):
-    import brushwork.engine as engine
+    import brushwork.objective as objective_module
 
-    monkeypatch.setattr(engine, "tv_loss", lambda x, p: x.sum() * float("nan"))
+    monkeypatch.setattr(objective_module, "tv_loss", lambda x, p: x.sum() * float("nan"))
     out = tmp_path / "out.png"
     code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path, out,
                            "--tv-weight", "1")

@@ -9,8 +9,12 @@ from PIL import Image
 
 import brushwork
 from brushwork.color import rgb_to_yiq
-import brushwork.engine as engine_module
-from brushwork.engine import Cache, Interrupted, Objective, resolve_device, stylize
+import brushwork.cache as cache_module
+from brushwork.cache import Cache
+from brushwork.device import resolve_device
+from brushwork.engine import Interrupted, stylize
+from brushwork.objective import Objective
+from brushwork.stopping import WINDOW
 from brushwork.pyramid import Scale, count_steps, scales
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.imageio import read_metadata, to_tensor
@@ -43,7 +47,7 @@ def test_objective_matches_pure_functions(tiny):
     net = FeatureExtractor(tiny, ["relu3_1", "relu1_1", "relu2_1"])
     photo = to_tensor(Image.fromarray(photo_array(32, 32)))
     style = to_tensor(Image.fromarray(painting_array(32, 32)))
-    obj = Objective(net, s, photo, [style], [1.0])
+    obj = Objective.for_styles(net, s, photo, [style])
     x = torch.rand_like(photo) * 255
     got = obj(x)
     fx, fp, fs = net(x), net(photo), net(style)
@@ -62,7 +66,7 @@ def test_blended_targets_equal_weighted_grams(tiny):
     photo = to_tensor(Image.fromarray(photo_array(32, 32)))
     a = to_tensor(Image.fromarray(painting_array(32, 32, seed=3)))
     b = to_tensor(Image.fromarray(photo_array(32, 32)))
-    obj = Objective(net, s, photo, [a, b], [0.25, 0.75])
+    obj = Objective.for_styles(net, s, photo, [a, b], [0.25, 0.75])
     ga, gb = gram(net(a)["relu1_1"])[0], gram(net(b)["relu1_1"])[0]
     assert torch.allclose(obj.gram_0 * 32 * 32, 0.25 * ga + 0.75 * gb, rtol=1e-4)
 
@@ -137,9 +141,9 @@ def test_init_from_image(use_tiny, photo_path, painting_path):
 
 
 def test_nan_loss_is_reported_not_saved(use_tiny, photo_path, painting_path, monkeypatch):
-    import brushwork.engine as engine
+    import brushwork.objective as objective_module
 
-    monkeypatch.setattr(engine, "tv_loss", lambda x, p: x.sum() * float("nan"))
+    monkeypatch.setattr(objective_module, "tv_loss", lambda x, p: x.sum() * float("nan"))
     with pytest.raises(DivergedError, match="loss became nan at step 1"):
         brushwork.stylize(photo_path, painting_path, tv_weight=1.0, **FAST)
 
@@ -198,7 +202,7 @@ def test_raw_sgd_step_is_plain_gradient_descent(tiny, use_tiny, photo_path, pain
     net = FeatureExtractor(use_tiny, list(s.content_layers + s.style_layers))
     photo = to_tensor(Image.open(photo_path).convert("RGB").resize((32, 26), Image.LANCZOS))
     style = to_tensor(Image.open(painting_path).convert("RGB").resize((32, 32), Image.LANCZOS))
-    objective = Objective(net, s, photo, [style], [1.0])
+    objective = Objective.for_styles(net, s, photo, [style])
     x = photo.clone().requires_grad_(True)
     objective(x)["total"].backward()
     expected = (photo - 0.5 * x.grad).clamp(0, 255).round()
@@ -211,8 +215,9 @@ def test_size_invariant_alpha_follows_the_long_side(tiny):
     net = FeatureExtractor(tiny, ["relu4_2", "relu3_2"] + list(Settings().style_layers))
     photo = to_tensor(Image.fromarray(photo_array(64, 48)))
     style = to_tensor(Image.fromarray(painting_array(32, 32)))
-    on = Objective(net, Settings(content_weight=2.0), photo, [style], [1.0])
-    off = Objective(net, Settings(content_weight=2.0, size_invariant=False), photo, [style], [1.0])
+    on = Objective.for_styles(net, Settings(content_weight=2.0), photo, [style])
+    off = Objective.for_styles(net, Settings(content_weight=2.0, size_invariant=False), photo,
+                               [style])
     assert off.content_weight == 2.0
     assert on.content_weight == pytest.approx(2.0 * (256 / 64) ** 2)
     x = torch.rand_like(photo) * 255
@@ -220,15 +225,13 @@ def test_size_invariant_alpha_follows_the_long_side(tiny):
 
 
 def _counting_loader(monkeypatch):
-    import brushwork.engine as engine
-
     calls = []
 
     def load(*a, **k):
         calls.append(a)
         return tiny_weights()
 
-    monkeypatch.setattr(engine, "load_weights", load)
+    monkeypatch.setattr(cache_module, "load_weights", load)
     return calls
 
 
@@ -267,7 +270,7 @@ def test_cache_misses_when_the_style_or_network_changes(monkeypatch, photo_path,
     assert cache.target_misses == 4 and cache.target_hits == 1
     assert cache.network_loads == 1 and len(calls) == 1
     model_b = tmp_path / "b.safetensors"
-    monkeypatch.setattr(engine_module, "_model_key", lambda model: (model,))
+    monkeypatch.setattr(cache_module, "model_key", lambda model: (model,))
     stylize(photo_path, painting_path, cache=cache, model=str(model_b), **opts)
     stylize(photo_path, painting_path, cache=cache, **opts)  # vgg16-hed's weights were evicted
     assert cache.network_loads == 3 and len(calls) == 3
@@ -282,7 +285,7 @@ def test_stopping_rule_ends_each_scale_when_the_picture_stops_changing(use_tiny,
     # Any change is "small" under a huge tolerance: each scale ends after the window fills.
     stopped = stylize(photo_path, painting_path, stop_tolerance=1e9, callback=steps.append,
                       log=said.append, **opts)
-    window = brushwork.engine.STOP_WINDOW
+    window = WINDOW
     assert [h["scale"] for h in stopped.history] == [0] * (window + 1) + [1] * (window + 1)
     assert steps[-1].progress == pytest.approx(1.0)
     assert len(said) == 2 and "stopped changing after 11 of 80 steps" in said[0]
@@ -303,7 +306,7 @@ def test_stopping_rule_measures_change_per_step(use_tiny, photo_path, painting_p
 
     opts = dict(size=32, multiscale="off", iterations=60, seed=0)
     stylize(photo_path, painting_path, callback=record, **opts)
-    window = brushwork.engine.STOP_WINDOW
+    window = WINDOW
     means = [sum(changes[i - window:i]) / window for i in range(window, len(changes) + 1)]
     tol = sorted(means)[len(means) // 2]  # a tolerance the run crosses somewhere in the middle
     first = next(i for i, m in enumerate(means) if m < tol)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import brushwork.engine as engine
+import brushwork.cache as cache_module
 from brushwork import cli
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.imageio import read_metadata
 from brushwork.settings import Settings, to_cli_args
+from brushwork.result import Interrupted, Result
 from brushwork.sweep import SweepInterrupted, contact_sheet, make_axes, plan, sweep
 
 FAST = ["--size", "32", "--iterations", "4", "--multiscale", "off", "--quiet"]
@@ -29,13 +30,13 @@ def run(capsys, *argv):
 def loads(monkeypatch):
     """Count the times weights are actually read."""
     calls = []
-    real = engine.load_weights
+    real = cache_module.load_weights
 
     def counting(*a, **k):
         calls.append(a)
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "load_weights", counting)
+    monkeypatch.setattr(cache_module, "load_weights", counting)
     return calls
 
 
@@ -149,7 +150,7 @@ def test_ctrl_c_keeps_the_finished_cells(capsys, monkeypatch, tiny_model_file, p
     def second_interrupted(*a, **options):
         calls.append(1)
         if len(calls) == 2:
-            raise engine.Interrupted(engine.Result(Image.new("RGB", (4, 4)), {}, {}, [], 0, {}, "cpu"))
+            raise Interrupted(Result(Image.new("RGB", (4, 4)), {}, {}, [], 0, {}, "cpu"))
         return real(*a, **options)
 
     monkeypatch.setattr(sweep_module, "stylize", second_interrupted)

@@ -1,0 +1,119 @@
+"""The objective of one scale: ``alpha * L_content + beta * L_style + tv_weight * L_tv``."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+from torch import nn
+
+from .losses import content_loss, gram, style_layer_loss, tv_loss
+from .settings import Settings
+from .vgg import FeatureExtractor
+
+REFERENCE_LONG_SIDE = 256  # the size at which content_weight applies as given
+
+
+@torch.no_grad()
+def style_grams(net: FeatureExtractor, style: torch.Tensor,
+                layers: Sequence[str]) -> list[torch.Tensor]:
+    """Gram matrices of ``style`` at ``layers``, divided by each layer's positions.
+
+    Stored per position so a target fits the output's size, not the style's.
+    """
+    feats = net(style)
+    return [gram(feats[n])[0] / (feats[n].shape[-1] * feats[n].shape[-2]) for n in layers]
+
+
+def blend_grams(per_style: Sequence[Sequence[torch.Tensor]],
+                blend: Sequence[float]) -> list[torch.Tensor]:
+    """Per layer, ``sum_k blend[k] * G_k``: several styles as one target.
+
+    Blending the targets gives the same optimum as a weighted sum of per-style losses
+    (they differ by a constant), at the cost of one.
+    """
+    return [sum((g * b for g, b in zip(layer, blend)), torch.zeros_like(layer[0]))
+            for layer in zip(*per_style)]
+
+
+def size_invariant_weight(content_weight: float, long_side: int) -> float:
+    """alpha for a picture whose long side is ``long_side``, given alpha at 256 px.
+
+    The paper's content loss is a sum over positions (it grows with the pixel count)
+    while its style loss is normalised by M^2 (it does not), so one alpha would paint a
+    512 px picture more photo-like than a 256 px preview.
+    """
+    return content_weight * (REFERENCE_LONG_SIDE / long_side) ** 2
+
+
+class GramCache(Protocol):
+    """Where style targets may come from instead of being computed (brushwork.cache.Cache)."""
+
+    def style_grams(self, net: FeatureExtractor, style: torch.Tensor,
+                    layers: Sequence[str]) -> list[torch.Tensor]: ...
+
+
+class Objective(nn.Module):
+    """The loss of one scale at an image, as a dict of weighted terms and their total.
+
+    Targets (the photo's content features, the style Gram matrices per position) are
+    computed once and kept as buffers.
+    """
+
+    gram = staticmethod(gram)  # the benchmark's baseline swaps in losses.gram_autograd
+    photo: torch.Tensor
+
+    def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
+                 style_targets: Sequence[torch.Tensor]) -> None:
+        """``style_targets``: one Gram matrix per style layer, per position
+        (:func:`style_grams`, or :func:`blend_grams` of several)."""
+        super().__init__()
+        self.net = net
+        self.s = settings
+        self.register_buffer("photo", content, persistent=False)  # this scale's photo
+        self.image_pixels = content.shape[-1] * content.shape[-2]
+        assert settings.content_weight is not None and settings.style_weight is not None
+        self.content_weight = settings.content_weight
+        if settings.size_invariant:
+            self.content_weight = size_invariant_weight(
+                settings.content_weight, max(content.shape[-1], content.shape[-2]))
+        n = len(settings.style_layers)
+        self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
+        with torch.no_grad():
+            feats = net(content)
+        for i, name in enumerate(settings.content_layers):
+            self.register_buffer(f"content_{i}", feats[name].detach().clone())
+        for i, g in enumerate(style_targets):
+            self.register_buffer(f"gram_{i}", g)
+
+    @classmethod
+    def for_styles(cls, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
+                   styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None,
+                   cache: GramCache | None = None) -> Objective:
+        """The objective for style images (already at their size for this scale),
+        blended by ``blend`` (default: equally); targets from ``cache`` when given."""
+        blend = list(blend) if blend is not None else [1.0 / len(styles)] * len(styles)
+        layers = settings.style_layers
+        grams = [cache.style_grams(net, t, layers) if cache else style_grams(net, t, layers)
+                 for t in styles]
+        return cls(net, settings, content, blend_grams(grams, blend))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = self.s
+        feats = self.net(x)
+        content = x.new_zeros(())
+        for i, name in enumerate(s.content_layers):
+            content = content + content_loss(feats[name], getattr(self, f"content_{i}"),
+                                             s.content_norm)
+        style = x.new_zeros(())
+        for i, name in enumerate(s.style_layers):
+            f = feats[name]
+            channels, positions = f.shape[1], f.shape[2] * f.shape[3]
+            target = getattr(self, f"gram_{i}") * positions
+            style = style + self.layer_weights[i] * style_layer_loss(
+                self.gram(f)[0], target, channels, positions, s.style_norm, self.image_pixels)
+        tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else x.new_zeros(())
+        terms = {"content": self.content_weight * content, "style": s.style_weight * style,
+                 "tv": s.tv_weight * tv}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms
