@@ -27,9 +27,9 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Both tools report even when the first finds something.
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy || status=1; exit $$status
 
 clean:
 	rm -rf $(VENV) out
