@@ -35,8 +35,10 @@ def make_style_image(width: int = 640, height: int = 480, seed: int = 7) -> Imag
     vortices = [(0.30 * width, 0.30 * height, 1.6, 0.16 * width),
                 (0.62 * width, 0.22 * height, -1.2, 0.12 * width),
                 (0.82 * width, 0.45 * height, 1.0, 0.09 * width)]
-    stars = [(0.12 * width, 0.14 * height, 0.035 * width), (0.48 * width, 0.10 * height, 0.03 * width),
-             (0.88 * width, 0.14 * height, 0.05 * width), (0.70 * width, 0.52 * height, 0.025 * width)]
+    stars = [(0.12 * width, 0.14 * height, 0.035 * width),
+             (0.48 * width, 0.10 * height, 0.03 * width),
+             (0.88 * width, 0.14 * height, 0.05 * width),
+             (0.70 * width, 0.52 * height, 0.025 * width)]
 
     def angle(x: float, y: float) -> float:
         vx, vy = 1.0, 0.25 * math.sin(x / width * 9.0 + y / height * 4.0)
@@ -50,7 +52,8 @@ def make_style_image(width: int = 640, height: int = 480, seed: int = 7) -> Imag
             vx, vy = 0.4 * math.sin(x / 37.0), -1.0
         return math.atan2(vy, vx)
 
-    def stroke(x: float, y: float, steps: int, length: float, width_px: int, colour) -> None:
+    def stroke(x: float, y: float, steps: int, length: float, width_px: int,
+               colour: tuple[int, ...]) -> None:
         points = [(x, y)]
         for _ in range(steps):
             a = angle(x, y)
@@ -58,7 +61,7 @@ def make_style_image(width: int = 640, height: int = 480, seed: int = 7) -> Imag
             points.append((x, y))
         draw.line(points, fill=colour, width=width_px, joint="curve")
 
-    def jitter(colour, amount: int = 18):
+    def jitter(colour: tuple[int, ...], amount: int = 18) -> tuple[int, ...]:
         return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
 
     area = width * height

@@ -16,12 +16,13 @@ import stat
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from brushwork.errors import ImageError, OutputError
 
@@ -115,7 +116,7 @@ def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) ->
         with pillow_limit(None):
             try:
                 im = Image.open(f)
-            except Image.UnidentifiedImageError:
+            except UnidentifiedImageError:
                 raise ImageError(
                     f"{name} is not an image file (cannot identify image format)"
                 ) from None
@@ -351,8 +352,9 @@ def save_image(
             raise OutputError(f"{sidecar_name} exists; pass --force to overwrite")
 
     _atomic_write(out, name, force, lambda f: image.save(f, **options))
-    if sidecar is not None:
-        _atomic_write(sidecar, sidecar_name, force, lambda f: f.write(text.encode("utf-8")))
+    if sidecar is not None and text is not None:
+        payload = text.encode("utf-8")
+        _atomic_write(sidecar, sidecar_name, force, lambda f: f.write(payload))
     return out
 
 

@@ -5,14 +5,14 @@ No pyplot: its global figure state is not safe from the studio's worker thread.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
-
 
 TERMS = ("total", "style", "content", "tv")
 COLOURS = {"total": "black", "style": "tab:red", "content": "tab:blue", "tv": "tab:green"}
@@ -40,7 +40,7 @@ def draw_losses(ax: Axes, history: Sequence[dict[str, float]], *, legend: bool =
         # A term that starts at zero (content, from the photo) would stretch the axis
         # down by many decades; show four below the total's lowest point.
         ax.set_ylim(bottom=max(ax.get_ylim()[0], min(totals) * 1e-4))
-    for prev, cur in zip(history, history[1:]):
+    for prev, cur in itertools.pairwise(history):
         if cur.get("scale", 0) != prev.get("scale", 0):
             ax.axvline(cur["step"] - 0.5, color="grey", linestyle="--", linewidth=0.8)
             ax.annotate(f"scale {int(cur['scale']) + 1}", (cur["step"], 0),

@@ -8,15 +8,16 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tqdm import tqdm
 
 from .engine import Interrupted, Iterate, Result, stylize
-from .pyramid import count_steps
 from .errors import BrushworkError
 from .imageio import check_output_dir, check_output_path, save_image, save_text
+from .pyramid import count_steps
 from .settings import Settings
 
 EXIT_INTERRUPTED = 130
@@ -107,15 +108,25 @@ def write_plot(result: Result, path: Path, force: bool) -> None:
     from .plot import loss_plot
 
     size = f"{result.image.width}x{result.image.height}"
-    save_image(loss_plot(result.history, title=f"{Path(str(result.inputs['content'])).name}, {size}"),
-              path, force=force)
+    title = f"{Path(str(result.inputs['content'])).name}, {size}"
+    save_image(loss_plot(result.history, title=title), path, force=force)
 
 
 def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str, Any]) -> int:
     """`brushwork sweep`: every cell saved as it finishes, then the sheet, index and plot."""
     from .engine import Cache
-    from .sweep import (SweepInterrupted, SweepResult, all_cells, cell_command, cell_filename,
-                        check_inputs, contact_sheet, describe, paint, plan)
+    from .sweep import (
+        SweepInterrupted,
+        SweepResult,
+        all_cells,
+        cell_command,
+        cell_filename,
+        check_inputs,
+        contact_sheet,
+        describe,
+        paint,
+        plan,
+    )
 
     cache = Cache()
     planned = plan(axes, **options)  # every cell's settings checked before any file is touched
@@ -165,7 +176,8 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
         names = ", ".join(Path(s).name for s in args.style)
         size = options.get("size", Settings().size)
         result.title = (f"{Path(args.content).name} in the style of {names}: {size} px, "
-                        f"seed {options['seed']}" + (" (interrupted)" if result.interrupted else ""))
+                        f"seed {options['seed']}"
+                        + (" (interrupted)" if result.interrupted else ""))
         info = describe(result)
         cells_dir.mkdir(parents=True, exist_ok=True)
         save_text(json.dumps(info, indent=1) + "\n", cells_dir / "index.json", force=args.force)

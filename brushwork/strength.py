@@ -27,6 +27,7 @@ more painted than a 512 px one at the same strength (docs/strength.md).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 # The default: broad strokes and the painting's colour patches, the subject readable.
 DEFAULT_STRENGTH = 0.7
@@ -39,8 +40,8 @@ KNOBS = ("content_weight", "style_weight", "min_size", "photo_detail")
 # The defaults before strength existed: alpha 0.5, the pyramid from 160 px, and each
 # finer scale starting from the photo plus the coarse scale's change.  The bench's
 # time_to_quality and docs/strength.py's before/after use them.
-PRE_STRENGTH_DEFAULTS = {"content_weight": 0.5, "style_weight": 1e4, "min_size": 160,
-                         "photo_detail": 1.0}
+PRE_STRENGTH_DEFAULTS: dict[str, Any] = {"content_weight": 0.5, "style_weight": 1e4,
+                                         "min_size": 160, "photo_detail": 1.0}
 
 
 def _log_lerp(ends: tuple[float, float], t: float) -> float:

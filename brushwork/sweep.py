@@ -7,13 +7,15 @@ differ only in the swept values.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
 import shlex
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -80,7 +82,7 @@ def format_value(name: str, value: Any) -> str:
     return str(value)
 
 
-def make_axes(axes: dict[str, Sequence[Any]]) -> tuple[Axis, list[Axis]]:
+def make_axes(axes: Mapping[str, Sequence[Any]]) -> tuple[Axis, list[Axis]]:
     """Columns get the longest axis (a wide sheet reads best); rows the product of the rest."""
     for name, values in axes.items():
         if name not in SWEEPABLE:
@@ -97,8 +99,9 @@ def make_axes(axes: dict[str, Sequence[Any]]) -> tuple[Axis, list[Axis]]:
     return columns, [a for a in ordered if a is not columns]
 
 
-def sweep(content: ImageInput, style: ImageInput | Sequence[ImageInput], axes: dict[str, Sequence[Any]],
-          *, callback: Callable[[Cell, Iterate], None] | None = None,
+def sweep(content: ImageInput, style: ImageInput | Sequence[ImageInput],
+          axes: Mapping[str, Sequence[Any]], *,
+          callback: Callable[[Cell, Iterate], None] | None = None,
           on_cell: Callable[[Cell], None] | None = None, cache: Cache | None = None,
           log: Callable[[str], None] | None = None, **options: Any) -> SweepResult:
     """Run :func:`stylize` once per combination of ``axes`` values.
@@ -122,9 +125,9 @@ def paint(planned: SweepResult, content: ImageInput, style: ImageInput | Sequenc
     """Paint the cells of a :func:`plan` whose inputs :func:`check_inputs` has passed."""
     out = planned
     for cell in all_cells(out):
+        on_iterate = functools.partial(callback, cell) if callback else None
         try:
-            cell.result = stylize(content, style, cache=cache, log=log,
-                                  callback=(lambda it, cell=cell: callback(cell, it)) if callback else None,
+            cell.result = stylize(content, style, cache=cache, log=log, callback=on_iterate,
                                   **{**out.options, **cell.values})
         except DivergedError as e:
             cell.error = f"diverged: {e}"
@@ -136,7 +139,7 @@ def paint(planned: SweepResult, content: ImageInput, style: ImageInput | Sequenc
     return out
 
 
-def plan(axes: dict[str, Sequence[Any]], **options: Any) -> SweepResult:
+def plan(axes: Mapping[str, Sequence[Any]], **options: Any) -> SweepResult:
     """The sweep's grid with no picture yet; raises BrushworkError for any bad cell.
 
     Without a ``seed`` in ``options`` one is drawn, so all cells share it.
@@ -158,7 +161,7 @@ def plan(axes: dict[str, Sequence[Any]], **options: Any) -> SweepResult:
     for r, combo in enumerate(row_combos):
         row = []
         for c, cv in enumerate(col_values):
-            values = {a.name: v for a, v in zip(rows, combo)}
+            values = {a.name: v for a, v in zip(rows, combo, strict=True)}
             values[columns.name] = cv
             Settings(**_tuples({**options, **values}))  # fail before any work
             row.append(Cell(r, c, values))
@@ -174,7 +177,8 @@ def check_inputs(planned: SweepResult, content: ImageInput,
     settings = Settings(**_tuples(planned.options))
     limit = settings.max_pixels
     load_image(content, role="content", max_pixels=limit)
-    for s in style if isinstance(style, (list, tuple)) else [style]:
+    styles: list[ImageInput] = list(style) if isinstance(style, (list, tuple)) else [style]
+    for s in styles:
         load_image(s, role="style", max_pixels=limit)
     if settings.init not in ("content", "noise"):
         load_image(settings.init, role="init", max_pixels=limit)
@@ -197,6 +201,11 @@ def _tuples(options: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
+def _lists(options: dict[str, Any]) -> dict[str, Any]:
+    """JSON's form of settings: tuples as lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
 def cell_command(content: str, styles: Sequence[str], output: str | os.PathLike,
                  options: dict[str, Any]) -> str:
     """The ``brushwork stylize`` command line that paints this cell on its own."""
@@ -216,7 +225,7 @@ def cell_filename(cell: Cell) -> str:
 
 # ---------------------------------------------------------------- the contact sheet
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans, which matplotlib ships, so labels look the same everywhere."""
     from matplotlib import font_manager
 
@@ -228,9 +237,10 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _text_size(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont) -> tuple[int, int]:
+def _text_size(draw: ImageDraw.ImageDraw, text: str,
+               font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> tuple[int, int]:
     left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
-    return right - left, bottom - top
+    return int(right - left), int(bottom - top)  # whole pixels: they size the sheet
 
 
 def contact_sheet(result: SweepResult, *, thumb: int = THUMB_LONG_SIDE) -> Image.Image:
@@ -277,14 +287,14 @@ def contact_sheet(result: SweepResult, *, thumb: int = THUMB_LONG_SIDE) -> Image
             x, y = left + c * (cw + gap) + (cw - w) // 2, title_h + head + r * (h + gap)
             pic = pics[r][c]
             if pic is not None:
-                pic = pic.resize((w, h), Image.LANCZOS) if pic.size != (w, h) else pic
+                pic = pic.resize((w, h), Image.Resampling.LANCZOS) if pic.size != (w, h) else pic
                 sheet.paste(pic, (x, y))
             else:
                 draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(235, 235, 235),
                                outline=(200, 200, 200))
                 msg = _wrap(cell.error or "not run", max(10, w // 8))
-                draw.multiline_text((x + 8, y + 8), msg, fill=(150, 30, 30) if cell.error else "grey",
-                                    font=small)
+                colour = (150, 30, 30) if cell.error else "grey"
+                draw.multiline_text((x + 8, y + 8), msg, fill=colour, font=small)
     return sheet
 
 
@@ -305,10 +315,9 @@ def describe(result: SweepResult) -> dict[str, Any]:
     return {
         "columns": {"name": result.columns.name, "values": list(result.columns.values)},
         "rows": [{"name": a.name, "values": list(a.values)} for a in result.rows],
-        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in result.options.items()},
+        "options": _lists(result.options),
         "interrupted": result.interrupted,
-        "cells": [{"row": c.row, "col": c.col,
-                   "values": {k: list(v) if isinstance(v, tuple) else v for k, v in c.values.items()},
+        "cells": [{"row": c.row, "col": c.col, "values": _lists(c.values),
                    "file": str(c.path) if c.path else None, "command": c.command,
                    "losses": c.result.losses if c.result else None,
                    "elapsed_s": round(c.result.elapsed, 2) if c.result else None,

@@ -175,7 +175,7 @@ def _installed_hed_file() -> Path | None:
         return None
     for f in dist.files or ():
         if f.as_posix() == HED_MEMBER:
-            path = Path(dist.locate_file(f))
+            path = Path(str(dist.locate_file(f)))
             return path if path.is_file() else None
     return None
 
@@ -273,7 +273,7 @@ def _stream_to(
     return dest
 
 
-def _open_url(url: str):
+def _open_url(url: str) -> http.client.HTTPResponse:
     """Open ``url``; the one network call (tests replace it)."""
     request = urllib.request.Request(url, headers={"User-Agent": "brushwork"})
     return urllib.request.urlopen(request, timeout=60)
@@ -542,8 +542,9 @@ def _conv_stack(
         raise WeightsError(f"{where} has {len(pairs)} convolutions; expected {counts}")
 
     convs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    cin_expected, widths = 3, {}  # channels into the next conv; width of each block
-    for name, (pos, wkey, bkey) in zip(conv_names(arch), pairs):
+    cin_expected = 3  # channels into the next conv
+    widths: dict[str, int] = {}  # output channels of each block
+    for name, (pos, wkey, bkey) in zip(conv_names(arch), pairs, strict=True):
         if len(pos) == 2 and name != f"conv{pos[0]}_{pos[1]}":
             raise WeightsError(
                 f"{where}: '{wkey}' is out of place in {arch}; expected {name} there"

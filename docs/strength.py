@@ -29,10 +29,12 @@ Needs `pip install -e '.[docs]'` (pytorch-msssim) and the default weights.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +86,7 @@ def measure(picture: Image.Image, photo: Image.Image, painting: Image.Image) -> 
 
 
 def _monotonic(values: list[float], falling: bool) -> bool:
-    pairs = list(zip(values, values[1:]))
+    pairs = list(itertools.pairwise(values))
     return all(b < a for a, b in pairs) if falling else all(b > a for a, b in pairs)
 
 
@@ -100,7 +102,9 @@ def cmd_measure(dirs: list[Path]) -> list[dict]:
             path = Path(cell["file"])
             path = path if path.exists() else folder / path.name
             meta = read_metadata(path)
-            if photo is None:
+            if meta is None:
+                sys.exit(f"{path} carries no brushwork metadata (inputs unknown)")
+            if photo is None or painting is None:
                 photo = load_image(meta["inputs"]["content"])
                 painting = load_image(meta["inputs"]["style"][0])
             rows.append({**cell["values"], **measure(load_image(path), photo, painting),
@@ -125,7 +129,7 @@ def cmd_measure(dirs: list[Path]) -> list[dict]:
 
 OLD_DEFAULTS = PRE_STRENGTH_DEFAULTS
 # The variants docs/strength.md compares: name -> stylize options (at --size).
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "old defaults (alpha 0.5, beta 1e4)": OLD_DEFAULTS,
     "beta x10": {**OLD_DEFAULTS, "style_weight": 1e5},
     "beta x100": {**OLD_DEFAULTS, "style_weight": 1e6},

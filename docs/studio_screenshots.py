@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 from PIL import Image
 
 from brushwork.engine import Cache
@@ -28,7 +29,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def serve(app):
+def serve(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
