@@ -6,8 +6,9 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -52,7 +53,8 @@ def model_key(model: str) -> tuple[Any, ...]:
     return (model,)
 
 
-def build_network(weights: VGGWeights, settings: Settings, device: torch.device) -> FeatureExtractor:
+def build_network(weights: VGGWeights, settings: Settings,
+                  device: torch.device) -> FeatureExtractor:
     """The feature extractor for ``settings``' layers and pooling, on ``device``."""
     check_layers(weights.arch, settings.content_layers, "content")
     check_layers(weights.arch, settings.style_layers, "style")
@@ -63,8 +65,11 @@ def build_network(weights: VGGWeights, settings: Settings, device: torch.device)
 def load_network(settings: Settings, device: torch.device, log: Log | None = None
                  ) -> FeatureExtractor:
     """Read ``settings.model``'s weights and build its extractor, with no cache."""
-    return build_network(load_weights(settings.model, **({"log": log} if log else {})),
-                         settings, device)
+    return build_network(_read_weights(settings.model, log), settings, device)
+
+
+def _read_weights(model: str, log: Log | None) -> VGGWeights:
+    return load_weights(model, log=log) if log else load_weights(model)
 
 
 class Cache:
@@ -95,7 +100,7 @@ class Cache:
         key = model_key(model)
         weights = self._weights.get(key)
         if weights is None:
-            weights = self._weights.put(key, load_weights(model, **({"log": log} if log else {})))
+            weights = self._weights.put(key, _read_weights(model, log))
             self.network_loads += 1
         return weights
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
         if x is None or prev_photo is None:
             x = _first_image(settings, inputs, photo, generator)
         else:
-            x = enlarge(x, prev_photo, photo, settings.photo_detail)
+            x = enlarge(x, prev_photo, photo, settings.knob("photo_detail"))
         prev_photo = photo
         x = x.contiguous().requires_grad_(True)
         try:
@@ -116,7 +117,7 @@ class _Inputs:
     @classmethod
     def load(cls, content: ImageInput, style: ImageInput | Sequence[ImageInput],
              settings: Settings) -> _Inputs:
-        styles_in = list(style) if isinstance(style, (list, tuple)) else [style]
+        styles_in: list[ImageInput] = list(style) if isinstance(style, (list, tuple)) else [style]
         if not styles_in:
             raise BrushworkError("at least one style image is needed")
         blend = list(settings.style_weights or [1.0] * len(styles_in))
@@ -182,7 +183,8 @@ class _Progress:
         self.total = sum(s.iterations for s in self.plan)
         # A step at a coarse scale costs (its pixels / the final pixels) of a final step.
         self.step_cost = [s.pixels / self.plan[-1].pixels for s in self.plan]
-        self.work_total = sum(c * s.iterations for c, s in zip(self.step_cost, self.plan))
+        self.work_total = sum(cost * s.iterations
+                              for cost, s in zip(self.step_cost, self.plan, strict=True))
 
     def record(self, level: int, losses: dict[str, float], x: torch.Tensor,
                skipped: int = 0) -> None:
@@ -229,7 +231,9 @@ def _result(pixels: torch.Tensor, inputs: _Inputs, settings: Settings, progress:
 
 
 def _describe(source: ImageInput) -> Any:
-    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"<{type(source).__name__}>"
 
 
 def _normalise(options: dict[str, Any]) -> dict[str, Any]:

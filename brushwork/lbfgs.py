@@ -14,7 +14,8 @@ the defaults reached the classic recipe's loss in 109 evaluations instead of 115
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 
@@ -30,8 +31,9 @@ def lbfgs(x: torch.Tensor, closure: Callable[[], object], iterations: int, histo
     """Minimise in place over ``x`` with ``iterations`` calls of ``closure``.
 
     ``closure()`` evaluates the objective at ``x`` and leaves its gradient in ``x.grad``;
-    what it returns is not used (the method needs only gradients).  ``first_step``: the mean absolute change per value of the
-    first step, in ``x``'s units (grey levels for brushwork's images).
+    what it returns is not used (the method needs only gradients).  ``first_step``: the
+    mean absolute change per value of the first step, in ``x``'s units (grey levels for
+    brushwork's images).
     """
     for _ in lbfgs_steps(x, closure, iterations, history_size, first_step):
         pass
@@ -42,19 +44,18 @@ def lbfgs_steps(x: torch.Tensor, closure: Callable[[], T], iterations: int,
     """:func:`lbfgs`, yielding what each call of ``closure`` returns as soon as it returns
     (before the step it informs), so that the caller may stop the run by leaving the loop."""
     yield closure()
-    g = x.grad.detach().reshape(-1).clone()
+    g = _gradient(x).clone()
     pairs: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=history_size)
     h0 = 1.0
     for _ in range(iterations - 1):
         d = _direction(g, pairs, h0)
-        if pairs:
-            t = 1.0
-        else:  # the first step, or every pair was refused: a plain gradient step
-            t = first_step / max(float(d.abs().mean()), 1e-30)
+        # Unit steps once curvature is known; the first step, or one after every pair was
+        # refused, is a plain gradient step of first_step grey levels on average.
+        t = 1.0 if pairs else first_step / max(float(d.abs().mean()), 1e-30)
         with torch.no_grad():
             x.add_(d.view_as(x), alpha=t)
         yield closure()
-        g_new = x.grad.detach().reshape(-1)
+        g_new = _gradient(x)
         s = d.mul_(t)
         y = g_new - g
         ys, yy = float(y @ s), float(y @ y)
@@ -62,6 +63,12 @@ def lbfgs_steps(x: torch.Tensor, closure: Callable[[], T], iterations: int,
             pairs.append((s, y, 1.0 / ys))
             h0 = ys / yy
         g = g_new.clone()
+
+
+def _gradient(x: torch.Tensor) -> torch.Tensor:
+    if x.grad is None:
+        raise ValueError("the closure must leave the objective's gradient in x.grad")
+    return x.grad.detach().reshape(-1)
 
 
 def _direction(g: torch.Tensor, pairs: deque, h0: float) -> torch.Tensor:
@@ -73,7 +80,7 @@ def _direction(g: torch.Tensor, pairs: deque, h0: float) -> torch.Tensor:
         alphas.append(a)
         q.add_(y, alpha=-a)
     q.mul_(h0)
-    for (s, y, rho), a in zip(pairs, reversed(alphas)):
+    for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
         b = rho * float(y @ q)
         q.add_(s, alpha=a - b)
     return q

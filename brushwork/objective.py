@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -32,8 +33,8 @@ def blend_grams(per_style: Sequence[Sequence[torch.Tensor]],
     Blending the targets gives the same optimum as a weighted sum of per-style losses
     (they differ by a constant), at the cost of one.
     """
-    return [sum((g * b for g, b in zip(layer, blend)), torch.zeros_like(layer[0]))
-            for layer in zip(*per_style)]
+    return [sum((g * b for g, b in zip(layer, blend, strict=True)), torch.zeros_like(layer[0]))
+            for layer in zip(*per_style, strict=True)]
 
 
 def size_invariant_weight(content_weight: float, long_side: int) -> float:
@@ -72,11 +73,11 @@ class Objective(nn.Module):
         self.s = settings
         self.register_buffer("photo", content, persistent=False)  # this scale's photo
         self.image_pixels = content.shape[-1] * content.shape[-2]
-        assert settings.content_weight is not None and settings.style_weight is not None
-        self.content_weight = settings.content_weight
+        self.content_weight = settings.knob("content_weight")
+        self.style_weight = settings.knob("style_weight")
         if settings.size_invariant:
             self.content_weight = size_invariant_weight(
-                settings.content_weight, max(content.shape[-1], content.shape[-2]))
+                self.content_weight, max(content.shape[-1], content.shape[-2]))
         n = len(settings.style_layers)
         self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
         with torch.no_grad():
@@ -113,7 +114,7 @@ class Objective(nn.Module):
             style = style + self.layer_weights[i] * style_layer_loss(
                 self.gram(f)[0], target, channels, positions, s.style_norm, self.image_pixels)
         tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else x.new_zeros(())
-        terms = {"content": self.content_weight * content, "style": s.style_weight * style,
+        terms = {"content": self.content_weight * content, "style": self.style_weight * style,
                  "tv": s.tv_weight * tv}
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms

@@ -7,7 +7,7 @@ stops the run by leaving its loop.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

@@ -33,10 +33,11 @@ def scales(settings: Settings, content_size: tuple[int, int]) -> list[Scale]:
     the iterations: most of the picture is settled where it is cheap.
     """
     longs = [settings.size]
+    min_size = settings.knob("min_size")
     use = settings.multiscale == "on" or (
-        settings.multiscale == "auto" and settings.size >= 2 * settings.min_size)
+        settings.multiscale == "auto" and settings.size >= 2 * min_size)
     if use:
-        while longs[0] // 2 >= settings.min_size:
+        while longs[0] // 2 >= min_size:
             longs.insert(0, longs[0] // 2)
     last = len(longs) - 1
     return [Scale(scaled_size(content_size, long_side),

@@ -54,7 +54,8 @@ class Result:
              extra: dict[str, Any] | None = None) -> Path:
         """Write atomically, refusing to overwrite unless ``force``; settings go in the file,
         with ``extra`` (for example the command that reproduces the picture)."""
-        return save_image(self.image, path, force=force, metadata={**self.metadata(), **(extra or {})})
+        return save_image(self.image, path, force=force,
+                          metadata={**self.metadata(), **(extra or {})})
 
 
 class Interrupted(KeyboardInterrupt):

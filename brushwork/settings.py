@@ -136,6 +136,13 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
+    def knob(self, name: str) -> float:
+        """The resolved value of one of the knobs strength sets (never None once built)."""
+        value = getattr(self, name)
+        if name not in KNOBS or value is None:
+            raise KeyError(f"{name!r} is not a resolved strength knob")
+        return value
+
 
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -39,6 +39,9 @@ def check_layers(arch: str, names: list[str] | tuple[str, ...], role: str) -> No
 class Preprocess(nn.Module):
     """Pixel space (RGB, 0..255) to the network's input space."""
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, mode: str) -> None:
         super().__init__()
         if mode == "caffe":
@@ -82,8 +85,8 @@ class FeatureExtractor(nn.Module):
     rectified in place, so the paper's "conv4_2" features are our ``relu4_2``.
     """
 
-    def __init__(self, weights: VGGWeights, layers: list[str] | tuple[str, ...], pooling: str = "max",
-                 *, channels_last: bool = True):
+    def __init__(self, weights: VGGWeights, layers: list[str] | tuple[str, ...],
+                 pooling: str = "max", *, channels_last: bool = True) -> None:
         """``channels_last``: work in NHWC on the CPU, where oneDNN's 3x3 convolutions at
         the shallow, wide layers run faster on it (docs/benchmarks.md); off gives the stock
         NCHW layout, for the benchmark's comparison."""
@@ -104,9 +107,7 @@ class FeatureExtractor(nn.Module):
             if name.startswith("conv"):
                 w, b = weights.convs[name]
                 conv = nn.Conv2d(w.shape[1], w.shape[0], kernel_size=3, padding=1)
-                with torch.no_grad():
-                    conv.weight.copy_(w)
-                    conv.bias.copy_(b)
+                conv.load_state_dict({"weight": w, "bias": b})
                 self.convs[name] = conv
         self.requires_grad_(False)
         self.eval()
@@ -140,5 +141,6 @@ class FeatureExtractor(nn.Module):
         elsewhere as loaded, so cuDNN picks its layout as it always has."""
         fmt = torch.channels_last if nhwc else torch.contiguous_format
         for conv in self.convs.values():
+            assert isinstance(conv, nn.Conv2d)
             if not conv.weight.is_contiguous(memory_format=fmt):
                 conv.weight.data = conv.weight.data.contiguous(memory_format=fmt)

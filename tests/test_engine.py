@@ -8,20 +8,19 @@ import torch
 from PIL import Image
 
 import brushwork
-from brushwork.color import rgb_to_yiq
 import brushwork.cache as cache_module
 from brushwork.cache import Cache
+from brushwork.color import rgb_to_yiq
 from brushwork.device import resolve_device
 from brushwork.engine import Interrupted, stylize
-from brushwork.objective import Objective
-from brushwork.stopping import WINDOW
-from brushwork.pyramid import Scale, count_steps, scales
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.imageio import read_metadata, to_tensor
 from brushwork.losses import content_loss, gram, style_layer_loss, tv_loss
+from brushwork.objective import Objective
+from brushwork.pyramid import Scale, count_steps, scales
 from brushwork.settings import Settings
+from brushwork.stopping import WINDOW
 from brushwork.vgg import FeatureExtractor
-
 from conftest import painting_array, photo_array, tiny_weights
 
 FAST = dict(size=32, iterations=15, multiscale="off")
@@ -54,7 +53,7 @@ def test_objective_matches_pure_functions(tiny):
     c = content_loss(fx["relu3_1"], fp["relu3_1"])
     st = sum(w * style_layer_loss(gram(fx[n])[0], gram(fs[n])[0], fx[n].shape[1],
                                   fx[n].shape[2] * fx[n].shape[3])
-             for w, n in zip((0.3, 0.7), ("relu1_1", "relu2_1")))
+             for w, n in zip((0.3, 0.7), ("relu1_1", "relu2_1"), strict=True))
     want = 2.0 * c + 5.0 * st + 0.1 * tv_loss(x, 1.25)
     assert got["total"].item() == pytest.approx(want.item(), rel=1e-4)
     assert got["style"].item() == pytest.approx(5.0 * st.item(), rel=1e-4)

@@ -11,7 +11,6 @@ from brushwork.losses import gram, gram_autograd
 from brushwork.objective import Objective
 from brushwork.settings import Settings
 from brushwork.vgg import FeatureExtractor, channels_last
-
 from conftest import tiny_weights
 
 

@@ -38,7 +38,7 @@ def test_first_step_does_not_depend_on_the_gradients_scale():
     for scale in (1e-6, 1e6):
         x, a, _, calls = quadratic()
 
-        def closure() -> float:
+        def closure(x=x, a=a, calls=calls, scale=scale) -> float:
             x.grad = None
             loss = scale * 0.5 * ((x - a) ** 2).sum()
             loss.backward()
@@ -74,6 +74,6 @@ def test_a_step_with_no_curvature_is_not_kept():
         return loss.item()
 
     lbfgs(x, closure, iterations=4, history_size=5, first_step=1.0)
-    moves = [float((b - a).abs().mean()) for a, b in zip(calls, calls[1:])]
+    moves = [float((b - a).abs().mean()) for a, b in zip(calls, calls[1:], strict=False)]
     assert moves == pytest.approx([1.0, 1.0, 1.0])
     assert torch.isfinite(x).all()

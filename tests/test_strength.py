@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 import brushwork
 from brushwork import cli
-from brushwork.pyramid import scales
 from brushwork.errors import BrushworkError
 from brushwork.imageio import load_image, resize_to, to_tensor
+from brushwork.pyramid import scales
 from brushwork.settings import Settings, to_cli_args
 from brushwork.strength import DEFAULT_STRENGTH, knobs
 from brushwork.sweep import plan

@@ -13,8 +13,8 @@ import brushwork.cache as cache_module
 from brushwork import cli
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.imageio import read_metadata
-from brushwork.settings import Settings, to_cli_args
 from brushwork.result import Interrupted, Result
+from brushwork.settings import Settings, to_cli_args
 from brushwork.sweep import SweepInterrupted, contact_sheet, make_axes, plan, sweep
 
 FAST = ["--size", "32", "--iterations", "4", "--multiscale", "off", "--quiet"]
