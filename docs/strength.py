@@ -43,9 +43,8 @@ from pytorch_msssim import ssim
 
 import brushwork
 from brushwork.cache import Cache
-from brushwork.objective import Objective
 from brushwork.imageio import load_image, read_metadata, resize_to, scaled_size, to_tensor
-from brushwork.losses import gram
+from brushwork.objective import Objective
 from brushwork.settings import Settings
 from brushwork.strength import PRE_STRENGTH_DEFAULTS
 
@@ -73,10 +72,8 @@ def style_loss(picture: Image.Image, painting: Image.Image) -> float:
     painting = resize_to(painting, scaled_size(painting.size, max(picture.size)))
     x = to_tensor(picture)
     objective = Objective.for_styles(net, settings, x, [to_tensor(painting)], cache=_cache)
-    with torch.no_grad():
-        feats = net(x)
-        return float(objective.style_term({n: gram(feats[n])[0] for n in settings.style_layers},
-                                          {n: feats[n].shape for n in settings.style_layers}))
+    with torch.no_grad():  # the style term before beta
+        return float(objective(x)["style"]) / objective.style_weight
 
 
 def measure(picture: Image.Image, photo: Image.Image, painting: Image.Image) -> dict[str, float]:
