@@ -1,0 +1,299 @@
+"""The whole picture's objective and gradient, evaluated tile by tile.
+
+A Gram matrix is a sum over positions, ``G = sum_p F_p F_p^T``, and the content loss is a
+sum over positions too, so neither needs the whole feature map at once:
+
+1. Forward, without autograd, tile by tile: each tile (with a halo as wide as the
+   deepest layer's receptive field) runs through the network, and the feature positions
+   it *owns* add into each style layer's Gram matrix and into the content loss.
+2. The style loss and its gradient with respect to each (small) Gram matrix come from
+   the whole picture's Gram matrices.
+3. Backward, tile by tile: each tile runs forward again with autograd, and its owned
+   positions' share of the loss (the Gram gradient dotted with its own partial Gram, and
+   its content terms) is backpropagated to the tile's pixels, halo included; the tiles'
+   gradients add up to the whole picture's.
+
+Tiles start on the pooling grid of the deepest layer, so each tile computes exactly the
+features the whole picture has at the positions it owns: the result is the untiled
+objective and gradient up to float summation order, with nothing to blend and no seams.
+Memory is set by the tile, not the picture; the price is one more forward pass per
+evaluation, plus the halos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import BrushworkError
+from .losses import gram, style_layer_loss, tv_loss
+from .objective import size_invariant_weight
+from .settings import Settings
+from .vgg import FeatureExtractor
+
+
+def strides(steps: Sequence[str]) -> dict[str, int]:
+    """Each step's output stride in pixels (1 until the first pooling, then 2, 4, ...)."""
+    out, stride = {}, 1
+    for name in steps:
+        if name.startswith("pool"):
+            stride *= 2
+        out[name] = stride
+    return out
+
+
+def receptive_radius(steps: Sequence[str]) -> int:
+    """How far, in pixels, the last of ``steps`` sees past its own position on each side:
+    a 3x3 convolution adds one position at its input's stride, a 2x2 pooling one."""
+    radius, stride = 0, 1
+    for name in steps:
+        if name.startswith("conv"):
+            radius += stride
+        elif name.startswith("pool"):
+            radius += stride
+            stride *= 2
+    return radius
+
+
+@dataclass(frozen=True)
+class Tile:
+    """The pixels a tile owns (``y0:y1, x0:x1``) and the box it reads (the halo added,
+    clipped to the picture)."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    by0: int
+    by1: int
+    bx0: int
+    bx1: int
+
+    def box(self, t: torch.Tensor) -> torch.Tensor:
+        return t[..., self.by0:self.by1, self.bx0:self.bx1]
+
+    def owned(self, features: torch.Tensor, stride: int) -> torch.Tensor:
+        """The positions of ``features`` (this tile's, at ``stride``) that the tile owns."""
+        top, left = (self.y0 - self.by0) // stride, (self.x0 - self.bx0) // stride
+        rows, cols = -(-(self.y1 - self.y0) // stride), -(-(self.x1 - self.x0) // stride)
+        return features[..., top:top + rows, left:left + cols]
+
+    def owned_in_picture(self, stride: int) -> tuple[slice, slice]:
+        """Where the owned positions sit in the whole picture's feature map at ``stride``."""
+        return (slice(self.y0 // stride, -(-self.y1 // stride)),
+                slice(self.x0 // stride, -(-self.x1 // stride)))
+
+
+def plan_tiles(height: int, width: int, tile: int, halo: int, align: int) -> list[Tile]:
+    """Tiles of ``tile`` pixels (the last in a row or column smaller) covering the picture.
+
+    ``tile`` and ``halo`` must be multiples of ``align`` (the deepest layer's stride), so
+    that each tile and its box start on that layer's pooling grid.
+    """
+    if tile <= 0 or tile % align or halo % align:
+        raise BrushworkError(f"tile size {tile} and halo {halo} must be positive multiples "
+                             f"of {align} px")
+    tiles = []
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+            tiles.append(Tile(y0, y1, x0, x1, max(0, y0 - halo), min(height, y1 + halo),
+                              max(0, x0 - halo), min(width, x1 + halo)))
+    return tiles
+
+
+def tile_geometry(net: FeatureExtractor) -> tuple[int, int]:
+    """``(halo, align)`` for ``net``: the halo is the deepest layer's receptive radius,
+    rounded up to a multiple of its stride (``align``)."""
+    align = strides(net.steps)[net.steps[-1]]
+    radius = receptive_radius(net.steps)
+    return -(-radius // align) * align, align
+
+
+_CONTENT_SCALE = {"paper": 0.5, "sum": 1.0}  # "mean" divides by the element count
+
+
+def _content_scale(norm: str, numel: int) -> float:
+    return 1.0 / numel if norm == "mean" else _CONTENT_SCALE[norm]
+
+
+@torch.no_grad()
+def tiled_grams(net: FeatureExtractor, image: torch.Tensor, layers: Sequence[str],
+                tile: int) -> list[torch.Tensor]:
+    """Gram matrices of ``image`` at ``layers`` (``(C, C)`` each, not divided by the
+    positions), accumulated tile by tile."""
+    halo, align = tile_geometry(net)
+    stride = strides(net.steps)
+    grams: list[torch.Tensor | None] = [None] * len(layers)
+    for t in plan_tiles(image.shape[-2], image.shape[-1], tile, halo, align):
+        feats = net(t.box(image))
+        for i, name in enumerate(layers):
+            g = gram(t.owned(feats[name], stride[name]))[0]
+            prev = grams[i]
+            grams[i] = g if prev is None else prev.add_(g)
+    return [g for g in grams if g is not None]
+
+
+def tiled_style_grams(net: FeatureExtractor, style: torch.Tensor, layers: Sequence[str],
+                      tile: int) -> list[torch.Tensor]:
+    """:func:`brushwork.objective.style_grams` (per position) for a style image too large
+    to run whole."""
+    grams = tiled_grams(net, style, layers, tile)
+    stride = strides(net.steps)
+    h, w = style.shape[-2:]
+    return [g / (-(-h // stride[n]) * -(-w // stride[n])) for g, n in zip(grams, layers,
+                                                                        strict=True)]
+
+
+class TiledObjective(nn.Module):
+    """:class:`brushwork.objective.Objective`'s terms and gradient, evaluated ``tile``
+    pixels at a time (module docstring); the same interface."""
+
+    photo: torch.Tensor
+
+    def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
+                 style_targets: Sequence[torch.Tensor], tile: int) -> None:
+        super().__init__()
+        self.net = net
+        self.s = settings
+        self.tile = tile
+        self.register_buffer("photo", content, persistent=False)
+        height, width = content.shape[-2:]
+        self.image_pixels = height * width
+        self.content_weight = settings.knob("content_weight")
+        self.style_weight = settings.knob("style_weight")
+        if settings.size_invariant:
+            self.content_weight = size_invariant_weight(self.content_weight, max(height, width))
+        n = len(settings.style_layers)
+        self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
+        halo, align = tile_geometry(net)
+        self.tiles = plan_tiles(height, width, tile, halo, align)
+        self.stride = strides(net.steps)
+        self.style_targets = [g.detach() for g in style_targets]
+        # The photo's content features, whole, assembled from the tiles' owned positions.
+        self.content_targets = [_assemble(net, content, name, self.stride[name], self.tiles)
+                                for name in settings.content_layers]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = self.s
+        content, style = _TiledLosses.apply(x, self)
+        tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else x.new_zeros(())
+        terms = {"content": self.content_weight * content, "style": self.style_weight * style,
+                 "tv": s.tv_weight * tv}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms
+
+    # -- the two passes ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def accumulate(self, x: torch.Tensor) -> tuple[list[torch.Tensor], float]:
+        """Pass 1: the whole picture's Gram matrices and the content loss (before alpha)."""
+        s = self.s
+        grams: list[torch.Tensor | None] = [None] * len(s.style_layers)
+        content = 0.0
+        for t in self.tiles:
+            feats = self.net(t.box(x))
+            for i, name in enumerate(s.style_layers):
+                g = gram(t.owned(feats[name], self.stride[name]))[0]
+                prev = grams[i]
+                grams[i] = g if prev is None else prev.add_(g)
+            for name, target in zip(s.content_layers, self.content_targets, strict=True):
+                diff = t.owned(feats[name], self.stride[name]) - _owned_target(
+                    target, t, self.stride[name])
+                content += _content_scale(s.content_norm, target.numel()) * float(
+                    diff.pow(2).sum())
+        return [g for g in grams if g is not None], content
+
+    def style_and_grads(self, grams: list[torch.Tensor]
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The style loss (before beta) from whole Gram matrices, and its gradient with
+        respect to each of them."""
+        s = self.s
+        leaves = [g.detach().requires_grad_(True) for g in grams]
+        with torch.enable_grad():
+            style = leaves[0].new_zeros(())
+            for i, name in enumerate(s.style_layers):
+                channels = leaves[i].shape[0]
+                positions = self._positions(name)
+                target = self.style_targets[i] * positions
+                style = style + self.layer_weights[i] * style_layer_loss(
+                    leaves[i], target, channels, positions, s.style_norm, self.image_pixels)
+            d_grams = list(torch.autograd.grad(style, leaves))
+        return style.detach(), d_grams
+
+    def backward_tiles(self, x: torch.Tensor, d_grams: list[torch.Tensor], g_content: float,
+                       g_style: float) -> torch.Tensor:
+        """Pass 2: the image gradient, tile by tile."""
+        s = self.s
+        grad = torch.zeros_like(x)
+        for t in self.tiles:
+            xt = t.box(x).detach().requires_grad_(True)
+            with torch.enable_grad():
+                feats = self.net(xt)
+                share = xt.new_zeros(())
+                if g_style:
+                    for name, d in zip(s.style_layers, d_grams, strict=True):
+                        g = gram(t.owned(feats[name], self.stride[name]))[0]
+                        share = share + g_style * (d * g).sum()
+                if g_content:
+                    for name, target in zip(s.content_layers, self.content_targets,
+                                            strict=True):
+                        diff = t.owned(feats[name], self.stride[name]) - _owned_target(
+                            target, t, self.stride[name])
+                        scale = _content_scale(s.content_norm, target.numel())
+                        share = share + g_content * scale * diff.pow(2).sum()
+                if share.requires_grad:
+                    (g_tile,) = torch.autograd.grad(share, xt)
+                    t.box(grad).add_(g_tile)
+        return grad
+
+    def _positions(self, name: str) -> int:
+        h, w = self.photo.shape[-2:]
+        stride = self.stride[name]
+        return -(-h // stride) * -(-w // stride)
+
+
+def _owned_target(target: torch.Tensor, t: Tile, stride: int) -> torch.Tensor:
+    rows, cols = t.owned_in_picture(stride)
+    return target[..., rows, cols]
+
+
+@torch.no_grad()
+def _assemble(net: FeatureExtractor, image: torch.Tensor, name: str, stride: int,
+              tiles: list[Tile]) -> torch.Tensor:
+    """The whole picture's features at ``name``, from each tile's owned positions."""
+    height, width = image.shape[-2:]
+    out: torch.Tensor | None = None
+    for t in tiles:
+        f = t.owned(net(t.box(image))[name], stride)
+        if out is None:
+            out = f.new_empty(1, f.shape[1], -(-height // stride), -(-width // stride))
+        rows, cols = t.owned_in_picture(stride)
+        out[..., rows, cols] = f
+    assert out is not None
+    return out.contiguous()
+
+
+class _TiledLosses(torch.autograd.Function):
+    """``(content, style)`` of a :class:`TiledObjective` at ``x``; the backward is pass 2."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, objective: TiledObjective
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        grams, content = objective.accumulate(x)
+        style, d_grams = objective.style_and_grads(grams)
+        ctx.objective, ctx.d_grams = objective, d_grams
+        ctx.save_for_backward(x)
+        return x.new_tensor(content), style.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_content: torch.Tensor, g_style: torch.Tensor
+                 ) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        grad = ctx.objective.backward_tiles(x, ctx.d_grams, float(g_content), float(g_style))
+        return grad, None
