@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
     if default_output is None:
-        p.add_argument("-o", "--output", required=True, help="output image (.png keeps settings inside)")
+        # Required unless --estimate (checked by cmd_stylize).
+        p.add_argument("-o", "--output", help="output image (.png keeps settings inside); "
+                       "required unless --estimate")
     else:
         p.add_argument("-o", "--output", default=default_output, help="output image")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -158,6 +160,9 @@ def _add_run_options(p: argparse.ArgumentParser, default_output: str | None) -> 
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.add_argument("--plot", metavar="PATH", help="also write a plot of the losses against "
                    "the evaluation (content, style, TV, total) to PATH (.png)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the run's predicted peak memory and wall time on this device, "
+                   "and which scales it paints in tiles, then exit without painting")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_stylize(args: argparse.Namespace) -> int:
     from .run import run_stylize
 
+    if args.output is None and not args.estimate:
+        print("brushwork stylize: error: the following arguments are required: -o/--output "
+              "(see --help)", file=sys.stderr)
+        return EXIT_USAGE
     return run_stylize(args.content, args.style, args, settings_from_args(args))
 
 

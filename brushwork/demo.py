@@ -102,6 +102,8 @@ def demo_photo() -> Path:
 def run_demo(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from .run import run_stylize
 
+    if args.estimate:
+        return run_stylize(demo_photo(), [make_style_image()], args, options)
     # The demo makes its own output folder (out/ by default); stylize does not guess.
     Path(args.output).expanduser().parent.mkdir(parents=True, exist_ok=True)
     output = check_output_path(args.output, force=args.force)

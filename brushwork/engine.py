@@ -21,25 +21,29 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import memory
 from .cache import Cache, load_network
 from .color import luminance_transfer, match_color
 from .device import resolve_device
 from .errors import BrushworkError, DivergedError
 from .imageio import load_image, resize_to, scaled_size, to_image, to_tensor
-from .objective import Objective
+from .objective import Objective, blend_grams, style_grams
 from .optimise import optimise
 from .pyramid import Scale, scales
 from .result import Interrupted, Iterate, Result
 from .settings import Settings
 from .stopping import StopRule
+from .tiling import TiledObjective, tiled_style_grams
 from .vgg import FeatureExtractor
 
-__all__ = ["stylize", "Cache", "Iterate", "Result", "Interrupted", "resolve_device"]
+__all__ = ["stylize", "estimate", "Cache", "Iterate", "Result", "Interrupted",
+           "resolve_device"]
 
 ImageInput = Any  # a path, a PIL image or a numpy array
 Callback = Callable[[Iterate], None]
 Log = Callable[[str], None]
 NOISE_STD = 16.0  # pixel units
+OBSERVE_AFTER = 3  # a scale's evaluations before its time per evaluation is worth keeping
 
 
 def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
@@ -66,12 +70,17 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     else:
         generator.seed()
 
-    plan = scales(settings, inputs.content.size)
+    forecast = _forecast(net, settings, device, inputs.content.size)
+    if log is not None:
+        log(forecast.describe())
+    plan = [p.scale for p in forecast.scales]
     progress = _Progress(plan, start, callback)
     x: torch.Tensor | None = None
     prev_photo: torch.Tensor | None = None
-    for level, scale in enumerate(plan):
-        objective = _scale_objective(inputs, settings, scale, net, device, cache)
+    for level, scale_plan in enumerate(forecast.scales):
+        scale = scale_plan.scale
+        objective = _scale_objective(inputs, settings, scale, net, device, cache,
+                                     scale_plan.tile)
         photo = objective.photo
         if x is None or prev_photo is None:
             x = _first_image(settings, inputs, photo, generator)
@@ -79,17 +88,45 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             x = enlarge(x, prev_photo, photo, settings.knob("photo_detail"))
         prev_photo = photo
         x = x.contiguous().requires_grad_(True)
+        began = time.perf_counter()
         try:
-            steps = _paint_scale(x, objective, settings, level, scale.iterations, progress)
+            steps = _paint_scale(x, objective, settings, level, scale_plan.history,
+                                 scale.iterations, progress)
         except KeyboardInterrupt:
             raise Interrupted(_result(x.detach().clamp(0, 255), inputs, settings, progress,
                                       device, interrupted=True)) from None
         if steps < scale.iterations and log is not None:
             log(f"scale {level + 1}/{len(plan)}: the picture stopped changing after "
                 f"{steps} of {scale.iterations} steps; moving on")
+        if scale_plan.tile is None and steps >= OBSERVE_AFTER:
+            memory.observe(net, settings, device, scale.pixels,
+                           (time.perf_counter() - began) / steps)
         x = x.detach().clamp(0, 255)
     assert x is not None
     return _result(x, inputs, settings, progress, device, interrupted=False)
+
+
+def estimate(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
+             log: Log | None = None, cache: Cache | None = None,
+             **options: Any) -> memory.Estimate:
+    """What :func:`stylize` with the same arguments would need: its peak memory and wall
+    time on this device, and its plan (which scales are painted in tiles).  Measures the
+    device once (a few seconds; then cached).  Raises BrushworkError when the run would
+    not fit its memory budget, naming what would."""
+    settings = Settings(**_normalise(options))
+    device = resolve_device(settings.device)
+    inputs = _Inputs.load(content, style, settings)
+    net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
+    return _forecast(net, settings, device, inputs.content.size)
+
+
+def _forecast(net: FeatureExtractor, settings: Settings, device: torch.device,
+              content_size: tuple[int, int]) -> memory.Estimate:
+    budget = (settings.max_memory * memory.GB if settings.max_memory is not None
+              else memory.default_budget(device))
+    calibration = memory.calibration_for(net, settings, device)
+    return memory.plan(scales(settings, content_size), settings, calibration, net, budget,
+                       settings.tile_size)
 
 
 def enlarge(x: torch.Tensor, coarse_photo: torch.Tensor, photo: torch.Tensor,
@@ -137,9 +174,11 @@ class _Inputs:
 
 
 def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: FeatureExtractor,
-                     device: torch.device, cache: Cache | None) -> Objective:
+                     device: torch.device, cache: Cache | None,
+                     tile: int | None) -> Objective | TiledObjective:
     """The objective at this scale: its photo, and the styles at the size
-    ``style_scale`` asks for (recoloured if asked)."""
+    ``style_scale`` asks for (recoloured if asked); evaluated in tiles of ``tile`` px
+    when given."""
     w, h = scale.size
     photo = to_tensor(resize_to(inputs.content, (w, h))).to(device)
     style_long = max(1, round(settings.style_scale * max(w, h)))
@@ -150,7 +189,12 @@ def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: Fea
     elif settings.preserve_colors == "histogram-to-style":
         main = max(range(len(inputs.blend)), key=inputs.blend.__getitem__)
         photo = match_color(photo, style_ts[main])
-    return Objective.for_styles(net, settings, photo, style_ts, inputs.blend, cache)
+    if tile is None:
+        return Objective.for_styles(net, settings, photo, style_ts, inputs.blend, cache)
+    layers = settings.style_layers
+    grams = [tiled_style_grams(net, t, layers, tile) if max(t.shape[-2:]) > tile
+             else style_grams(net, t, layers) for t in style_ts]
+    return TiledObjective(net, settings, photo, blend_grams(grams, inputs.blend), tile)
 
 
 def _first_image(settings: Settings, inputs: _Inputs, photo: torch.Tensor,
@@ -201,13 +245,14 @@ class _Progress:
                                   x.detach().clone()))
 
 
-def _paint_scale(x: torch.Tensor, objective: Objective, settings: Settings, level: int,
-                 iterations: int, progress: _Progress) -> int:
+def _paint_scale(x: torch.Tensor, objective: Objective | TiledObjective, settings: Settings,
+                 level: int, history: int, iterations: int, progress: _Progress) -> int:
     """Optimise ``x`` in place at one scale; returns the steps taken (fewer than
     ``iterations`` when the stopping rule ended the scale)."""
     rule = StopRule(settings.stop_tolerance)
     taken = 0
-    for taken, losses in enumerate(optimise(x, objective, settings, iterations), 1):
+    for taken, losses in enumerate(optimise(x, objective, settings, iterations, history),
+                                   1):
         if not math.isfinite(losses["total"]):
             raise DivergedError(
                 f"the loss became {losses['total']} at step {progress.step + 1}; lower "

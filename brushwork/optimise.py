@@ -45,9 +45,10 @@ class GradientScale:
 
 
 def optimise(x: torch.Tensor, objective: Callable[[torch.Tensor], Terms], settings: Settings,
-             iterations: int) -> Iterator[dict[str, float]]:
+             iterations: int, history_size: int | None = None) -> Iterator[dict[str, float]]:
     """Minimise ``objective(x)["total"]`` over ``x`` (a leaf that requires grad) in place,
-    with at most ``iterations`` evaluations; yields each evaluation's terms as numbers."""
+    with at most ``iterations`` evaluations; yields each evaluation's terms as numbers.
+    ``history_size``: L-BFGS's pairs, when a memory budget keeps fewer than the settings'."""
     scale = GradientScale(settings.normalize_gradients)
 
     def evaluate() -> dict[str, float]:
@@ -59,7 +60,8 @@ def optimise(x: torch.Tensor, objective: Callable[[torch.Tensor], Terms], settin
 
     if settings.optimizer == "lbfgs":
         # One evaluation per iteration and no line search, like neural-style.
-        yield from lbfgs_steps(x, evaluate, iterations, settings.history_size)
+        yield from lbfgs_steps(x, evaluate, iterations,
+                               history_size or settings.history_size)
         return
     lr = settings.learning_rate or DEFAULT_LR[settings.optimizer]
     sched = None

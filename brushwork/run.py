@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .engine import Interrupted, Iterate, Result, stylize
+from .engine import Interrupted, Iterate, Result, estimate, stylize
 from .errors import BrushworkError
 from .imageio import check_output_dir, check_output_path, save_image, save_text
 from .pyramid import count_steps
@@ -36,6 +36,8 @@ def snapshot_path(output: Path, step: int) -> Path:
 def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
                 options: dict[str, Any]) -> int:
     settings = Settings(**options)  # validate before touching any file
+    if args.estimate:
+        return print_estimate(content, styles, options)
     if args.print_every < 0 or args.save_every < 0:
         raise BrushworkError("--print-every and --save-every must be 0 or positive")
     output = check_output_path(args.output, force=args.force)
@@ -101,6 +103,17 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
         losses = "  ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         print(f"wrote {path} ({result.image.width}x{result.image.height}, "
               f"{result.elapsed:.1f} s, {losses})", file=sys.stderr)
+    return 0
+
+
+def print_estimate(content: Any, styles: Sequence[Any], options: dict[str, Any]) -> int:
+    """``--estimate``: the prediction and the plan per scale, on stdout; nothing written."""
+    forecast = estimate(content, list(styles), **options)
+    print(forecast.describe())
+    for level, p in enumerate(forecast.scales, 1):
+        how = f"tiles of {p.tile} px" if p.tile is not None else "whole"
+        print(f"  scale {level}/{len(forecast.scales)}: {p.scale.size[0]}x{p.scale.size[1]}, "
+              f"{p.scale.iterations} steps, {how}, L-BFGS history {p.history}")
     return 0
 
 

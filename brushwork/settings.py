@@ -127,6 +127,14 @@ class Settings:
                             shown="random")
     max_pixels: int = _opt(DEFAULT_MAX_PIXELS, "refuse input images with more pixels than this",
                            metavar="N")
+    # Print size (brushwork.memory, brushwork.tiling).
+    max_memory: float | None = _opt(
+        None, "memory budget for the run's peak, in GB (RAM on the CPU, GPU memory on a "
+        "GPU); a scale that would not fit whole is painted in tiles, exactly, with no seams",
+        metavar="GB", shown="four fifths of the memory available")
+    tile_size: int | None = _opt(
+        None, "paint scales larger than PX in tiles of PX (a multiple of 16, at least the "
+        "network's halo of 80 px)", metavar="PX", shown="tiles only where the budget needs them")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -165,8 +173,11 @@ def validate(s: Settings) -> None:
     """Raise BrushworkError naming the first bad option and its value."""
     for name in ("size", "iterations", "lr_decay_steps", "history_size", "max_pixels"):
         _positive_int(name, getattr(s, name))
-    if s.min_size is not None:
-        _positive_int("min_size", s.min_size)
+    for name in ("min_size", "tile_size"):
+        if getattr(s, name) is not None:
+            _positive_int(name, getattr(s, name))
+    if s.max_memory is not None:
+        _weight("max_memory", s.max_memory, positive=True)
     for name in ("tv_weight", "stop_tolerance"):
         _weight(name, getattr(s, name))
     for name in ("content_weight", "style_weight"):

@@ -90,3 +90,12 @@ def use_tiny(monkeypatch):
     weights = tiny_weights()
     monkeypatch.setattr(cache_module, "load_weights", lambda *a, **k: weights)
     return weights
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Calibrations and downloads go to a folder of the test session, not the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BRUSHWORK_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()

@@ -1,0 +1,534 @@
+"""What a run will need: its peak memory and wall time on this device, before it starts.
+
+One evaluation of the objective (forward and backward through the network) costs memory
+and time in proportion to its pixels, plus a constant.  :func:`calibrate` measures both
+on the device at two small sizes and fits the line; :func:`estimate` adds what the run
+keeps between evaluations (the image, its gradient, the L-BFGS history, the content
+targets) and sums the time over the pyramid's scales and, for tiled scales
+(brushwork.tiling), over the tiles.  :func:`plan` picks, from a memory budget, whether
+each scale is tiled, the tile size and the L-BFGS history.
+
+Memory is the process's resident set on the CPU (Linux: its high-water mark, reset
+before each probe) and the caching allocator's peak on CUDA.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .errors import BrushworkError
+from .pyramid import Scale
+from .settings import Settings
+from .vgg import FeatureExtractor
+from .weights import cache_dir
+
+PROBE_SIZES = (128, 256)  # square probes; small enough to take a second or two on a CPU
+BUDGET_SHARE = 0.8  # of the memory available when the run starts, by default
+PLAN_MARGIN = 0.9  # plans use this share of the budget, leaving room for the estimate's error
+OBSERVATIONS_KEPT = 8  # the latest runs' evaluation times that estimates follow
+MIN_HISTORY = 5  # the fewest L-BFGS pairs a budget may shrink the history to
+FLOAT = 4  # bytes per image value (float32)
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Line:
+    """``intercept + slope * pixels``."""
+
+    intercept: float
+    slope: float
+
+    def __call__(self, pixels: float) -> float:
+        return self.intercept + self.slope * pixels
+
+    @classmethod
+    def through(cls, p0: tuple[float, float], p1: tuple[float, float]) -> Line:
+        (x0, y0), (x1, y1) = p0, p1
+        slope = max(0.0, (y1 - y0) / (x1 - x0))
+        return cls(max(0.0, y0 - slope * x0), slope)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One evaluation's cost on a device, as lines in its pixels."""
+
+    device: str
+    resident_bytes: float  # the process when the run starts (torch, the network's weights)
+    eval_bytes: Line  # one evaluation's peak above ``resident_bytes``
+    eval_seconds: Line  # one evaluation, forward and backward
+    forward_share: float  # a forward pass alone, as a share of an evaluation's time
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """How one scale is painted: whole, or in tiles of ``tile`` pixels."""
+
+    scale: Scale
+    tile: int | None
+    history: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A run's predicted peak memory and wall time, and the plan they assume."""
+
+    peak_bytes: float
+    seconds: float
+    budget_bytes: float
+    scales: tuple[ScalePlan, ...]
+
+    @property
+    def tiled(self) -> bool:
+        return any(p.tile is not None for p in self.scales)
+
+    def describe(self) -> str:
+        """One line for the log, e.g. ``estimate: peak 1.46 GB of a 15.2 GB budget,
+        about 1 min 40 s``."""
+        text = (f"estimate: peak {self.peak_bytes / GB:.2f} GB of a "
+                f"{self.budget_bytes / GB:.1f} GB budget, about {format_seconds(self.seconds)}")
+        tiles = sorted({p.tile for p in self.scales if p.tile is not None})
+        if tiles:
+            text += f"; tiles of {tiles[-1]} px at the scales that need them"
+        histories = {p.history for p in self.scales}
+        if len(histories) == 1:
+            (history,) = histories
+            text += f"; L-BFGS history {history}"
+        return text
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h} h {m:02d} min"
+    if m:
+        return f"{m} min {s:02d} s"
+    return f"{s} s"
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+
+class PeakMeter:
+    """The peak memory of a stretch of work on ``device``, or None where it cannot be read."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._base = 0
+
+    @property
+    def works(self) -> bool:
+        if self.device.type == "cuda":
+            return True
+        return self.device.type == "cpu" and _can_reset_rss_peak()
+
+    def start(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            _trim_heap()
+            _reset_rss_peak()
+            self._base = _proc_status("VmRSS")
+
+    def peak(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return float(torch.cuda.max_memory_allocated(self.device) - self._base)
+        return float(_proc_status("VmHWM") - self._base)
+
+
+def resident_bytes(device: torch.device) -> float:
+    """What the process holds now on ``device``."""
+    if device.type == "cuda":
+        return float(torch.cuda.memory_allocated(device))
+    try:
+        return float(_proc_status("VmRSS"))
+    except OSError:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return float(peak if platform.system() == "Darwin" else peak * 1024)
+
+
+def available_bytes(device: torch.device) -> float:
+    """Memory this process could still take on ``device``: the GPU's free memory, or the
+    system's available memory within any cgroup limit."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free)
+    candidates = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            candidates.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    if not candidates:
+        try:
+            candidates.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+        except (ValueError, OSError, AttributeError):
+            candidates.append(8 * 1024 ** 3)
+    return float(max(0, min(candidates)))
+
+
+def default_budget(device: torch.device) -> float:
+    """A safe share of what is available, plus what the process already holds."""
+    return resident_bytes(device) + BUDGET_SHARE * available_bytes(device)
+
+
+def calibration_for(net: FeatureExtractor, settings: Settings, device: torch.device,
+                    *, refresh: bool = False) -> Calibration:
+    """This device's :class:`Calibration` for ``net`` and ``settings``' objective: measured
+    once (a few seconds) and kept in the cache directory; its time line is refitted to
+    the evaluations later runs :func:`observe`."""
+    key = _calibration_key(net, settings, device)
+    known = _read_calibrations()
+    entry = known.get(key)
+    if refresh or not _valid(entry):
+        measured = calibrate(net, _objective_factory(net, settings, device), device)
+        entry = {"device": measured.device,
+                 "eval_bytes": [measured.eval_bytes.intercept, measured.eval_bytes.slope],
+                 "eval_seconds": [measured.eval_seconds.intercept,
+                                  measured.eval_seconds.slope],
+                 "forward_share": measured.forward_share, "observed": []}
+        known[key] = entry
+        _write_calibrations(known)
+    assert isinstance(entry, dict)
+    seconds = Line(*entry["eval_seconds"])
+    if entry.get("observed"):
+        seconds = refit(seconds, [(float(p), float(t)) for p, t in entry["observed"]])
+    return Calibration(device=str(entry["device"]), resident_bytes=resident_bytes(device),
+                       eval_bytes=Line(*entry["eval_bytes"]), eval_seconds=seconds,
+                       forward_share=float(entry["forward_share"]))
+
+
+def observe(net: FeatureExtractor, settings: Settings, device: torch.device, pixels: int,
+            seconds: float) -> None:
+    """Record what one whole-picture evaluation of ``pixels`` took in a real run (the
+    optimiser's own work included), so that later estimates follow this machine."""
+    key = _calibration_key(net, settings, device)
+    known = _read_calibrations()
+    entry = known.get(key)
+    if not _valid(entry):
+        return
+    assert isinstance(entry, dict)
+    entry["observed"] = [*entry.get("observed", []), [pixels, seconds]][-OBSERVATIONS_KEPT:]
+    _write_calibrations(known)
+
+
+def refit(probe: Line, observed: Sequence[tuple[float, float]]) -> Line:
+    """The time line from runs' observations ``(pixels, seconds)``: a least-squares line
+    when they span two sizes or more, else the probe's line scaled to match them."""
+    sizes = {p for p, _ in observed}
+    if len(sizes) >= 2:
+        n = len(observed)
+        mp = sum(p for p, _ in observed) / n
+        mt = sum(t for _, t in observed) / n
+        var = sum((p - mp) ** 2 for p, _ in observed)
+        slope = max(0.0, sum((p - mp) * (t - mt) for p, t in observed) / var)
+        return Line(max(0.0, mt - slope * mp), slope)
+    ratio = sum(t / max(probe(p), 1e-9) for p, t in observed) / len(observed)
+    return Line(probe.intercept * ratio, probe.slope * ratio)
+
+
+def _valid(entry: object) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    try:
+        Line(*entry["eval_bytes"])
+        Line(*entry["eval_seconds"])
+        float(entry["forward_share"])
+        return all(len(o) == 2 for o in entry.get("observed", []))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _calibration_file() -> Path:
+    return cache_dir() / "calibration.json"
+
+
+def _read_calibrations() -> dict[str, object]:
+    try:
+        known = json.loads(_calibration_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _write_calibrations(known: dict[str, object]) -> None:
+    path = _calibration_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False,
+                                         suffix=".tmp") as f:
+            json.dump(known, f, indent=1)
+        os.replace(f.name, path)
+    except OSError:
+        pass  # a read-only cache costs a new measurement next time, nothing else
+
+
+def _calibration_key(net: FeatureExtractor, settings: Settings, device: torch.device) -> str:
+    from .cache import model_key
+
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = f"{platform.machine()} x{os.cpu_count()}"
+    return "|".join(map(str, (device, hardware, torch.__version__, torch.get_num_threads(),
+                              model_key(settings.model), net.pooling, settings.content_layers,
+                              settings.style_layers)))
+
+
+def _objective_factory(net: FeatureExtractor, settings: Settings,
+                       device: torch.device) -> Callable[[int], torch.nn.Module]:
+    from .objective import Objective
+
+    g = torch.Generator().manual_seed(0)
+    style = (torch.rand(1, 3, 64, 64, generator=g) * 255).to(device)
+
+    def at(n: int) -> torch.nn.Module:
+        photo = (torch.rand(1, 3, n, n, generator=g) * 255).to(device)
+        return Objective.for_styles(net, settings, photo, [style])
+
+    return at
+
+
+def calibrate(net: FeatureExtractor, objective_at: Callable[[int], torch.nn.Module],
+              device: torch.device, sizes: Sequence[int] = PROBE_SIZES) -> Calibration:
+    """Measure one evaluation at two square sizes on ``device`` and fit lines.
+
+    ``objective_at(n)`` builds the run's objective for an ``n`` x ``n`` photo.  At each
+    size the first evaluation sets up the kernels for its shape (oneDNN, cuDNN), so the
+    second is timed; memory is the larger of the two.
+    """
+    meter = PeakMeter(device)
+    resident = resident_bytes(device)
+    points_bytes, points_seconds, shares = [], [], []
+    for n in sizes:
+        objective = objective_at(n)
+        if meter.works:
+            meter.start()
+        _evaluate(objective, device)
+        seconds = _evaluate(objective, device)
+        used = meter.peak() if meter.works else _saved_bytes(objective, device)
+        forward = _forward(objective, device)
+        points_bytes.append((n * n, used))
+        points_seconds.append((n * n, seconds))
+        shares.append(forward / max(seconds, 1e-9))
+        del objective
+    return Calibration(str(device), resident, Line.through(*points_bytes),
+                       Line.through(*points_seconds), min(1.0, sum(shares) / len(shares)))
+
+
+def _image(objective: torch.nn.Module) -> torch.Tensor:
+    photo: torch.Tensor = objective.photo  # type: ignore[assignment]
+    return photo.clone().requires_grad_(True)
+
+
+def _evaluate(objective: torch.nn.Module, device: torch.device) -> float:
+    x = _image(objective)
+    _sync(device)
+    t = time.perf_counter()
+    objective(x)["total"].backward()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+@torch.no_grad()
+def _forward(objective: torch.nn.Module, device: torch.device) -> float:
+    net = objective.net
+    assert isinstance(net, FeatureExtractor)
+    photo = _image(objective).detach()
+    _sync(device)
+    t = time.perf_counter()
+    net(photo)
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def _saved_bytes(objective: torch.nn.Module, device: torch.device) -> float:
+    """Where no peak can be read: the bytes autograd keeps for the backward pass, counted
+    as they are saved (each storage once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = _image(objective)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        objective(x)
+    return float(sum(storages.values()))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- predicting ----------------------------------------------------------------------------
+
+
+def kept_bytes(pixels: int, settings: Settings, history: int, net: FeatureExtractor) -> float:
+    """What a scale keeps between evaluations: image-sized vectors (the image, its gradient,
+    the photo, the optimiser's state) and the content targets."""
+    image = 3 * pixels * FLOAT
+    # L-BFGS: g, g_new, the direction and y, and the history's pairs (s, y); Adam: its two
+    # moments and scratch; SGD: scratch.
+    vectors = 4 + 2 * history if settings.optimizer == "lbfgs" else 3
+    vectors += 3  # x, x.grad, the photo
+    content = sum(_channels(net, name) * pixels / _stride(net, name) ** 2 * FLOAT
+                  for name in settings.content_layers)
+    return vectors * image + content
+
+
+def _channels(net: FeatureExtractor, name: str) -> int:
+    """The channels of ``net``'s features at ``name`` (those of the convolution before it)."""
+    steps = net.steps[: net.steps.index(name) + 1]
+    last = [s for s in steps if s.startswith("conv")][-1]
+    conv = net.convs[last]
+    assert isinstance(conv, torch.nn.Conv2d)
+    return conv.out_channels
+
+
+def _stride(net: FeatureExtractor, name: str) -> int:
+    from .tiling import strides
+
+    return strides(net.steps)[name]
+
+
+def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
+               net: FeatureExtractor) -> tuple[float, float]:
+    """``(peak bytes, seconds)`` of one scale."""
+    from .tiling import plan_tiles, tile_geometry
+
+    w, h = plan.scale.size
+    kept = kept_bytes(w * h, settings, plan.history, net)
+    if plan.tile is None:
+        peak = calibration.eval_bytes(w * h)
+        per_eval = calibration.eval_seconds(w * h)
+        setup = calibration.forward_share * per_eval
+    else:
+        halo, align = tile_geometry(net)
+        tiles = plan_tiles(h, w, plan.tile, halo, align)
+        boxes = [(t.by1 - t.by0) * (t.bx1 - t.bx0) for t in tiles]
+        peak = calibration.eval_bytes(max(boxes)) + 3 * w * h * FLOAT  # + the gradient's sum
+        full = sum(calibration.eval_seconds(b) for b in boxes)
+        per_eval = full * (1 + calibration.forward_share)  # pass 1 is one more forward
+        setup = 2 * calibration.forward_share * full
+    iterations = plan.scale.iterations
+    return calibration.resident_bytes + kept + peak, setup + iterations * per_eval
+
+
+def estimate(scales: Sequence[ScalePlan], settings: Settings, calibration: Calibration,
+             net: FeatureExtractor, budget: float) -> Estimate:
+    costs = [scale_cost(p, settings, calibration, net) for p in scales]
+    return Estimate(peak_bytes=max(c[0] for c in costs), seconds=sum(c[1] for c in costs),
+                    budget_bytes=budget, scales=tuple(scales))
+
+
+def tile_sizes(long_side: int, halo: int, align: int) -> list[int]:
+    """Candidate tile sizes, largest first: multiples of ``align`` from the picture's long
+    side down to the halo."""
+    top = -(-long_side // align) * align
+    return list(range(top - align, max(halo, align) - 1, -align))
+
+
+def plan(scales: Sequence[Scale], settings: Settings, calibration: Calibration,
+         net: FeatureExtractor, budget: float, tile: int | None = None) -> Estimate:
+    """Each scale whole when it fits ``budget``; otherwise in the largest tiles that fit
+    (or ``tile`` when given), with the L-BFGS history shrunk if even the smallest tile
+    does not.  Raises BrushworkError, naming what would fit, when nothing does."""
+    from .tiling import tile_geometry
+
+    halo, align = tile_geometry(net)
+    if tile is not None and (tile < halo or tile % align):
+        raise BrushworkError(f"--tile-size {tile} must be a multiple of {align} px and at "
+                             f"least the network's halo, {halo} px")
+    chosen = []
+    for scale in scales:
+        chosen.append(_plan_scale(scale, settings, calibration, net, budget, tile, halo,
+                                  align))
+    return estimate(chosen, settings, calibration, net, budget)
+
+
+def _plan_scale(scale: Scale, settings: Settings, calibration: Calibration,
+                net: FeatureExtractor, budget: float, tile: int | None, halo: int,
+                align: int) -> ScalePlan:
+    def fits(p: ScalePlan) -> bool:
+        return scale_cost(p, settings, calibration, net)[0] <= PLAN_MARGIN * budget
+
+    long_side = max(scale.size)
+    histories = [settings.history_size]
+    if settings.optimizer == "lbfgs":
+        histories += list(range(settings.history_size - 1, MIN_HISTORY - 1, -1))
+    for history in histories:
+        whole = ScalePlan(scale, None, history)
+        if tile is not None:
+            candidate = replace(whole, tile=tile) if long_side > tile else whole
+            if fits(candidate):
+                return candidate
+            continue
+        if fits(whole):
+            return whole
+        for size in tile_sizes(long_side, halo, align):
+            candidate = ScalePlan(scale, size, history)
+            if fits(candidate):
+                return candidate
+    smallest = ScalePlan(scale, tile or max(halo, align), min(histories))
+    need = scale_cost(smallest, settings, calibration, net)[0] / PLAN_MARGIN
+    raise BrushworkError(
+        f"a {scale.size[0]}x{scale.size[1]} scale needs at least {need / GB:.1f} GB, more "
+        f"than the {budget / GB:.1f} GB budget; raise --max-memory or lower --size")
+
+
+# -- Linux process memory ------------------------------------------------------------------
+
+
+def _proc_status(key: str) -> int:
+    """A ``/proc/self/status`` figure in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"{key} is not in /proc/self/status")
+
+
+def _can_reset_rss_peak() -> bool:
+    return os.access("/proc/self/clear_refs", os.W_OK) and Path("/proc/self/status").exists()
+
+
+def _reset_rss_peak() -> None:
+    """Set the high-water mark VmHWM to the current resident set (Linux 4.0 and later)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _trim_heap() -> None:
+    """Give malloc's free pages back, so the probe's growth shows in the resident set."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        ctypes.CDLL(name).malloc_trim(0)

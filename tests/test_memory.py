@@ -1,0 +1,183 @@
+"""The estimate before a run, the plan a budget gives, and tiled runs end to end."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+import brushwork.memory as memory
+from brushwork import estimate, stylize
+from brushwork.cli import main
+from brushwork.errors import BrushworkError
+from brushwork.memory import Calibration, Line, PeakMeter, plan, refit, tile_sizes
+from brushwork.pyramid import Scale
+from brushwork.settings import Settings
+from brushwork.vgg import FeatureExtractor
+from conftest import tiny_weights
+
+MB = 2 ** 20
+# One evaluation: 1 MB plus 2 kB per pixel, 0.1 s plus 1 us per pixel; forward a third.
+CAL = Calibration("cpu", resident_bytes=100 * MB, eval_bytes=Line(MB, 2048.0),
+                  eval_seconds=Line(0.1, 1e-6), forward_share=1 / 3)
+
+
+def _net(settings: Settings) -> FeatureExtractor:
+    return FeatureExtractor(tiny_weights(), settings.content_layers + settings.style_layers)
+
+
+def test_lines_by_hand():
+    line = Line.through((100.0, 3.0), (300.0, 7.0))
+    assert (line.intercept, line.slope) == (1.0, 0.02)
+    assert line(1000) == 21.0
+    # A noisy fall is no negative cost per pixel.
+    assert Line.through((100.0, 5.0), (300.0, 4.0)) == Line(5.0, 0.0)
+    # Runs at two sizes: their least-squares line, whatever the probe said.
+    fitted = refit(Line(0.0, 1.0), [(100.0, 2.0), (300.0, 4.0), (300.0, 4.0)])
+    assert fitted.slope == pytest.approx(0.01) and fitted.intercept == pytest.approx(1.0)
+    # Runs at one size: the probe's line scaled to them (here half as slow).
+    assert refit(Line(1.0, 0.01), [(100.0, 1.0)]) == Line(0.5, 0.005)
+
+
+def test_kept_bytes_by_hand():
+    s = Settings(content_layers=("relu4_2",), history_size=20)
+    net = _net(s)
+    # L-BFGS: 4 + 2 * 20 vectors, plus x, its gradient and the photo: 47 images of 3
+    # float32 per pixel; the content target: relu4_2's channels at stride 8.
+    channels = net.convs["conv4_2"].out_channels
+    want = 47 * 3 * 4 * 1024 ** 2 + channels * 1024 ** 2 / 64 * 4
+    assert memory.kept_bytes(1024 ** 2, s, 20, net) == pytest.approx(want)
+
+
+def test_tile_sizes_are_aligned_and_no_smaller_than_the_halo():
+    assert tile_sizes(200, 80, 16) == [192, 176, 160, 144, 128, 112, 96, 80]
+    assert tile_sizes(80, 80, 16) == []
+
+
+def test_a_budget_that_fits_paints_whole_and_a_smaller_one_tiles():
+    s = Settings(size=1024, multiscale="off", iterations=10)
+    net = _net(s)
+    scales = [Scale((1024, 1024), 10)]
+    whole = plan(scales, s, CAL, net, budget=10e9)
+    assert not whole.tiled and whole.scales[0].history == 20
+    need = whole.peak_bytes
+    tiled = plan(scales, s, CAL, net, budget=need * 0.9)
+    assert tiled.tiled and tiled.scales[0].tile is not None
+    assert tiled.peak_bytes <= memory.PLAN_MARGIN * need * 0.9
+    assert tiled.peak_bytes < need
+    # Tiles cost time: one more forward pass and the halos.
+    assert tiled.seconds > whole.seconds
+    # A tile size given is used as given.
+    given = plan(scales, s, CAL, net, budget=10e9, tile=256)
+    assert [p.tile for p in given.scales] == [256]
+
+
+def test_a_tight_budget_shrinks_the_history_and_an_impossible_one_is_refused():
+    s = Settings(size=1024, multiscale="off", iterations=10)
+    net = _net(s)
+    scales = [Scale((1024, 1024), 10)]
+    # The history (2 image vectors per pair) dominates at 1024 px: 120 MB for 20 pairs.
+    smallest_tile = plan(scales, s, CAL, net, budget=10e9, tile=80).peak_bytes
+    shrunk = plan(scales, s, CAL, net, budget=smallest_tile * 0.95)
+    assert shrunk.scales[0].history < 20
+    with pytest.raises(BrushworkError, match="raise --max-memory or lower --size"):
+        plan(scales, s, CAL, net, budget=200 * MB)
+    with pytest.raises(BrushworkError, match="multiple of 16 px and at least"):
+        plan(scales, s, CAL, net, budget=10e9, tile=40)
+
+
+def test_estimate_describes_itself():
+    s = Settings(size=1024, multiscale="off", iterations=10)
+    est = plan([Scale((1024, 1024), 10)], s, CAL, _net(s), budget=10e9)
+    # 10 evaluations of 0.1 + 1.048576 s, and the targets' forward pass.
+    assert est.seconds == pytest.approx(11 * 1.148576 / 3 + 10 * 1.148576 * (1 - 1 / 3),
+                                        rel=1e-6)
+    text = est.describe()
+    assert text.startswith("estimate: peak ") and "10.0 GB budget" in text
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="the CPU peak is read from /proc")
+def test_the_peak_meter_sees_an_allocation():
+    meter = PeakMeter(torch.device("cpu"))
+    assert meter.works
+    meter.start()
+    block = torch.ones(64 * MB // 4)  # 64 MB, touched
+    assert meter.peak() >= 60 * MB
+    del block
+    meter.start()
+    assert meter.peak() < 60 * MB
+
+
+def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, tmp_path):
+    monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path))
+    s = Settings()
+    net = _net(s)
+    calls = []
+    real = memory.calibrate
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs, sizes=(32, 64))
+
+    monkeypatch.setattr(memory, "calibrate", counting)
+    first = memory.calibration_for(net, s, torch.device("cpu"))
+    again = memory.calibration_for(net, s, torch.device("cpu"))
+    assert len(calls) == 1 and again.eval_bytes == first.eval_bytes
+    assert first.eval_seconds.slope >= 0 and 0 < first.forward_share <= 1
+    # A run reports 2 s per evaluation at 1000 and 4 s at 3000 pixels: the line follows.
+    memory.observe(net, s, torch.device("cpu"), 1000, 2.0)
+    memory.observe(net, s, torch.device("cpu"), 3000, 4.0)
+    follows = memory.calibration_for(net, s, torch.device("cpu"))
+    assert follows.eval_seconds(2000) == pytest.approx(3.0)
+    # A damaged cache file is measured anew, not an error.
+    (memory._calibration_file()).write_text("{not json")
+    memory.calibration_for(net, s, torch.device("cpu"))
+    assert len(calls) == 2
+    assert isinstance(json.loads(memory._calibration_file().read_text()), dict)
+
+
+def test_a_tiled_run_paints_the_picture_a_whole_run_paints(use_tiny, photo_path, painting_path):
+    opts = dict(size=112, multiscale="off", iterations=6, seed=3)
+    whole = stylize(photo_path, painting_path, **opts)
+    said: list[str] = []
+    tiled = stylize(photo_path, painting_path, tile_size=80, log=said.append, **opts)
+    assert "tiles of 80 px" in said[0]
+    assert tiled.losses["total"] == pytest.approx(whole.losses["total"], rel=1e-3)
+    diff = np.abs(np.asarray(tiled.image, dtype=float) - np.asarray(whole.image, dtype=float))
+    assert diff.mean() < 0.5
+
+
+def test_estimate_is_the_plan_of_the_run(use_tiny, photo_path, painting_path):
+    est = estimate(photo_path, painting_path, size=112, multiscale="off", iterations=6,
+                   tile_size=80)
+    assert est.tiled and est.seconds > 0 and est.peak_bytes > 0
+    assert [p.scale.iterations for p in est.scales] == [6]
+
+
+def test_cli_estimate_prints_and_writes_nothing(use_tiny, photo_path, painting_path, tmp_path,
+                                                capsys):
+    out = tmp_path / "out.png"
+    assert main(["stylize", str(photo_path), str(painting_path), "--size", "112",
+                 "--estimate"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("estimate: peak") and "scale 1/" in printed
+    assert not out.exists()
+    # Without --estimate an output is required, as before.
+    assert main(["stylize", str(photo_path), str(painting_path)]) == 2
+    assert "-o/--output" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_tile_smaller_than_the_halo(use_tiny, photo_path, painting_path,
+                                                  tmp_path, capsys):
+    out = tmp_path / "out.png"
+    code = main(["stylize", str(photo_path), str(painting_path), "-o", str(out),
+                 "--tile-size", "48", "--size", "112"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists()
+    assert err[-1].startswith("brushwork: error: --tile-size 48 must be a multiple of 16 px")
+    code = main(["stylize", str(photo_path), str(painting_path), "-o", str(out),
+                 "--max-memory", "0"])
+    assert code != 0 and "max_memory" in capsys.readouterr().err
