@@ -50,6 +50,8 @@ class Sizes:
     reference_iterations: int
     rss_sizes: tuple[int, int]
     allocator_size: int
+    # The dense reference: the matrix product's side and the convolution's map side.
+    dense_size: tuple[int, int] = (2048, 128)
 
 
 FULL = Sizes(eval_sizes=(256, 512), ttq_size_cpu=256, ttq_size_gpu=512,
@@ -266,9 +268,10 @@ TTQ_OPTIONS = PRE_STRENGTH_DEFAULTS
 
 
 def time_to_quality(photo: Path, style: Path, size: int, reference_iterations: int,
-                    device: str) -> dict[str, Any]:
+                    device: str, model: str | None = None) -> dict[str, Any]:
     """The classic recipe (single scale, L-BFGS, noise init) against brushwork's schedule
     (the pyramid, photo init) on the same objective, TTQ_OPTIONS."""
+    options: dict[str, Any] = {**TTQ_OPTIONS, **({"model": model} if model else {})}
     curves: dict[str, list[tuple[float, float]]] = {"reference": [], "default": []}
 
     def recorder(key: str) -> Callable[[Iterate], None]:
@@ -278,13 +281,14 @@ def time_to_quality(photo: Path, style: Path, size: int, reference_iterations: i
         return record
 
     # Warm up first (file cache, allocator, oneDNN/cuDNN kernels) so neither run pays it.
-    stylize(photo, style, size=size, multiscale="off", iterations=2, seed=0, device=device)
+    stylize(photo, style, size=size, multiscale="off", iterations=2, seed=0, device=device,
+            **options)
     ref = stylize(photo, style, size=size, multiscale="off", optimizer="lbfgs",
                   iterations=reference_iterations, init="noise", seed=0, device=device,
-                  callback=recorder("reference"), **TTQ_OPTIONS)
+                  callback=recorder("reference"), **options)
     target = ref.losses["total"]
     default = stylize(photo, style, size=size, seed=0, device=device,
-                      callback=recorder("default"), **TTQ_OPTIONS)
+                      callback=recorder("default"), **options)
     reached = next((t for t, loss in curves["default"] if loss <= target), None)
     return {
         "size": size,
@@ -305,7 +309,8 @@ def maxrss_mb(ru_maxrss: int, system: str = sys.platform) -> float:
     return ru_maxrss / 2 ** 20 if system == "darwin" else ru_maxrss / 2 ** 10
 
 
-def peak_rss_mb(photo: Path, style: Path, size: int, device: str, history: int) -> dict[str, Any]:
+def peak_rss_mb(photo: Path, style: Path, size: int, device: str, history: int,
+                model: str | None = None) -> dict[str, Any]:
     """Peak resident memory of a whole `brushwork stylize` in a fresh process.
 
     Run at one scale with ``history + 1`` iterations, so that the L-BFGS history is full:
@@ -314,6 +319,8 @@ def peak_rss_mb(photo: Path, style: Path, size: int, device: str, history: int) 
         argv = [sys.executable, "-m", "brushwork", "stylize", str(photo), str(style),
                 "-o", os.path.join(tmp, "out.png"), "--size", str(size), "--multiscale", "off",
                 "--iterations", str(history + 1), "--device", device, "--quiet"]
+        if model:
+            argv += ["--model", model]
         t = time.perf_counter()
         proc = subprocess.Popen(argv)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -329,9 +336,12 @@ def lbfgs_history_mb(width: int, height: int, history: int) -> float:
     return 2 * history * 3 * width * height * 4 / 2 ** 20
 
 
-def run(quick: bool, device_name: str, out_dir: Path | None) -> dict[str, Any]:
+def run(quick: bool, device_name: str, out_dir: Path | None, *, sizes: Sizes | None = None,
+        model: str | None = None) -> dict[str, Any]:
+    """The whole benchmark: FULL's sizes (QUICK's with ``quick``, or ``sizes``) on the
+    default network (or ``model``, a source name or a weights file)."""
     with tempfile.TemporaryDirectory(prefix="brushwork-bench-") as tmp:
-        return _run(quick, device_name, out_dir, Path(tmp))
+        return _run(quick, device_name, out_dir, Path(tmp), sizes, model)
 
 
 def _cpu_model() -> str:
@@ -344,13 +354,14 @@ def _cpu_model() -> str:
     return platform.processor() or "cpu"
 
 
-def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict[str, Any]:
-    cfg = QUICK if quick else FULL
+def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path,
+         sizes: Sizes | None, model: str | None) -> dict[str, Any]:
+    cfg = sizes or (QUICK if quick else FULL)
     # Measured as the `brushwork` command runs (it makes this call too); the
     # allocator_effect row measures what it buys, in separate processes.
     reuse_freed_memory()
     device = resolve_device(device_name)
-    settings = Settings()
+    settings = Settings(model=model) if model else Settings()
     photo_path = demo_photo()
     style_path = tmp / "style.png"
     make_style_image().save(style_path)
@@ -374,13 +385,15 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict
         photo = to_tensor(resize_to(photo_img, wh)).to(device)
         style = to_tensor(resize_to(style_img, scaled_size(style_img.size, size))).to(device)
         # Odd counts, so the median is one measured evaluation.
-        result = measure_eval(net, settings, photo, style, device, reps=7 if size <= 256 else 5)
+        result = measure_eval(net, settings, photo, style, device, reps=7 if size <= 256 else 5,
+                              dense_size=cfg.dense_size)
         key = f"eval_ratio_{size}"
         report[key] = round(result["ratio"], 3)
         report[f"{key}_detail"] = {"size": f"{wh[0]}x{wh[1]}", **{k: round(v, 3) for k, v in
                                                                    result.items()}}
     report["commands"]["eval_ratio"] = "brushwork.bench.measure_eval (in process)"
-    ablation = eval_ablation(weights, settings, photo, style, device, reps=3)
+    ablation = eval_ablation(weights, settings, photo, style, device, reps=3,
+                             dense_size=cfg.dense_size)
     report["eval_ablation"] = {"size": f"{wh[0]}x{wh[1]}", **{
         name: {"seconds": round(v["seconds"], 3), "ratio": round(v["ratio"], 3),
                "speedup": round(v["speedup"], 2)} for name, v in ablation.items()}}
@@ -388,7 +401,8 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict
     # malloc's defaults always mmap blocks over 32 MB, so the effect shows at the larger
     # sizes (docs/benchmarks.md).
     alloc_size = cfg.allocator_size
-    alloc = allocator_effect(photo_path, style_path, alloc_size, str(device), reps=2)
+    alloc = allocator_effect(photo_path, style_path, alloc_size, str(device), reps=2,
+                             model=model)
     alloc_wh = scaled_size(photo_img.size, alloc_size)
     report["allocator_effect"] = {"size": f"{alloc_wh[0]}x{alloc_wh[1]}", **{
         k: ({kk: round(vv, 3) for kk, vv in v.items()} if isinstance(v, dict) else round(v, 2))
@@ -399,7 +413,7 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict
 
     ttq_size = cfg.ttq_size_gpu if device.type == "cuda" else cfg.ttq_size_cpu
     ttq = time_to_quality(photo_path, style_path, ttq_size, cfg.reference_iterations,
-                          str(device))
+                          str(device), model)
     report["time_to_quality_ratio"] = None if ttq["ratio"] is None else round(ttq["ratio"], 3)
     report["time_to_quality_detail"] = {k: (round(v, 4) if isinstance(v, float) else v)
                                         for k, v in ttq.items() if k not in ("curves", "images")}
@@ -409,7 +423,8 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict
         f"default: stylize(photo, style, size={ttq_size}, seed=0), both with {TTQ_OPTIONS}")
 
     for size in cfg.rss_sizes:
-        rss = peak_rss_mb(photo_path, style_path, size, str(device), settings.history_size)
+        rss = peak_rss_mb(photo_path, style_path, size, str(device), settings.history_size,
+                          model)
         wh = scaled_size(photo_img.size, size)
         report[f"peak_rss_mb_{size}"] = round(rss["peak_rss_mb"], 1)
         report[f"peak_rss_mb_{size}_detail"] = {
