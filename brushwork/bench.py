@@ -378,7 +378,7 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path,
                     "device_name": torch.cuda.get_device_name(device)
                     if device.type == "cuda" else _cpu_model()},
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "commands": {},
+        "model": settings.model, "commands": {},
     }
     for size in cfg.eval_sizes:
         wh = scaled_size(photo_img.size, size)
@@ -409,7 +409,7 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path,
         for k, v in alloc.items()}}
     report["commands"]["allocator_effect"] = (
         f"python -c 'from brushwork.bench import eval_probe; eval_probe(PHOTO, STYLE, "
-        f"{alloc_size}, {str(device)!r}, 2, False|True)', alternating, best of 2")
+        f"{alloc_size}, {str(device)!r}, 2, False|True, {model!r})', alternating, best of 2")
 
     ttq_size = cfg.ttq_size_gpu if device.type == "cuda" else cfg.ttq_size_cpu
     ttq = time_to_quality(photo_path, style_path, ttq_size, cfg.reference_iterations,
@@ -481,6 +481,8 @@ def _sized_keys(report: dict[str, Any], prefix: str) -> list[str]:
 def format_table(report: dict[str, Any]) -> str:
     rows = [("mode", report["mode"]), ("device", report["machine"]["device_name"]),
             ("torch / threads", f"{report['torch']} / {report['threads']}")]
+    if "model" in report:
+        rows.append(("model", report["model"]))
     for key in _sized_keys(report, "eval_ratio_"):
         d = report[f"{key}_detail"]
         kinds = (f": matmul {d['matmul_gflop_per_s']}, conv {d['conv_gflop_per_s']}"
@@ -524,12 +526,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smaller sizes, each named in its key (< 3 min)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    parser.add_argument("--model", default=None, metavar="NAME|PATH",
+                        help="the weights to measure with (default: the default network)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for bench.json, the loss plot and both final pictures")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    report = run(args.quick, args.device, args.out)
+    report = run(args.quick, args.device, args.out, model=args.model)
     print(json.dumps(report) if args.json else format_table(report))
     return 0
 

@@ -106,6 +106,7 @@ def test_the_whole_bench_runs_on_the_tiny_network_and_names_what_it_measured(
     assert not any(k.endswith(("_512", "_1024")) for k in report)
     assert report["eval_ablation"]["size"] == report["eval_ratio_40_detail"]["size"]
     assert max(map(int, report["allocator_effect"]["size"].split("x"))) == 32
+    assert report["model"] == str(tiny_model_file)
     assert report["time_to_quality_detail"]["size"] == 32
     assert report["time_to_quality_detail"]["reference_iterations"] == 6
     # What --out writes: the same report, the plot and both pictures at the bench size.
