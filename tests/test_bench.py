@@ -102,7 +102,8 @@ def test_the_whole_bench_runs_on_the_tiny_network_and_names_what_it_measured(
         # A whole Python process with torch: tens to hundreds of MB, so a unit mistake
         # (bytes read as KiB or the reverse) shows as a factor of 1024.
         assert 30 < report[f"peak_rss_mb_{size}"] < 4000
-        assert 0 < report[f"eval_ratio_{size}"] < 2
+        # Rounded to 3 places, a tiny network's ratio can read 0.0.
+        assert 0 <= report[f"eval_ratio_{size}"] < 2
     assert not any(k.endswith(("_512", "_1024")) for k in report)
     assert report["eval_ablation"]["size"] == report["eval_ratio_40_detail"]["size"]
     assert max(map(int, report["allocator_effect"]["size"].split("x"))) == 32
