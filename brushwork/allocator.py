@@ -4,11 +4,8 @@ Every evaluation allocates and frees the same few hundred MB of activations and
 gradients.  glibc's malloc serves blocks over 32 MB (and, with its default dynamic
 threshold, many smaller ones) with a fresh ``mmap`` and returns them with ``munmap``
 on free, so each evaluation faults every page of them in again, and the kernel zeroes
-each page first.  On this project's 2-core machine that was 65,000 to 150,000 page
-faults per evaluation at 512 px under autograd, whose element-wise steps (ReLU masks,
-pooling, gradient sums) then ran several times slower than their memory traffic
-allows; with the hand-written backward it is still about 430,000 at 1024 px
-(docs/benchmarks.md: x1.02 per evaluation at 437x512, x1.22 at 874x1024).
+each page first.  What that costs, and what this setting buys, is measured by
+``brushwork bench`` (its ``allocator_effect`` row; figures in docs/benchmarks.md).
 
 :func:`reuse_freed_memory` asks malloc to serve everything from its heap and not to
 trim it, so the second evaluation reuses the first one's pages.  The process keeps its

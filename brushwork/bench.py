@@ -18,8 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,19 +30,34 @@ from .allocator import reuse_freed_memory
 from .demo import demo_photo, make_style_image
 from .device import resolve_device
 from .engine import stylize
-from .objective import Objective
 from .imageio import load_image, resize_to, scaled_size, to_tensor
 from .losses import gram_autograd
+from .objective import Objective
+from .result import Iterate
 from .settings import Settings
 from .strength import PRE_STRENGTH_DEFAULTS
 from .vgg import FeatureExtractor
-from .weights import load_weights
+from .weights import VGGWeights, load_weights
 
-FULL = {"eval_sizes": (256, 512), "ttq_size_cpu": 256, "ttq_size_gpu": 512,
-        "reference_iterations": 500, "rss_sizes": (512, 1024), "allocator_size": 1024}
-# --quick: the same keys, measured at smaller sizes (named in the output).
-QUICK = {"eval_sizes": (128, 256), "ttq_size_cpu": 128, "ttq_size_gpu": 256,
-         "reference_iterations": 150, "rss_sizes": (256, 384), "allocator_size": 512}
+
+@dataclass(frozen=True)
+class Sizes:
+    """The long sides (px) a bench run measures at; each key names the size it measured."""
+
+    eval_sizes: tuple[int, int]
+    ttq_size_cpu: int
+    ttq_size_gpu: int
+    reference_iterations: int
+    rss_sizes: tuple[int, int]
+    allocator_size: int
+    # The dense reference: the matrix product's side and the convolution's map side.
+    dense_size: tuple[int, int] = (2048, 128)
+
+
+FULL = Sizes(eval_sizes=(256, 512), ttq_size_cpu=256, ttq_size_gpu=512,
+             reference_iterations=500, rss_sizes=(512, 1024), allocator_size=1024)
+QUICK = Sizes(eval_sizes=(128, 256), ttq_size_cpu=128, ttq_size_gpu=256,
+              reference_iterations=150, rss_sizes=(256, 384), allocator_size=512)
 
 
 def matmul_flops_per_s(device: torch.device, n: int = 2048, reps: int = 8) -> float:
@@ -64,15 +81,15 @@ def conv_flops_per_s(device: torch.device, channels: int = 256, side: int = 128,
 
 def dense_rates(device: torch.device, n: int = 2048, conv_side: int = 128) -> dict[str, float]:
     """The machine's dense float32 throughput right now: the better of a large matrix
-    product and a large convolution.  Which one wins depends on the machine: on an AMD
-    EPYC here MKL's matrix product ran at 192 GFLOP/s and oneDNN's convolution at 228;
-    on the previous session's machine the product ran at 333-375 GFLOP/s."""
-    rates = {"matmul": matmul_flops_per_s(device, n), "conv": conv_flops_per_s(device, side=conv_side)}
+    product and a large convolution (which one wins depends on the machine's BLAS and
+    oneDNN builds; docs/benchmarks.md, "Other machines")."""
+    rates = {"matmul": matmul_flops_per_s(device, n),
+             "conv": conv_flops_per_s(device, side=conv_side)}
     rates["dense"] = max(rates.values())
     return rates
 
 
-def _best_seconds(fn, device: torch.device, reps: int) -> float:
+def _best_seconds(fn: Callable[[], object], device: torch.device, reps: int) -> float:
     fn()  # warm-up: oneDNN picks and builds its kernel on the first call
     best = float("inf")
     for _ in range(reps):
@@ -95,7 +112,9 @@ def evaluation_flops(net: FeatureExtractor, settings: Settings, height: int, wid
     c = 3
     for name in net.steps:
         if name.startswith("conv"):
-            out_c, in_c = net.convs[name].weight.shape[:2]
+            conv = net.convs[name]
+            assert isinstance(conv, torch.nn.Conv2d)
+            out_c, in_c = conv.weight.shape[:2]
             flops += 2 * (2 * in_c * out_c * 9 * h * w)
             c = out_c
         elif name.startswith("pool"):
@@ -162,16 +181,17 @@ class _AutogradGramObjective(Objective):
     gram = staticmethod(gram_autograd)
 
 
-def eval_ablation(weights: Any, settings: Settings, photo: torch.Tensor, style: torch.Tensor,
+def eval_ablation(weights: VGGWeights, settings: Settings, photo: torch.Tensor, style: torch.Tensor,
                   device: torch.device, reps: int,
                   dense_size: tuple[int, int] = (2048, 128)) -> dict[str, dict[str, float]]:
     """Seconds per evaluation with each variant of the extractor, interleaved round by
     round so that the machine's noise falls on all of them alike; best of ``reps``."""
-    objectives, best = {}, {}
+    objectives: dict[str, Objective] = {}
+    best: dict[str, float] = {}
     for name, (flags, own_gram) in ABLATION.items():
         net = FeatureExtractor(weights, settings.content_layers + settings.style_layers,
                                settings.pooling, **flags).to(device)
-        kind = Objective if own_gram else _AutogradGramObjective
+        kind: type[Objective] = Objective if own_gram else _AutogradGramObjective
         objectives[name] = kind.for_styles(net, settings, photo, [style])
         best[name] = float("inf")
     flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
@@ -200,7 +220,7 @@ def eval_probe(photo: str, style: str, size: int, device: str, reps: int, reuse:
 
     if reuse:
         reuse_freed_memory()
-    settings = Settings(**({"model": model} if model else {}))
+    settings = Settings(model=model) if model else Settings()
     device_t = resolve_device(device)
     net = FeatureExtractor(load_weights(settings.model), settings.content_layers
                            + settings.style_layers, settings.pooling).to(device_t)
@@ -248,25 +268,27 @@ TTQ_OPTIONS = PRE_STRENGTH_DEFAULTS
 
 
 def time_to_quality(photo: Path, style: Path, size: int, reference_iterations: int,
-                    device: str) -> dict[str, Any]:
+                    device: str, model: str | None = None) -> dict[str, Any]:
     """The classic recipe (single scale, L-BFGS, noise init) against brushwork's schedule
     (the pyramid, photo init) on the same objective, TTQ_OPTIONS."""
+    options: dict[str, Any] = {**TTQ_OPTIONS, **({"model": model} if model else {})}
     curves: dict[str, list[tuple[float, float]]] = {"reference": [], "default": []}
 
-    def recorder(key: str):
-        def record(it) -> None:
+    def recorder(key: str) -> Callable[[Iterate], None]:
+        def record(it: Iterate) -> None:
             if it.scale == it.scales - 1:  # only losses measured at full size count
                 curves[key].append((it.elapsed, it.losses["total"]))
         return record
 
     # Warm up first (file cache, allocator, oneDNN/cuDNN kernels) so neither run pays it.
-    stylize(photo, style, size=size, multiscale="off", iterations=2, seed=0, device=device)
+    stylize(photo, style, size=size, multiscale="off", iterations=2, seed=0, device=device,
+            **options)
     ref = stylize(photo, style, size=size, multiscale="off", optimizer="lbfgs",
                   iterations=reference_iterations, init="noise", seed=0, device=device,
-                  callback=recorder("reference"), **TTQ_OPTIONS)
+                  callback=recorder("reference"), **options)
     target = ref.losses["total"]
     default = stylize(photo, style, size=size, seed=0, device=device,
-                      callback=recorder("default"), **TTQ_OPTIONS)
+                      callback=recorder("default"), **options)
     reached = next((t for t, loss in curves["default"] if loss <= target), None)
     return {
         "size": size,
@@ -282,7 +304,13 @@ def time_to_quality(photo: Path, style: Path, size: int, reference_iterations: i
     }
 
 
-def peak_rss_mb(photo: Path, style: Path, size: int, device: str, history: int) -> dict:
+def maxrss_mb(ru_maxrss: int, system: str = sys.platform) -> float:
+    """``ru_maxrss`` in MiB: getrusage reports bytes on macOS and KiB on Linux."""
+    return ru_maxrss / 2 ** 20 if system == "darwin" else ru_maxrss / 2 ** 10
+
+
+def peak_rss_mb(photo: Path, style: Path, size: int, device: str, history: int,
+                model: str | None = None) -> dict[str, Any]:
     """Peak resident memory of a whole `brushwork stylize` in a fresh process.
 
     Run at one scale with ``history + 1`` iterations, so that the L-BFGS history is full:
@@ -291,13 +319,15 @@ def peak_rss_mb(photo: Path, style: Path, size: int, device: str, history: int) 
         argv = [sys.executable, "-m", "brushwork", "stylize", str(photo), str(style),
                 "-o", os.path.join(tmp, "out.png"), "--size", str(size), "--multiscale", "off",
                 "--iterations", str(history + 1), "--device", device, "--quiet"]
+        if model:
+            argv += ["--model", model]
         t = time.perf_counter()
         proc = subprocess.Popen(argv)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t
     if status != 0:
         raise RuntimeError(f"peak-memory run failed: {' '.join(argv)}")
-    return {"size": size, "iterations": history + 1, "peak_rss_mb": usage.ru_maxrss / 1024,
+    return {"size": size, "iterations": history + 1, "peak_rss_mb": maxrss_mb(usage.ru_maxrss),
             "seconds": seconds, "command": "python " + " ".join(argv[1:])}
 
 
@@ -306,9 +336,12 @@ def lbfgs_history_mb(width: int, height: int, history: int) -> float:
     return 2 * history * 3 * width * height * 4 / 2 ** 20
 
 
-def run(quick: bool, device_name: str, out_dir: Path | None) -> dict[str, Any]:
+def run(quick: bool, device_name: str, out_dir: Path | None, *, sizes: Sizes | None = None,
+        model: str | None = None) -> dict[str, Any]:
+    """The whole benchmark: FULL's sizes (QUICK's with ``quick``, or ``sizes``) on the
+    default network (or ``model``, a source name or a weights file)."""
     with tempfile.TemporaryDirectory(prefix="brushwork-bench-") as tmp:
-        return _run(quick, device_name, out_dir, Path(tmp))
+        return _run(quick, device_name, out_dir, Path(tmp), sizes, model)
 
 
 def _cpu_model() -> str:
@@ -321,13 +354,14 @@ def _cpu_model() -> str:
     return platform.processor() or "cpu"
 
 
-def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict[str, Any]:
-    cfg = QUICK if quick else FULL
+def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path,
+         sizes: Sizes | None, model: str | None) -> dict[str, Any]:
+    cfg = sizes or (QUICK if quick else FULL)
     # Measured as the `brushwork` command runs (it makes this call too); the
     # allocator_effect row measures what it buys, in separate processes.
     reuse_freed_memory()
     device = resolve_device(device_name)
-    settings = Settings()
+    settings = Settings(model=model) if model else Settings()
     photo_path = demo_photo()
     style_path = tmp / "style.png"
     make_style_image().save(style_path)
@@ -344,55 +378,59 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path) -> dict
                     "device_name": torch.cuda.get_device_name(device)
                     if device.type == "cuda" else _cpu_model()},
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "commands": {},
+        "model": settings.model, "commands": {},
     }
-    for size in cfg["eval_sizes"]:
+    for size in cfg.eval_sizes:
         wh = scaled_size(photo_img.size, size)
         photo = to_tensor(resize_to(photo_img, wh)).to(device)
         style = to_tensor(resize_to(style_img, scaled_size(style_img.size, size))).to(device)
         # Odd counts, so the median is one measured evaluation.
-        result = measure_eval(net, settings, photo, style, device, reps=7 if size <= 256 else 5)
-        key = f"eval_ratio_{FULL['eval_sizes'][cfg['eval_sizes'].index(size)]}"
+        result = measure_eval(net, settings, photo, style, device, reps=7 if size <= 256 else 5,
+                              dense_size=cfg.dense_size)
+        key = f"eval_ratio_{size}"
         report[key] = round(result["ratio"], 3)
         report[f"{key}_detail"] = {"size": f"{wh[0]}x{wh[1]}", **{k: round(v, 3) for k, v in
                                                                    result.items()}}
     report["commands"]["eval_ratio"] = "brushwork.bench.measure_eval (in process)"
-    ablation = eval_ablation(weights, settings, photo, style, device, reps=3)
+    ablation = eval_ablation(weights, settings, photo, style, device, reps=3,
+                             dense_size=cfg.dense_size)
     report["eval_ablation"] = {"size": f"{wh[0]}x{wh[1]}", **{
         name: {"seconds": round(v["seconds"], 3), "ratio": round(v["ratio"], 3),
                "speedup": round(v["speedup"], 2)} for name, v in ablation.items()}}
     report["commands"]["eval_ablation"] = "brushwork.bench.eval_ablation (in process)"
-    # Blocks over 32 MB are always mmapped by malloc's defaults: the effect shows at the
-    # larger sizes (x1.02 at 437x512, x1.15 at 874x1024 here).
-    alloc_size = cfg["allocator_size"]
-    alloc = allocator_effect(photo_path, style_path, alloc_size, str(device), reps=2)
+    # malloc's defaults always mmap blocks over 32 MB, so the effect shows at the larger
+    # sizes (docs/benchmarks.md).
+    alloc_size = cfg.allocator_size
+    alloc = allocator_effect(photo_path, style_path, alloc_size, str(device), reps=2,
+                             model=model)
     alloc_wh = scaled_size(photo_img.size, alloc_size)
     report["allocator_effect"] = {"size": f"{alloc_wh[0]}x{alloc_wh[1]}", **{
         k: ({kk: round(vv, 3) for kk, vv in v.items()} if isinstance(v, dict) else round(v, 2))
         for k, v in alloc.items()}}
     report["commands"]["allocator_effect"] = (
         f"python -c 'from brushwork.bench import eval_probe; eval_probe(PHOTO, STYLE, "
-        f"{alloc_size}, {str(device)!r}, 2, False|True)', alternating, best of 2")
+        f"{alloc_size}, {str(device)!r}, 2, False|True, {model!r})', alternating, best of 2")
 
-    ttq_size = cfg["ttq_size_gpu"] if device.type == "cuda" else cfg["ttq_size_cpu"]
-    ttq = time_to_quality(photo_path, style_path, ttq_size, cfg["reference_iterations"],
-                          str(device))
+    ttq_size = cfg.ttq_size_gpu if device.type == "cuda" else cfg.ttq_size_cpu
+    ttq = time_to_quality(photo_path, style_path, ttq_size, cfg.reference_iterations,
+                          str(device), model)
     report["time_to_quality_ratio"] = None if ttq["ratio"] is None else round(ttq["ratio"], 3)
     report["time_to_quality_detail"] = {k: (round(v, 4) if isinstance(v, float) else v)
                                         for k, v in ttq.items() if k not in ("curves", "images")}
     report["commands"]["time_to_quality_ratio"] = (
         f"reference: stylize(photo, style, size={ttq_size}, multiscale='off', optimizer='lbfgs', "
-        f"iterations={cfg['reference_iterations']}, init='noise', seed=0); "
+        f"iterations={cfg.reference_iterations}, init='noise', seed=0); "
         f"default: stylize(photo, style, size={ttq_size}, seed=0), both with {TTQ_OPTIONS}")
 
-    for name, size in zip(FULL["rss_sizes"], cfg["rss_sizes"]):
-        rss = peak_rss_mb(photo_path, style_path, size, str(device), settings.history_size)
+    for size in cfg.rss_sizes:
+        rss = peak_rss_mb(photo_path, style_path, size, str(device), settings.history_size,
+                          model)
         wh = scaled_size(photo_img.size, size)
-        report[f"peak_rss_mb_{name}"] = round(rss["peak_rss_mb"], 1)
-        report[f"peak_rss_mb_{name}_detail"] = {
+        report[f"peak_rss_mb_{size}"] = round(rss["peak_rss_mb"], 1)
+        report[f"peak_rss_mb_{size}_detail"] = {
             "size": f"{wh[0]}x{wh[1]}", "seconds": round(rss["seconds"], 1),
             "lbfgs_history_mb": round(lbfgs_history_mb(*wh, settings.history_size), 1)}
-        report["commands"][f"peak_rss_mb_{name}"] = rss["command"]
+        report["commands"][f"peak_rss_mb_{size}"] = rss["command"]
     if device.type == "cuda":
         report["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
 
@@ -434,10 +472,18 @@ def _plot(curves: dict[str, list[tuple[float, float]]], path: Path, size: int,
     plt.close(fig)
 
 
+def _sized_keys(report: dict[str, Any], prefix: str) -> list[str]:
+    """The keys ``prefix + size``, smallest size first."""
+    sizes = [k[len(prefix):] for k in report if k.startswith(prefix) and "detail" not in k]
+    return [prefix + size for size in sorted(sizes, key=int)]
+
+
 def format_table(report: dict[str, Any]) -> str:
     rows = [("mode", report["mode"]), ("device", report["machine"]["device_name"]),
             ("torch / threads", f"{report['torch']} / {report['threads']}")]
-    for key in sorted(k for k in report if k.startswith("eval_ratio_") and "detail" not in k):
+    if "model" in report:
+        rows.append(("model", report["model"]))
+    for key in _sized_keys(report, "eval_ratio_"):
         d = report[f"{key}_detail"]
         kinds = (f": matmul {d['matmul_gflop_per_s']}, conv {d['conv_gflop_per_s']}"
                  if "conv_gflop_per_s" in d else "")
@@ -454,33 +500,40 @@ def format_table(report: dict[str, Any]) -> str:
     if "allocator_effect" in report:
         al = report["allocator_effect"]
         off, on = al["malloc_default"], al["reuse_freed_memory"]
-        rows.append(("allocator_effect", f"at {al['size']}: malloc's defaults {off['seconds']} s "
-                     f"({off['page_faults']:.0f} page faults), reuse_freed_memory {on['seconds']} s "
+        rows.append(("allocator_effect",
+                     f"at {al['size']}: malloc's defaults {off['seconds']} s "
+                     f"({off['page_faults']:.0f} page faults), "
+                     f"reuse_freed_memory {on['seconds']} s "
                      f"({on['page_faults']:.0f}): x{al['speedup']}"))
     d = report["time_to_quality_detail"]
     reached = d["default_seconds_to_reference_loss"]
     rows.append(("time_to_quality_ratio",
                  f"{report['time_to_quality_ratio']}  (reference {d['reference_seconds']:.1f} s "
                  f"to {d['reference_final_loss']:.4g}; defaults "
-                 + (f"{reached:.1f} s to reach it, " if reached is not None else "never reached it, ")
+                 + (f"{reached:.1f} s to reach it, " if reached is not None
+                    else "never reached it, ")
                  + f"{d['default_seconds']:.1f} s to {d['default_final_loss']:.4g})"))
-    for key in sorted(k for k in report if k.startswith("peak_rss_mb_") and "detail" not in k):
+    for key in _sized_keys(report, "peak_rss_mb_"):
         d = report[f"{key}_detail"]
-        rows.append((key, f"{report[key]}  ({d['size']}, L-BFGS history {d['lbfgs_history_mb']} MB)"))
+        rows.append((key, f"{report[key]}  ({d['size']}, "
+                          f"L-BFGS history {d['lbfgs_history_mb']} MB)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, same keys (< 3 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes, each named in its key (< 3 min)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    parser.add_argument("--model", default=None, metavar="NAME|PATH",
+                        help="the weights to measure with (default: the default network)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for bench.json, the loss plot and both final pictures")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    report = run(args.quick, args.device, args.out)
+    report = run(args.quick, args.device, args.out, model=args.model)
     print(json.dumps(report) if args.json else format_table(report))
     return 0
 

@@ -3,12 +3,11 @@
 Why not ``torch.optim.LBFGS``: its first step is ``lr * min(1, 1/|g|_1) * g``.  On an
 image of N values whose gradient averages 1 (brushwork normalises it so), that moves
 each pixel by about 1/N of a grey level: the first evaluations stand still, and the
-curvature estimated from such a tiny step sends the next one far off (the loss spiked
-100x at the fourth evaluation, docs/benchmarks.md).  Here the first step moves the
-pixels by ``first_step`` grey levels on average, whatever the gradient's scale; every
-later step is the textbook two-loop recursion (Nocedal & Wright, Algorithm 7.4) with
-``H0 = (s.y / y.y) I`` and unit step length.  Measured on the benchmark's 256 px run:
-the defaults reached the classic recipe's loss in 109 evaluations instead of 115.
+curvature estimated from such a tiny step sends the next one far off.  Here the first
+step moves the pixels by ``first_step`` grey levels on average, whatever the
+gradient's scale; every later step is the textbook two-loop recursion (Nocedal &
+Wright, Algorithm 7.4) with ``H0 = (s.y / y.y) I`` and unit step length.  What that
+first step buys is measured in docs/benchmarks.md ("Fewer evaluations").
 """
 
 from __future__ import annotations

@@ -13,6 +13,36 @@ from brushwork.weights import VGGWeights
 TINY_WIDTHS = (4, 6, 8, 8, 8)
 
 
+def devices_present() -> list[str]:
+    """"cpu", and "cuda" and "mps" where torch finds them."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+@pytest.fixture(params=devices_present())
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each device present in turn, so a device-dependent test runs wherever one exists."""
+    return torch.device(request.param)
+
+
+def rtol_on(device: torch.device, cpu: float) -> float:
+    """A relative tolerance for comparing two float32 computations: ``cpu`` on the CPU, at
+    least 2e-3 elsewhere, where cuDNN's convolutions run in TF32 by default (10 bits)."""
+    return cpu if device.type == "cpu" else max(cpu, 2e-3)
+
+
+@pytest.fixture
+def float64_device(device: torch.device) -> torch.device:
+    """``device``, skipped where float64 is not supported (MPS), for gradcheck."""
+    if device.type == "mps":
+        pytest.skip("MPS has no float64")
+    return device
+
+
 def tiny_weights(arch: str = "vgg16", seed: int = 0, preprocess: str = "caffe") -> VGGWeights:
     """A VGG with a handful of channels per layer and He-initialised random weights."""
     g = torch.Generator().manual_seed(seed)

@@ -36,7 +36,8 @@ def test_help_shows_every_option_and_default(capsys):
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         assert flag in text, flag
     for needle in ["(default: 512)", "(default: 150)", "(default: vgg16-hed)", "(default: lbfgs)",
-                   "(default: relu3_2,relu4_2)", "(default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)",
+                   "(default: relu3_2,relu4_2)",
+                   "(default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)",
                    "--force", "--print-every", "--save-every", "--preserve-colors"]:
         assert needle in text, needle
 

@@ -16,20 +16,21 @@ from brushwork.engine import Interrupted, stylize
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.imageio import read_metadata, to_tensor
 from brushwork.losses import content_loss, gram, style_layer_loss, tv_loss
-from brushwork.objective import Objective
+from brushwork.objective import Objective, size_invariant_weight
 from brushwork.pyramid import Scale, count_steps, scales
 from brushwork.settings import Settings
 from brushwork.stopping import WINDOW
 from brushwork.vgg import FeatureExtractor
-from conftest import painting_array, photo_array, tiny_weights
+from conftest import painting_array, photo_array, rtol_on, tiny_weights
 
 FAST = dict(size=32, iterations=15, multiscale="off")
 
 
-def test_stylize_returns_picture_and_style_loss_falls(use_tiny, photo_path, painting_path):
+def test_stylize_returns_picture_and_style_loss_falls(use_tiny, photo_path, painting_path,
+                                                      device):
     steps = []
     result = brushwork.stylize(photo_path, painting_path, callback=steps.append,
-                               **{**FAST, "iterations": 40})
+                               device=str(device), **{**FAST, "iterations": 40})
     assert result.image.size == (32, 26)  # 40x32 photo, long side 32
     assert [it.step for it in steps] == list(range(1, 41))
     assert steps[-1].progress == pytest.approx(1.0)
@@ -39,13 +40,13 @@ def test_stylize_returns_picture_and_style_loss_falls(use_tiny, photo_path, pain
     assert arr.std() > 5  # not a flat grey picture
 
 
-def test_objective_matches_pure_functions(tiny):
+def test_objective_matches_pure_functions(tiny, device):
     s = Settings(content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1"),
                  style_layer_weights=(0.3, 0.7), content_weight=2.0, style_weight=5.0,
                  tv_weight=0.1, tv_power=1.25, size_invariant=False)
-    net = FeatureExtractor(tiny, ["relu3_1", "relu1_1", "relu2_1"])
-    photo = to_tensor(Image.fromarray(photo_array(32, 32)))
-    style = to_tensor(Image.fromarray(painting_array(32, 32)))
+    net = FeatureExtractor(tiny, ["relu3_1", "relu1_1", "relu2_1"]).to(device)
+    photo = to_tensor(Image.fromarray(photo_array(32, 32))).to(device)
+    style = to_tensor(Image.fromarray(painting_array(32, 32))).to(device)
     obj = Objective.for_styles(net, s, photo, [style])
     x = torch.rand_like(photo) * 255
     got = obj(x)
@@ -55,8 +56,8 @@ def test_objective_matches_pure_functions(tiny):
                                   fx[n].shape[2] * fx[n].shape[3])
              for w, n in zip((0.3, 0.7), ("relu1_1", "relu2_1"), strict=True))
     want = 2.0 * c + 5.0 * st + 0.1 * tv_loss(x, 1.25)
-    assert got["total"].item() == pytest.approx(want.item(), rel=1e-4)
-    assert got["style"].item() == pytest.approx(5.0 * st.item(), rel=1e-4)
+    assert got["total"].item() == pytest.approx(want.item(), rel=rtol_on(device, 1e-4))
+    assert got["style"].item() == pytest.approx(5.0 * st.item(), rel=rtol_on(device, 1e-4))
 
 
 def test_blended_targets_equal_weighted_grams(tiny):
@@ -210,6 +211,14 @@ def test_raw_sgd_step_is_plain_gradient_descent(tiny, use_tiny, photo_path, pain
     assert (expected - photo).abs().max() > 2  # the step did move the picture
 
 
+def test_size_invariant_weight_at_known_sizes():
+    # alpha is given at 256 px and scales with (256 / long side)^2.
+    assert size_invariant_weight(2.0, 256) == 2.0
+    assert size_invariant_weight(2.0, 512) == 0.5
+    assert size_invariant_weight(1.0, 128) == 4.0
+    assert size_invariant_weight(3.0, 1024) == pytest.approx(0.1875)
+
+
 def test_size_invariant_alpha_follows_the_long_side(tiny):
     net = FeatureExtractor(tiny, ["relu4_2", "relu3_2"] + list(Settings().style_layers))
     photo = to_tensor(Image.fromarray(photo_array(64, 48)))
@@ -218,7 +227,7 @@ def test_size_invariant_alpha_follows_the_long_side(tiny):
     off = Objective.for_styles(net, Settings(content_weight=2.0, size_invariant=False), photo,
                                [style])
     assert off.content_weight == 2.0
-    assert on.content_weight == pytest.approx(2.0 * (256 / 64) ** 2)
+    assert on.content_weight == pytest.approx(32.0)  # 2 at 256 px is 2 * 4^2 at 64 px
     x = torch.rand_like(photo) * 255
     assert on(x)["content"].item() == pytest.approx(16 * off(x)["content"].item(), rel=1e-5)
 

@@ -11,39 +11,42 @@ from brushwork.losses import gram, gram_autograd
 from brushwork.objective import Objective
 from brushwork.settings import Settings
 from brushwork.vgg import FeatureExtractor, channels_last
-from conftest import tiny_weights
+from conftest import rtol_on, tiny_weights
 
 
-def test_gram_gradcheck_and_layout():
+def test_gram_gradcheck_and_layout(float64_device):
     g = torch.Generator().manual_seed(2)
-    f = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    f = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=g).to(float64_device)
+    f.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda f: gram(f), (f,))
     # An NHWC feature map gets its gradient back in NHWC, equal to autograd's.
     nhwc = f.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
     plain = f.detach().clone().requires_grad_(True)
-    upstream = torch.randn(2, 3, 3, dtype=torch.float64, generator=g)
+    upstream = torch.randn(2, 3, 3, dtype=torch.float64, generator=g).to(float64_device)
     (gram(nhwc) * upstream).sum().backward()
     (gram_autograd(plain) * upstream).sum().backward()
     torch.testing.assert_close(nhwc.grad, plain.grad)
     assert nhwc.grad.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_channels_last_hands_back_an_nchw_gradient():
-    x = torch.randn(1, 3, 4, 4, requires_grad=True)
+def test_channels_last_hands_back_an_nchw_gradient(device):
+    x = torch.randn(1, 3, 4, 4, device=device, requires_grad=True)
     y = channels_last(x)
     assert y.is_contiguous(memory_format=torch.channels_last)
-    (y * torch.arange(48.0).view(1, 3, 4, 4)).sum().backward()
+    ramp = torch.arange(48.0, device=device).view(1, 3, 4, 4)
+    (y * ramp).sum().backward()
     assert x.grad.is_contiguous()
-    assert torch.equal(x.grad, torch.arange(48.0).view(1, 3, 4, 4))
+    assert torch.equal(x.grad, ramp)
 
 
-def test_extractor_matches_a_plain_vgg():
-    """Features and the image gradient (NHWC inside) equal those of a plain NCHW VGG."""
+def test_extractor_matches_a_plain_vgg(device):
+    """Features and the image gradient (NHWC inside on the CPU) equal those of a plain
+    NCHW VGG."""
     weights = tiny_weights()
     layers = ["relu1_1", "conv2_2", "relu3_1", "relu4_2", "relu5_1"]
-    net = FeatureExtractor(weights, layers)
+    net = FeatureExtractor(weights, layers).to(device)
     g = torch.Generator().manual_seed(3)
-    image = torch.rand(1, 3, 37, 29, generator=g) * 255
+    image = (torch.rand(1, 3, 37, 29, generator=g) * 255).to(device)
 
     def plain(x):
         x = net.preprocess(x)
@@ -51,7 +54,7 @@ def test_extractor_matches_a_plain_vgg():
         for name in net.steps:
             if name.startswith("conv"):
                 w, b = weights.convs[name]
-                x = F.conv2d(x, w, b, padding=1)
+                x = F.conv2d(x, w.to(device), b.to(device), padding=1)
             elif name.startswith("relu"):
                 x = F.relu(x)
             else:
@@ -64,13 +67,15 @@ def test_extractor_matches_a_plain_vgg():
     f1, f2 = net(x1), plain(x2)
     assert set(f1) == set(layers)
     for name in layers:
-        torch.testing.assert_close(f1[name], f2[name], rtol=1e-4, atol=1e-3)
+        atol = 1e-3 if device.type == "cpu" else rtol_on(device, 0) * float(f2[name].abs().max())
+        torch.testing.assert_close(f1[name], f2[name], rtol=rtol_on(device, 1e-4), atol=atol)
     loss1 = sum((gram(f1[n]) ** 2).sum() * 1e-6 + f1[n].sum() for n in layers)
     loss2 = sum((gram(f2[n]) ** 2).sum() * 1e-6 + f2[n].sum() for n in layers)
     loss1.backward()
     loss2.backward()
     assert x1.grad.is_contiguous()
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-3, atol=1e-3 * float(x2.grad.abs().max()))
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=rtol_on(device, 1e-3),
+                               atol=rtol_on(device, 1e-3) * float(x2.grad.abs().max()))
 
 
 CASES = [
@@ -90,30 +95,31 @@ class _AutogradGram(Objective):
 
 
 @pytest.mark.parametrize("options", CASES, ids=["defaults", "pre-activation", "avg"])
-def test_fast_objective_equals_the_stock_one(options):
-    """NHWC with the one-product Gram backward gives the terms and the image gradient of
-    NCHW with autograd's, for several layer sets, both poolings and every norm."""
+def test_fast_objective_equals_the_stock_one(options, device):
+    """NHWC (on the CPU) with the one-product Gram backward gives the terms and the image
+    gradient of NCHW with autograd's, for several layer sets, both poolings and every norm."""
     s = Settings(size_invariant=False, **options)
     layers = s.content_layers + s.style_layers
     g = torch.Generator().manual_seed(5)
-    photo = torch.rand(1, 3, 37, 29, generator=g) * 255
-    style = torch.rand(1, 3, 30, 30, generator=g) * 255
-    fast = Objective.for_styles(FeatureExtractor(tiny_weights(), layers, s.pooling), s, photo,
-                                [style])
+    photo = (torch.rand(1, 3, 37, 29, generator=g) * 255).to(device)
+    style = (torch.rand(1, 3, 30, 30, generator=g) * 255).to(device)
+    fast = Objective.for_styles(FeatureExtractor(tiny_weights(), layers, s.pooling).to(device),
+                                s, photo, [style])
     stock = _AutogradGram.for_styles(
-        FeatureExtractor(tiny_weights(), layers, s.pooling, channels_last=False), s, photo,
-        [style])
-    image = torch.rand(1, 3, 37, 29, generator=g) * 255
+        FeatureExtractor(tiny_weights(), layers, s.pooling, channels_last=False).to(device), s,
+        photo, [style])
+    image = (torch.rand(1, 3, 37, 29, generator=g) * 255).to(device)
     x_fast, x_stock = image.clone().requires_grad_(True), image.clone().requires_grad_(True)
     got, want = fast(x_fast), stock(x_stock)
     (3 * got["content"] + 0.5 * got["style"] + got["tv"]).backward()
     (3 * want["content"] + 0.5 * want["style"] + want["tv"]).backward()
     for key in ("content", "style", "tv", "total"):
-        assert got[key].item() == pytest.approx(want[key].item(), rel=1e-5)
+        assert got[key].item() == pytest.approx(want[key].item(), rel=rtol_on(device, 1e-5))
     assert x_fast.grad.is_contiguous()
     scale = float(x_stock.grad.abs().max())
     assert scale > 0
-    torch.testing.assert_close(x_fast.grad, x_stock.grad, rtol=1e-4, atol=1e-5 * scale)
+    torch.testing.assert_close(x_fast.grad, x_stock.grad, rtol=rtol_on(device, 1e-4),
+                               atol=rtol_on(device, 1e-5) * scale)
 
 
 def test_weights_follow_the_activations_layout():

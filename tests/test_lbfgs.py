@@ -8,12 +8,14 @@ import torch
 from brushwork.lbfgs import lbfgs
 
 
-def quadratic(n: int = 50, condition: float = 100.0, seed: int = 0):
+def quadratic(n: int = 50, condition: float = 100.0, seed: int = 0,
+              device: torch.device | None = None):
     """f(x) = 1/2 (x - a)' D (x - a) with D diagonal, eigenvalues 1..condition."""
     g = torch.Generator().manual_seed(seed)
-    a = torch.randn(n, dtype=torch.float64, generator=g) * 10
-    diag = torch.logspace(0, torch.log10(torch.tensor(condition)).item(), n, dtype=torch.float64)
-    x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    a = (torch.randn(n, dtype=torch.float64, generator=g) * 10).to(device)
+    diag = torch.logspace(0, torch.log10(torch.tensor(condition)).item(), n,
+                          dtype=torch.float64).to(device)
+    x = torch.zeros(n, dtype=torch.float64, device=device, requires_grad=True)
     calls = []
 
     def closure() -> float:
@@ -26,8 +28,8 @@ def quadratic(n: int = 50, condition: float = 100.0, seed: int = 0):
     return x, a, closure, calls
 
 
-def test_first_step_moves_values_by_the_asked_mean():
-    x, _, closure, calls = quadratic()
+def test_first_step_moves_values_by_the_asked_mean(float64_device):
+    x, _, closure, calls = quadratic(device=float64_device)
     lbfgs(x, closure, iterations=2, history_size=5, first_step=0.5)
     assert len(calls) == 2
     assert float((calls[1] - calls[0]).abs().mean()) == pytest.approx(0.5)
@@ -51,8 +53,8 @@ def test_first_step_does_not_depend_on_the_gradients_scale():
 
 
 @pytest.mark.parametrize("history", [3, 20])
-def test_converges_on_an_ill_conditioned_quadratic(history):
-    x, a, closure, calls = quadratic(condition=1e3)
+def test_converges_on_an_ill_conditioned_quadratic(history, float64_device):
+    x, a, closure, calls = quadratic(condition=1e3, device=float64_device)
     start = float((a ** 2).sum())
     lbfgs(x, closure, iterations=250, history_size=history, first_step=1.0)
     assert len(calls) == 250  # one evaluation per iteration, never more

@@ -51,15 +51,15 @@ def _quadratic(target: torch.Tensor):
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam", "sgd"])
-def test_optimise_yields_every_evaluation_and_stops_when_the_caller_leaves(optimizer):
-    target = torch.full((1, 3, 4, 4), 100.0)
+def test_optimise_yields_every_evaluation_and_stops_when_the_caller_leaves(optimizer, device):
+    target = torch.full((1, 3, 4, 4), 100.0, device=device)
     s = Settings(optimizer=optimizer)
-    x = torch.full((1, 3, 4, 4), 50.0, requires_grad=True)
+    x = torch.full((1, 3, 4, 4), 50.0, device=device, requires_grad=True)
     seen = [terms["total"] for terms in optimise(x, _quadratic(target), s, 30)]
     assert len(seen) == 30
     assert seen[0] == pytest.approx(48 * 50.0 ** 2)
     assert seen[-1] < 0.1 * seen[0]
-    x2 = torch.full((1, 3, 4, 4), 50.0, requires_grad=True)
+    x2 = torch.full((1, 3, 4, 4), 50.0, device=device, requires_grad=True)
     evaluations = 0
     for _ in optimise(x2, _quadratic(target), s, 30):
         evaluations += 1
@@ -84,16 +84,17 @@ def test_optimise_refuses_an_exploding_sgd_run():
     assert len(calls) == 11  # refused at the first step it may judge (the 11th)
 
 
-def test_enlarge_adds_the_share_of_detail_asked_for():
-    coarse_photo = torch.full((1, 3, 2, 2), 100.0)
-    photo = torch.full((1, 3, 4, 4), 100.0)
+def test_enlarge_adds_the_share_of_detail_asked_for(device):
+    coarse_photo = torch.full((1, 3, 2, 2), 100.0, device=device)
+    photo = torch.full((1, 3, 4, 4), 100.0, device=device)
     photo[..., 0, 0] = 140.0  # detail the coarse photo lacks
-    x = torch.full((1, 3, 2, 2), 60.0)
+    x = torch.full((1, 3, 2, 2), 60.0, device=device)
     assert enlarge(x, coarse_photo, photo, 0.0).unique().tolist() == [60.0]
     half = enlarge(x, coarse_photo, photo, 0.5)
     assert half[0, 0, 0, 0].item() == pytest.approx(80.0) and half[0, 0, 3, 3].item() == 60.0
     assert enlarge(x, coarse_photo, photo, 1.0)[0, 0, 0, 0].item() == pytest.approx(100.0)
-    assert enlarge(torch.full((1, 3, 2, 2), 250.0), coarse_photo, photo, 1.0).max() == 255.0
+    bright = torch.full((1, 3, 2, 2), 250.0, device=device)
+    assert enlarge(bright, coarse_photo, photo, 1.0).max() == 255.0
 
 
 def test_lru_forgets_the_least_recently_used_first():
