@@ -47,6 +47,8 @@ def test_settings_are_frozen_and_compare_by_value():
     ({"iterations": -3}, "iterations must be a positive integer, not -3"),
     ({"history_size": "20"}, "history_size must be a positive integer, not '20'"),
     ({"max_pixels": 0}, "max_pixels must be a positive integer, not 0"),
+    ({"tile_size": 0}, "tile_size must be a positive integer, not 0"),
+    ({"max_memory": -1.0}, "max_memory must be a positive finite number, not -1.0"),
     ({"min_size": 0}, "min_size must be a positive integer, not 0"),
     ({"tv_weight": -1.0}, "tv_weight must be a non-negative finite number, not -1.0"),
     ({"tv_weight": math.inf}, "tv_weight must be a non-negative finite number, not inf"),
@@ -131,7 +133,8 @@ NOT_DEFAULT: dict[str, Any] = {
     "lr_decay": 0.5, "lr_decay_steps": 3, "history_size": 5, "stop_tolerance": 0.25,
     "normalize_gradients": False, "init": "noise", "preserve_colors": "histogram-to-style",
     "multiscale": "on", "min_size": 100, "photo_detail": 0.5, "model": "some dir/w.pth",
-    "pooling": "avg", "device": "cpu", "seed": 11, "max_pixels": 12345,
+    "pooling": "avg", "device": "cpu", "seed": 11, "max_pixels": 12345, "max_memory": 2.5,
+    "tile_size": 256,
 }
 
 

@@ -54,7 +54,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("options", CASES, ids=["defaults", "mean-avg", "pooled-keras"])
-def test_tiled_objective_equals_the_whole_one(options, device="cpu"):
+def test_tiled_objective_equals_the_whole_one(options, device):
     """Odd sizes, so tile edges do not divide the picture evenly."""
     s = Settings(**options)
     net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers,
