@@ -160,6 +160,13 @@ def _add_run_options(p: argparse.ArgumentParser, default_output: str | None) -> 
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.add_argument("--plot", metavar="PATH", help="also write a plot of the losses against "
                    "the evaluation (content, style, TV, total) to PATH (.png)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoint is beside OUTPUT "
+                   "(OUTPUT.checkpoint), after a stop, a kill or a crash; the same options and "
+                   "images are needed")
+    p.add_argument("--checkpoint-every", type=float, default=5.0, metavar="MIN",
+                   help="save the run's state beside OUTPUT every MIN minutes (and on Ctrl-C), "
+                   "for --resume; 0: only on Ctrl-C")
     p.add_argument("--estimate", action="store_true",
                    help="print the run's predicted peak memory and wall time on this device, "
                    "and which scales it paints in tiles, then exit without painting")

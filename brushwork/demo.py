@@ -106,10 +106,11 @@ def run_demo(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return run_stylize(demo_photo(), [make_style_image()], args, options)
     # The demo makes its own output folder (out/ by default); stylize does not guess.
     Path(args.output).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    output = check_output_path(args.output, force=args.force)
+    again = args.force or args.resume  # resuming finishes the files of the run it continues
+    output = check_output_path(args.output, force=again)
     style_path = output.with_name(f"{output.stem}_style.png")
-    check_output_path(style_path, force=args.force)
-    save_image(make_style_image(), style_path, force=args.force)
+    check_output_path(style_path, force=again)
+    save_image(make_style_image(), style_path, force=again)
     if not args.quiet:
         print(f"demo: painting {demo_photo()} in the style of {style_path}", file=sys.stderr)
     return run_stylize(demo_photo(), [style_path], args, options)

@@ -15,12 +15,14 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import checkpoint as checkpoints
 from . import memory
 from .cache import Cache, load_network
 from .color import luminance_transfer, match_color
@@ -28,7 +30,7 @@ from .device import resolve_device
 from .errors import BrushworkError, DivergedError
 from .imageio import load_image, resize_to, scaled_size, to_image, to_tensor
 from .objective import Objective, blend_grams, style_grams
-from .optimise import optimise
+from .optimise import Optimiser
 from .pyramid import Scale, scales
 from .result import Interrupted, Iterate, Result
 from .settings import Settings
@@ -48,7 +50,9 @@ OBSERVE_AFTER = 3  # a scale's evaluations before its time per evaluation is wor
 
 def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             callback: Callback | None = None, log: Log | None = None,
-            cache: Cache | None = None, **options: Any) -> Result:
+            cache: Cache | None = None, checkpoint: str | os.PathLike[str] | None = None,
+            checkpoint_every: float = checkpoints.EVERY, resume: bool = False,
+            **options: Any) -> Result:
     """Paint ``content`` in the style of ``style`` (one image or several, blended).
 
     ``options`` are the fields of :class:`brushwork.settings.Settings`. ``callback`` is
@@ -57,11 +61,17 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     (a KeyboardInterrupt carrying the result so far) on Ctrl-C; any other exception a
     callback raises (to cancel a run, say) propagates unchanged.  Pass the same
     :class:`Cache` to several calls to load each network and style target once.
+
+    ``checkpoint``: a file where the run's state is saved every ``checkpoint_every``
+    seconds and on Ctrl-C (brushwork.checkpoint), and removed when the run ends;
+    ``resume=True`` continues the run saved there, which must have the same settings and
+    input images, and ends where the uninterrupted run would have.
     """
     start = time.perf_counter()
     settings = Settings(**_normalise(options))
     device = resolve_device(settings.device)
     inputs = _Inputs.load(content, style, settings)
+    saver, resumed = _checkpointing(checkpoint, checkpoint_every, resume, settings, inputs)
     net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
     # A private generator: the library does not touch the caller's global RNG state.
     generator = torch.Generator()
@@ -75,35 +85,68 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
         log(forecast.describe())
     plan = [p.scale for p in forecast.scales]
     progress = _Progress(plan, start, callback)
+    if resumed is not None:
+        progress.restore(resumed)
     x: torch.Tensor | None = None
     prev_photo: torch.Tensor | None = None
     for level, scale_plan in enumerate(forecast.scales):
+        if resumed is not None and level < resumed.level:
+            continue
         scale = scale_plan.scale
         objective = _scale_objective(inputs, settings, scale, net, device, cache,
                                      scale_plan.tile)
         photo = objective.photo
-        if x is None or prev_photo is None:
+        here = resumed if resumed is not None and level == resumed.level else None
+        if here is not None:
+            x = here.image.to(device)
+        elif x is None or prev_photo is None:
             x = _first_image(settings, inputs, photo, generator)
         else:
             x = enlarge(x, prev_photo, photo, settings.knob("photo_detail"))
         prev_photo = photo
         x = x.contiguous().requires_grad_(True)
-        began = time.perf_counter()
+        painter = _ScalePainter(x, Optimiser(x, objective, settings, scale_plan.history),
+                                StopRule(settings.stop_tolerance), level, scale.iterations)
+        if here is not None:
+            painter.restore(here, device)
+        began, before = time.perf_counter(), painter.taken
         try:
-            steps = _paint_scale(x, objective, settings, level, scale_plan.history,
-                                 scale.iterations, progress)
+            painter.paint(progress, saver)
         except KeyboardInterrupt:
+            if saver is not None and saver.write() and log is not None:
+                log(f"saved a checkpoint at {saver.path}")
             raise Interrupted(_result(x.detach().clamp(0, 255), inputs, settings, progress,
                                       device, interrupted=True)) from None
+        steps = painter.taken
         if steps < scale.iterations and log is not None:
             log(f"scale {level + 1}/{len(plan)}: the picture stopped changing after "
                 f"{steps} of {scale.iterations} steps; moving on")
-        if scale_plan.tile is None and steps >= OBSERVE_AFTER:
+        if scale_plan.tile is None and steps - before >= OBSERVE_AFTER:
             memory.observe(net, settings, device, scale.pixels,
-                           (time.perf_counter() - began) / steps)
+                           (time.perf_counter() - began) / (steps - before))
         x = x.detach().clamp(0, 255)
     assert x is not None
+    if saver is not None:
+        saver.finished()
     return _result(x, inputs, settings, progress, device, interrupted=False)
+
+
+def _checkpointing(path: str | os.PathLike[str] | None, every: float, resume: bool,
+                   settings: Settings, inputs: _Inputs
+                   ) -> tuple[checkpoints.Saver | None, checkpoints.Checkpoint | None]:
+    """The run's checkpoint saver, and the checkpoint it resumes (validated)."""
+    if path is None:
+        if resume:
+            raise BrushworkError("resume needs the checkpoint to continue from")
+        return None, None
+    fingerprint = checkpoints.fingerprint(
+        [inputs.content, *inputs.styles, *([inputs.init] if inputs.init else [])], inputs.blend)
+    saver = checkpoints.Saver(Path(path), every, settings.to_dict(), fingerprint)
+    if not resume:
+        return saver, None
+    resumed = checkpoints.load(saver.path)
+    checkpoints.check(resumed, saver.settings, fingerprint, saver.path)
+    return saver, resumed
 
 
 def estimate(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
@@ -230,6 +273,12 @@ class _Progress:
         self.work_total = sum(cost * s.iterations
                               for cost, s in zip(self.step_cost, self.plan, strict=True))
 
+    def restore(self, saved: checkpoints.Checkpoint) -> None:
+        """Continue from a checkpoint's count, work and history (and its elapsed time)."""
+        self.step, self.work_done = saved.step, saved.work_done
+        self.history, self.losses = list(saved.history), dict(saved.losses)
+        self.start -= saved.elapsed
+
     def record(self, level: int, losses: dict[str, float], x: torch.Tensor,
                skipped: int = 0) -> None:
         """One evaluation at ``level`` done (and ``skipped`` of its steps given up)."""
@@ -245,23 +294,48 @@ class _Progress:
                                   x.detach().clone()))
 
 
-def _paint_scale(x: torch.Tensor, objective: Objective | TiledObjective, settings: Settings,
-                 level: int, history: int, iterations: int, progress: _Progress) -> int:
-    """Optimise ``x`` in place at one scale; returns the steps taken (fewer than
-    ``iterations`` when the stopping rule ended the scale)."""
-    rule = StopRule(settings.stop_tolerance)
-    taken = 0
-    for taken, losses in enumerate(optimise(x, objective, settings, iterations, history),
-                                   1):
-        if not math.isfinite(losses["total"]):
-            raise DivergedError(
-                f"the loss became {losses['total']} at step {progress.step + 1}; lower "
-                f"--style-weight or --lr, or use --optimizer lbfgs")
-        stop = rule.update(x) and taken < iterations
-        progress.record(level, losses, x, skipped=iterations - taken if stop else 0)
-        if stop:
-            break
-    return taken
+class _ScalePainter:
+    """One scale's optimisation, its stopping rule and its step count, which together
+    with the picture are what a checkpoint of the scale holds."""
+
+    def __init__(self, x: torch.Tensor, optimiser: Optimiser, rule: StopRule, level: int,
+                 iterations: int) -> None:
+        self.x, self.optimiser, self.rule = x, optimiser, rule
+        self.level, self.iterations = level, iterations
+        self.taken = 0
+
+    def restore(self, saved: checkpoints.Checkpoint, device: torch.device) -> None:
+        self.taken = saved.taken
+        self.optimiser.load_state_dict(checkpoints.to_device(saved.optimiser, device))
+        self.rule.load_state_dict(saved.stop_rule, self.x)
+
+    def paint(self, progress: _Progress, saver: checkpoints.Saver | None) -> None:
+        """Optimise ``x`` in place until the scale's steps are done or the stopping rule
+        ends it, recording each evaluation in ``progress`` and the state in ``saver``."""
+        left = self.iterations - self.taken
+        for losses in self.optimiser.steps(left):
+            self.taken += 1
+            if not math.isfinite(losses["total"]):
+                raise DivergedError(
+                    f"the loss became {losses['total']} at step {progress.step + 1}; lower "
+                    f"--style-weight or --lr, or use --optimizer lbfgs")
+            stop = self.rule.update(self.x) and self.taken < self.iterations
+            progress.record(self.level, losses, self.x,
+                            skipped=self.iterations - self.taken if stop else 0)
+            if stop:
+                break
+            if saver is not None:
+                saver.capture(self.snapshot(progress, saver))
+
+    def snapshot(self, progress: _Progress,
+                 saver: checkpoints.Saver) -> checkpoints.Checkpoint:
+        """The state now, between two evaluations."""
+        return checkpoints.Checkpoint(
+            settings=saver.settings, inputs=saver.inputs, level=self.level, taken=self.taken,
+            step=progress.step, work_done=progress.work_done,
+            elapsed=time.perf_counter() - progress.start, image=self.x.detach().clone(),
+            optimiser=self.optimiser.state_dict(), stop_rule=self.rule.state_dict(),
+            history=list(progress.history), losses=dict(progress.losses))
 
 
 def _result(pixels: torch.Tensor, inputs: _Inputs, settings: Settings, progress: _Progress,

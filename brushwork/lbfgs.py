@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -40,28 +40,58 @@ def lbfgs(x: torch.Tensor, closure: Callable[[], object], iterations: int, histo
 
 def lbfgs_steps(x: torch.Tensor, closure: Callable[[], T], iterations: int,
                 history_size: int, first_step: float = 4.0) -> Iterator[T]:
-    """:func:`lbfgs`, yielding what each call of ``closure`` returns as soon as it returns
-    (before the step it informs), so that the caller may stop the run by leaving the loop."""
-    yield closure()
-    g = _gradient(x).clone()
-    pairs: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=history_size)
-    h0 = 1.0
-    for _ in range(iterations - 1):
-        d = _direction(g, pairs, h0)
-        # Unit steps once curvature is known; the first step, or one after every pair was
-        # refused, is a plain gradient step of first_step grey levels on average.
-        t = 1.0 if pairs else first_step / max(float(d.abs().mean()), 1e-30)
-        with torch.no_grad():
-            x.add_(d.view_as(x), alpha=t)
-        yield closure()
-        g_new = _gradient(x)
-        s = d.mul_(t)
-        y = g_new - g
-        ys, yy = float(y @ s), float(y @ y)
-        if ys > CURVATURE_EPS * yy and yy > 0:
-            pairs.append((s, y, 1.0 / ys))
-            h0 = ys / yy
-        g = g_new.clone()
+    """:func:`lbfgs`, yielding what each call of ``closure`` returns, so that the caller
+    may stop the run by leaving the loop."""
+    yield from LBFGS(history_size, first_step).steps(x, closure, iterations)
+
+
+class LBFGS:
+    """The method's state between evaluations: the gradient at the current point, the
+    curvature pairs and the initial Hessian's scale.  Whenever :meth:`steps` yields, the
+    state describes the point just evaluated, so :meth:`state_dict` taken then and loaded
+    into a new instance continues the run exactly where it was."""
+
+    def __init__(self, history_size: int, first_step: float = 4.0) -> None:
+        self.first_step = first_step
+        self.g: torch.Tensor | None = None  # the gradient at the current point, flattened
+        self.pairs: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=history_size)
+        self.h0 = 1.0
+
+    def steps(self, x: torch.Tensor, closure: Callable[[], T], iterations: int) -> Iterator[T]:
+        """``iterations`` evaluations from the current state, moving ``x`` in place."""
+        for _ in range(iterations):
+            if self.g is None:
+                out = closure()
+                self.g = _gradient(x).clone()
+                yield out
+                continue
+            d = _direction(self.g, self.pairs, self.h0)
+            # Unit steps once curvature is known; the first step, or one after every pair
+            # was refused, is a plain gradient step of first_step grey levels on average.
+            t = 1.0 if self.pairs else self.first_step / max(float(d.abs().mean()), 1e-30)
+            with torch.no_grad():
+                x.add_(d.view_as(x), alpha=t)
+            out = closure()
+            g_new = _gradient(x)
+            s = d.mul_(t)
+            y = g_new - self.g
+            ys, yy = float(y @ s), float(y @ y)
+            if ys > CURVATURE_EPS * yy and yy > 0:
+                self.pairs.append((s, y, 1.0 / ys))
+                self.h0 = ys / yy
+            self.g = g_new.clone()
+            yield out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"g": self.g, "s": [p[0] for p in self.pairs], "y": [p[1] for p in self.pairs],
+                "rho": [p[2] for p in self.pairs], "h0": self.h0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.g = state["g"]
+        self.pairs.clear()
+        for s, y, rho in zip(state["s"], state["y"], state["rho"], strict=True):
+            self.pairs.append((s, y, float(rho)))
+        self.h0 = float(state["h0"])
 
 
 def _gradient(x: torch.Tensor) -> torch.Tensor:

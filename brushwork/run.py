@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .checkpoint import path_for as checkpoint_path
 from .engine import Interrupted, Iterate, Result, estimate, stylize
 from .errors import BrushworkError
 from .imageio import check_output_dir, check_output_path, save_image, save_text
@@ -40,8 +41,15 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
         return print_estimate(content, styles, options)
     if args.print_every < 0 or args.save_every < 0:
         raise BrushworkError("--print-every and --save-every must be 0 or positive")
-    output = check_output_path(args.output, force=args.force)
-    plot = check_output_path(args.plot, force=args.force) if args.plot else None
+    if not args.checkpoint_every >= 0:  # NaN too
+        raise BrushworkError("--checkpoint-every must be 0 or a positive number of minutes")
+    # Resuming finishes the picture an interrupted run wrote so far: it may replace it.
+    output = check_output_path(args.output, force=args.force or args.resume)
+    checkpoint = checkpoint_path(output)
+    if checkpoint.exists() and not (args.resume or args.force):
+        raise BrushworkError(f"an unfinished run's checkpoint is at '{checkpoint}': pass "
+                             f"--resume to continue it, or --force to start over")
+    plot = check_output_path(args.plot, force=args.force or args.resume) if args.plot else None
     if plot == output:
         raise BrushworkError("--plot must name another file than --output")
     quiet = args.quiet
@@ -78,25 +86,30 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
                 raise BrushworkError(f"snapshot {str(path)!r} exists; pass --force to overwrite")
 
     try:
-        result = stylize(content, list(styles), callback=on_step, log=log, **options)
+        result = stylize(content, list(styles), callback=on_step, log=log,
+                         checkpoint=checkpoint, checkpoint_every=60 * args.checkpoint_every,
+                         resume=args.resume, **options)
     except Interrupted as stop:
         if bar is not None:
             bar.close()
             bar = None
         if stop.result.history:
-            path = stop.result.save(output, force=args.force)
+            path = stop.result.save(output, force=args.force or args.resume)
             print(f"interrupted; wrote the picture so far to {path}", file=sys.stderr)
+            if checkpoint.exists():
+                print(f"the same command with --resume continues it from {checkpoint}",
+                      file=sys.stderr)
             if plot:
-                write_plot(stop.result, plot, args.force)
+                write_plot(stop.result, plot, args.force or args.resume)
         else:
             print("interrupted before the first step; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if bar is not None:
             bar.close()
-    path = result.save(output, force=args.force)
+    path = result.save(output, force=args.force or args.resume)
     if plot:
-        write_plot(result, plot, args.force)
+        write_plot(result, plot, args.force or args.resume)
         if not quiet:
             print(f"wrote {plot}", file=sys.stderr)
     if not quiet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import torch
 
@@ -31,3 +32,13 @@ class StopRule:
         self._last = current.clone()
         full = len(self._changes) == self._changes.maxlen
         return full and sum(self._changes) / len(self._changes) < self.tolerance
+
+    def state_dict(self) -> dict[str, Any]:
+        """The recent changes (the last iterate is the picture, saved beside them)."""
+        return {"changes": list(self._changes)}
+
+    def load_state_dict(self, state: dict[str, Any], x: torch.Tensor) -> None:
+        """Continue after the iterate ``x``, last fed to the rule that saved ``state``."""
+        self._changes.clear()
+        self._changes.extend(float(c) for c in state["changes"])
+        self._last = x.detach().clone() if self.tolerance > 0 else None
