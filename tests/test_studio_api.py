@@ -653,6 +653,28 @@ def test_cli_warns_when_not_on_loopback(tmp_path, capsys, monkeypatch, tiny_mode
     assert code == 0 and "warning" not in capsys.readouterr().err
 
 
+def test_the_studio_leaves_malloc_alone_and_painting_commands_do_not(tmp_path, monkeypatch,
+                                                                     tiny_model_file):
+    """A long-running server must give its peak memory back: only the one-shot commands
+    ask malloc to keep freed memory (brushwork.allocator)."""
+    import uvicorn
+
+    from brushwork.studio import cli as studio_cli
+
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "reuse_freed_memory", lambda: calls.append("reuse") or True)
+    real_bind = studio_cli.bind
+    monkeypatch.setattr(studio_cli, "bind", lambda host, port: real_bind("127.0.0.1", 0))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    assert cli.main(["studio", "--port", "0", "--data", str(tmp_path),
+                     "--model", str(tiny_model_file)]) == 0
+    assert calls == []
+    # A painting command does set it (it fails afterwards on the missing photo).
+    assert cli.main(["stylize", str(tmp_path / "none.png"), str(tmp_path / "none.png"),
+                     "-o", str(tmp_path / "out.png")]) == 1
+    assert calls == ["reuse"]
+
+
 def test_cli_serves_until_ctrl_c_and_marks_the_running_job_interrupted(tmp_path,
                                                                         tiny_model_file):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
