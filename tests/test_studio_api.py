@@ -25,7 +25,7 @@ from brushwork import cli
 from brushwork.errors import DivergedError
 from brushwork.imageio import read_metadata
 from brushwork.strength import DEFAULT_STRENGTH, knobs
-from brushwork.studio import jobs as jobs_module
+from brushwork.studio import worker as worker_module
 from brushwork.studio.gallery import Store
 from conftest import painting_array, photo_array
 from studio_support import make_app, png_bytes, running_server
@@ -148,14 +148,15 @@ def test_page_and_static_files_are_served_with_safe_headers(client):
     assert config["defaults"]["size"] == 512 and config["defaults"]["model"] == "tiny"
     # What an empty request paints with: the default strength and the knobs it sets.
     assert config["defaults"]["strength"] == DEFAULT_STRENGTH
-    assert config["defaults"]["content_weight"] == pytest.approx(knobs(DEFAULT_STRENGTH)["content_weight"])
+    assert config["defaults"]["content_weight"] == pytest.approx(
+        knobs(DEFAULT_STRENGTH)["content_weight"])
     assert config["defaults"]["min_size"] == knobs(DEFAULT_STRENGTH)["min_size"]
 
 
 @pytest.fixture
 def gate(monkeypatch):
     """Hold each job at its first step until released (jobs.stylize wrapped)."""
-    real = jobs_module.stylize
+    real = worker_module.stylize
     started, release = threading.Event(), threading.Event()
 
     def held(content, styles, *, callback, **kw):
@@ -165,7 +166,7 @@ def gate(monkeypatch):
             callback(it)
         return real(content, styles, callback=cb, **kw)
 
-    monkeypatch.setattr(jobs_module, "stylize", held)
+    monkeypatch.setattr(worker_module, "stylize", held)
     return started, release
 
 
@@ -211,7 +212,7 @@ def test_cancel_running_job_then_queue_goes_on(client, gate):
 ])
 def test_failing_job_reports_its_error_and_the_queue_goes_on(client, monkeypatch, error,
                                                               expected):
-    real = jobs_module.stylize
+    real = worker_module.stylize
     calls = []
 
     def flaky(*args, **kw):
@@ -220,7 +221,7 @@ def test_failing_job_reports_its_error_and_the_queue_goes_on(client, monkeypatch
             raise error
         return real(*args, **kw)
 
-    monkeypatch.setattr(jobs_module, "stylize", flaky)
+    monkeypatch.setattr(worker_module, "stylize", flaky)
     content, style = uploaded_pair(client)
     bad = submit(client, content, [style]).json()
     good = submit(client, content, [style]).json()
@@ -262,7 +263,7 @@ def test_stop_mid_job_marks_it_interrupted_and_restart_keeps_the_gallery(tmp_pat
         assert started.wait(20)
 
         def release_once_stopping():  # let the held step go on only once the stop began
-            while not app.state.queue._stopping:
+            while not app.state.queue.stopping:
                 time.sleep(0.01)
             release.set()
         threading.Thread(target=release_once_stopping, daemon=True).start()
@@ -454,6 +455,10 @@ def test_unknown_upload_id(client):
     ({"preserve_colors": "sepia"}, "preserve_colors"),
     ({"optimizer": "newton"}, "optimizer"),
     ({"content_layers": ["relu9_9"]}, "relu9_9"),
+    # relu5_4 is VGG19's; the offered model is a VGG16, so the request is refused at once.
+    ({"style_layers": ["relu1_1", "relu5_4"]}, "unknown style layer 'relu5_4' for vgg16"),
+    ({"style_layers": []}, "style_layers"),
+    ({"size": None}, "size"),
     ({"style_weights": [1, 2]}, "style_weights"),
     ({"model": "vgg16-hed"}, "unknown model"),  # only what the operator offered
     ({"model": "/etc/passwd"}, "unknown model"),
@@ -472,11 +477,20 @@ def test_bad_options(client, options, needle):
     still_serving(client)
 
 
+def test_web_options_are_the_settings_but_the_server_only_ones():
+    from brushwork.settings import Settings, option_specs
+    from brushwork.studio.options import SERVER_ONLY, WEB_OPTIONS
+
+    assert sorted(SERVER_ONLY) == ["device", "max_pixels"]
+    assert set(WEB_OPTIONS) == {s.name for s in option_specs()} - SERVER_ONLY
+    assert set(WEB_OPTIONS) | SERVER_ONLY == set(Settings.__dataclass_fields__)
+
+
 def test_nan_and_infinity_in_json_are_refused(client):
     content, style = uploaded_pair(client)
     for literal in ("NaN", "Infinity", "-Infinity"):
-        body = ('{"content": "%s", "styles": ["%s"], "options": {"content_weight": %s}}'
-                % (content, style, literal))
+        body = (f'{{"content": "{content}", "styles": ["{style}"], '
+                f'"options": {{"content_weight": {literal}}}}}')
         r = client.post("/api/jobs", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422 and "content_weight" in r.json()["detail"]
     still_serving(client)
