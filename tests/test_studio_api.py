@@ -190,6 +190,21 @@ def test_queue_runs_in_order_reports_places_and_cancels(client, gate):
     assert client.get(f"/api/jobs/{ids[1]}/result").status_code == 404
 
 
+def test_a_job_has_one_shape_running_and_ended(client, gate):
+    """One serialiser: the JSON of a job in memory and of the stored row have the same keys."""
+    started, release = gate
+    content, style = uploaded_pair(client)
+    job_id = submit(client, content, [style]).json()["id"]
+    assert started.wait(20)
+    running = client.get(f"/api/jobs/{job_id}").json()
+    release.set()
+    ended = wait_for(client, job_id)
+    assert running["state"] == "running" and ended["state"] == "done"
+    assert set(running) == set(ended)
+    listed = {j["id"]: j for j in client.get("/api/jobs").json()["jobs"]}[job_id]
+    assert set(listed) == set(ended) - {"history"}
+
+
 def test_cancel_running_job_then_queue_goes_on(client, gate):
     started, release = gate
     content, style = uploaded_pair(client)
