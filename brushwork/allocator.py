@@ -9,10 +9,11 @@ each page first.  What that costs, and what this setting buys, is measured by
 
 :func:`reuse_freed_memory` asks malloc to serve everything from its heap and not to
 trim it, so the second evaluation reuses the first one's pages.  The process keeps its
-peak resident memory until it exits, which is what a stylize run, a sweep or the
-studio's worker does anyway.  It changes a process-wide setting, so the library never
-calls it by itself: the ``brushwork`` command and the benchmark do, and a program
-that embeds brushwork can.
+peak resident memory until it exits, which a stylize run, a demo, a sweep or the
+benchmark do anyway; a long-running server (the studio) would hold its peak for good, so
+the ``brushwork`` command sets it for those one-shot commands only.  It changes a
+process-wide setting, so the library never calls it by itself; a program that embeds
+brushwork can.
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .allocator import reuse_freed_memory
 from .errors import BrushworkError
-from .settings import default_of, flag_of, option_fields
+from .settings import OptionSpec, option_specs
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -33,16 +34,20 @@ def _list_of(kind: Callable[[str], Any], what: str) -> Callable[[str], tuple]:
         try:
             return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}, got {text!r}") from None
     return parse
 
 
-# Settings annotation (a string, since settings.py uses postponed annotations) -> parser.
-_TYPES: dict[str, Callable[[str], Any]] = {
-    "int": int, "int | None": int, "float": float, "float | None": float, "str": str,
-    "tuple[str, ...]": _list_of(str, "layer names"),
-    "tuple[float, ...] | None": _list_of(float, "numbers"),
+# An option's kind (brushwork.settings.OptionSpec) -> the parser of its flag's value.
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int, "float": float, "str": str,
+    "strs": _list_of(str, "layer names"), "floats": _list_of(float, "numbers"),
 }
+
+
+def _cli_options() -> list[OptionSpec]:
+    return [spec for spec in option_specs() if spec.cli]
 
 
 def _fmt_default(value: Any) -> str:
@@ -60,36 +65,35 @@ def add_settings_options(parser: argparse.ArgumentParser,
     """
     overrides = overrides or {}
     group = parser.add_argument_group("style transfer options")
-    for f in option_fields():
-        meta = f.metadata
-        flag = flag_of(f)
-        default = overrides.get(f.name, default_of(f))
+    for spec in _cli_options():
+        default = overrides.get(spec.name, spec.default)
         # argparse's default formatter would repeat a default it can see; a literal one is
         # written for the suppressed ones (the user did not pass them: Settings decides).
-        shown = "%(default)s" if f.name in overrides else (
-            meta.get("shown") if default is None and meta.get("shown") else _fmt_default(default))
-        help_text = f"{meta['help']} (default: {shown})"
-        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text,
-                                  "default": overrides.get(f.name, argparse.SUPPRESS)}
-        if f.name in sweepable:
+        shown = "%(default)s" if spec.name in overrides else (
+            spec.shown if default is None and spec.shown else _fmt_default(default))
+        help_text = f"{spec.help} (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": spec.name, "help": help_text,
+                                  "default": overrides.get(spec.name, argparse.SUPPRESS)}
+        if spec.name in sweepable:
             kwargs["action"] = "append"
-            kwargs["metavar"] = "V,V,..." if f.name != "model" else "NAME,..."
+            kwargs["metavar"] = "V,V,..." if spec.name != "model" else "NAME,..."
             kwargs["help"] = help_text + (
-                "; repeat the flag for each layer set to sweep" if f.name.endswith("layers")
+                "; repeat the flag for each layer set to sweep" if spec.name.endswith("layers")
                 else "; comma-separated values to sweep")
-        elif meta.get("choices"):
-            kwargs["choices"] = meta["choices"]
-        elif str(f.type) == "bool":
+        elif spec.choices:
+            kwargs["choices"] = spec.choices
+        elif spec.kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = _TYPES[str(f.type)]
-            kwargs["metavar"] = meta.get("metavar")
-        group.add_argument(flag, **kwargs)
+            kwargs["type"] = _PARSERS[spec.kind]
+            kwargs["metavar"] = spec.metavar
+        group.add_argument(spec.flag, **kwargs)
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Only the options the user gave; the rest keep Settings' defaults."""
-    return {f.name: getattr(args, f.name) for f in option_fields() if hasattr(args, f.name)}
+    return {spec.name: getattr(args, spec.name) for spec in _cli_options()
+            if hasattr(args, spec.name)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,8 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a usage error already printed
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
-    # Each evaluation frees and reallocates the same blocks: keep them (brushwork.allocator).
-    reuse_freed_memory()
+    if args.func in ONE_SHOT:
+        # Each evaluation frees and reallocates the same blocks: keep them until the
+        # command exits (brushwork.allocator).  Not for the studio, a long-running server
+        # that would then never give its peak back (docs/benchmarks.md, "The studio's
+        # memory").
+        reuse_freed_memory()
     try:
         return args.func(args)
     except BrushworkError as e:
@@ -214,23 +222,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def sweep_values(args: argparse.Namespace, names: Sequence[str]) -> tuple[dict, dict]:
     """Split the sweepable flags into (axes with several values, options with one)."""
-    from dataclasses import fields
-
-    from .settings import Settings
-
-    kinds = {f.name: str(f.type) for f in fields(Settings)}
+    specs = {spec.name: spec for spec in option_specs()}
     axes: dict[str, list] = {}
     fixed: dict[str, Any] = {}
     for name in names:
         raw = getattr(args, name, None)
         if raw is None:
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = specs[name].flag
         values: list[Any] = []
         for text in raw:
-            if kinds[name] in ("float", "float | None"):
+            if specs[name].kind == "float":
                 values += list(_list_of(float, "numbers")(text)) or _no_value(flag)
-            elif kinds[name].startswith("tuple"):  # each occurrence is one layer set
+            elif specs[name].kind in ("strs", "floats"):  # each occurrence is one list
                 values.append(_list_of(str, "layer names")(text) or _no_value(flag))
             else:
                 values += [v.strip() for v in text.split(",") if v.strip()] or _no_value(flag)
@@ -279,6 +283,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"\ncache: {weights.cache_dir()}  (fetch one: brushwork models --fetch NAME; "
           "or pass any .pth/.safetensors/.h5 file to --model)")
     return 0
+
+
+# The painting commands, which run and exit: they keep freed memory for reuse.
+ONE_SHOT = (cmd_stylize, cmd_demo, cmd_sweep, cmd_bench)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,7 @@ the settings recorded beside each output are all derived from :class:`Settings`.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import BrushworkError
@@ -19,8 +19,8 @@ OPTIMIZERS = ("lbfgs", "adam", "sgd")
 COLOR_MODES = ("none", "luminance", "histogram", "histogram-to-style")
 MULTISCALE_MODES = ("auto", "on", "off")
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-# Per-optimiser default step size, in pixel units (0..255); seed 004 used SGD at 100
-# on raw (unnormalised) gradients of its own tiny loss weights.
+# Per-optimiser default step size, in pixel units (0..255); the Keras example used SGD at
+# 100 on raw (unnormalised) gradients of its own tiny loss weights.
 DEFAULT_LR = {"adam": 4.0, "sgd": 2.0}
 
 
@@ -58,8 +58,9 @@ class Settings:
     style_weight: float | None = _opt(None, "beta, the weight of the style loss", metavar="B",
                                       shown="1e4")
     tv_weight: float = _opt(0.0, "weight of the total-variation smoothness loss", metavar="W")
-    tv_power: float = _opt(1.0, "exponent of the TV loss: 1 = squared gradients, 1.25 = seed 004",
-                           metavar="P")
+    tv_power: float = _opt(
+        1.0, "exponent of the TV loss: 1 = squared gradients, 1.25 = the Keras example's",
+        metavar="P")
     style_weights: tuple[float, ...] | None = _opt(
         None, "blend weights, one per style image", metavar="W,W,...", shown="equal")
     style_scale: float = _opt(
@@ -78,11 +79,14 @@ class Settings:
         None, "w_l, one per style layer", metavar="W,W,...",
         shown="1/number of layers, as in the paper")
     content_norm: str = _opt("paper", "content loss normalisation: paper = 1/2 sum, "
-                             "sum = seed 004, mean = seed 001", choices=CONTENT_NORMS)
+                             "sum = the Keras example's, mean = the PyTorch tutorial's",
+                             choices=CONTENT_NORMS)
     style_norm: str = _opt("paper", "style loss normalisation: paper = 1/(4 N^2 M^2), "
-                           "mean = seed 001, keras = seed 004", choices=STYLE_NORMS)
+                           "mean = the PyTorch tutorial's, keras = the Keras example's",
+                           choices=STYLE_NORMS)
     # The optimiser.
-    optimizer: str = _opt("lbfgs", "lbfgs, adam, or sgd (seed 004: exponentially decaying rate)",
+    optimizer: str = _opt("lbfgs", "lbfgs, adam, or sgd (with an exponentially decaying rate, "
+                          "as in the Keras example)",
                           choices=OPTIMIZERS)
     learning_rate: float | None = _opt(
         None, "step size for adam/sgd in pixel units", metavar="LR", flag="--lr",
@@ -99,7 +103,8 @@ class Settings:
         metavar="T")
     normalize_gradients: bool = _opt(
         True, "scale the objective so the first gradient averages 1 per pixel (no minimum "
-        "changes; L-BFGS needs it); off = raw step sizes, e.g. to reproduce seed 004's SGD")
+        "changes; L-BFGS needs it); off = raw step sizes, e.g. to reproduce the Keras "
+        "example's SGD")
     init: str = _opt("content", "starting image: content, noise, or a path to an image",
                      metavar="INIT")
     # Around the algorithm.
@@ -219,9 +224,9 @@ def validate(s: Settings) -> None:
     _choice("style_norm", s.style_norm, STYLE_NORMS)
     if not isinstance(s.init, str) or not s.init:
         raise BrushworkError(f"init must be 'content', 'noise' or an image file, not {s.init!r}")
-    if s.seed is not None:
-        if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0:
-            raise BrushworkError(f"seed must be a non-negative integer, not {s.seed!r}")
+    if s.seed is not None and (isinstance(s.seed, bool) or not isinstance(s.seed, int)
+                               or s.seed < 0):
+        raise BrushworkError(f"seed must be a non-negative integer, not {s.seed!r}")
 
 
 def resolve_strength(s: Settings) -> dict[str, Any]:
@@ -250,18 +255,66 @@ def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def option_fields() -> list:
+def option_fields() -> list[Field[Any]]:
     """The dataclass fields, in declaration order, for the CLI."""
     return [f for f in fields(Settings) if f.metadata.get("cli", True)]
 
 
-def default_of(f) -> Any:
-    return f.default if f.default is not MISSING else f.default_factory()
+def default_of(f: Field[Any]) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    assert f.default_factory is not MISSING
+    return f.default_factory()
 
 
-def flag_of(f) -> str:
+def flag_of(f: Field[Any]) -> str:
     """The CLI flag of a settings field."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+# A field's annotation (a string: this module postpones annotations) -> (kind, optional).
+_KINDS: dict[str, tuple[str, bool]] = {
+    "int": ("int", False), "int | None": ("int", True),
+    "float": ("float", False), "float | None": ("float", True),
+    "bool": ("bool", False), "str": ("str", False),
+    "tuple[str, ...]": ("strs", False),
+    "tuple[float, ...] | None": ("floats", True),
+}
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option of a run, as the CLI and the web studio present it.
+
+    ``kind`` is one of int, float, bool, str, strs (a list of names) or floats (a list
+    of numbers); ``optional`` says whether None is allowed (Settings then decides).
+    """
+
+    name: str
+    kind: str
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+    flag: str
+    metavar: str | None
+    shown: str | None  # how --help words a default of None
+    cli: bool
+
+
+def option_specs() -> list[OptionSpec]:
+    """Every Settings field, in declaration order, with its type, default and help."""
+    specs = []
+    for f in fields(Settings):
+        annotation = str(f.type)
+        if annotation not in _KINDS:  # a new field of a new type: teach _KINDS first
+            raise TypeError(f"Settings.{f.name}: no option kind for {annotation!r}")
+        kind, optional = _KINDS[annotation]
+        meta = f.metadata
+        specs.append(OptionSpec(f.name, kind, optional, default_of(f), meta["help"],
+                                meta.get("choices"), flag_of(f), meta.get("metavar"),
+                                meta.get("shown"), meta.get("cli", True)))
+    return specs
 
 
 def to_cli_args(options: dict[str, Any]) -> list[str]:

@@ -7,13 +7,13 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
-from brushwork.studio.jobs import Limits
+from brushwork.studio.options import Limits
 
 
 def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:

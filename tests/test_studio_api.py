@@ -25,7 +25,7 @@ from brushwork import cli
 from brushwork.errors import DivergedError
 from brushwork.imageio import read_metadata
 from brushwork.strength import DEFAULT_STRENGTH, knobs
-from brushwork.studio import jobs as jobs_module
+from brushwork.studio import worker as worker_module
 from brushwork.studio.gallery import Store
 from conftest import painting_array, photo_array
 from studio_support import make_app, png_bytes, running_server
@@ -148,14 +148,15 @@ def test_page_and_static_files_are_served_with_safe_headers(client):
     assert config["defaults"]["size"] == 512 and config["defaults"]["model"] == "tiny"
     # What an empty request paints with: the default strength and the knobs it sets.
     assert config["defaults"]["strength"] == DEFAULT_STRENGTH
-    assert config["defaults"]["content_weight"] == pytest.approx(knobs(DEFAULT_STRENGTH)["content_weight"])
+    assert config["defaults"]["content_weight"] == pytest.approx(
+        knobs(DEFAULT_STRENGTH)["content_weight"])
     assert config["defaults"]["min_size"] == knobs(DEFAULT_STRENGTH)["min_size"]
 
 
 @pytest.fixture
 def gate(monkeypatch):
     """Hold each job at its first step until released (jobs.stylize wrapped)."""
-    real = jobs_module.stylize
+    real = worker_module.stylize
     started, release = threading.Event(), threading.Event()
 
     def held(content, styles, *, callback, **kw):
@@ -165,7 +166,7 @@ def gate(monkeypatch):
             callback(it)
         return real(content, styles, callback=cb, **kw)
 
-    monkeypatch.setattr(jobs_module, "stylize", held)
+    monkeypatch.setattr(worker_module, "stylize", held)
     return started, release
 
 
@@ -187,6 +188,21 @@ def test_queue_runs_in_order_reports_places_and_cancels(client, gate):
     assert first["state"] == third["state"] == "done"
     assert first["finished"] <= third["started"]  # one at a time, in order
     assert client.get(f"/api/jobs/{ids[1]}/result").status_code == 404
+
+
+def test_a_job_has_one_shape_running_and_ended(client, gate):
+    """One serialiser: the JSON of a job in memory and of the stored row have the same keys."""
+    started, release = gate
+    content, style = uploaded_pair(client)
+    job_id = submit(client, content, [style]).json()["id"]
+    assert started.wait(20)
+    running = client.get(f"/api/jobs/{job_id}").json()
+    release.set()
+    ended = wait_for(client, job_id)
+    assert running["state"] == "running" and ended["state"] == "done"
+    assert set(running) == set(ended)
+    listed = {j["id"]: j for j in client.get("/api/jobs").json()["jobs"]}[job_id]
+    assert set(listed) == set(ended) - {"history"}
 
 
 def test_cancel_running_job_then_queue_goes_on(client, gate):
@@ -211,7 +227,7 @@ def test_cancel_running_job_then_queue_goes_on(client, gate):
 ])
 def test_failing_job_reports_its_error_and_the_queue_goes_on(client, monkeypatch, error,
                                                               expected):
-    real = jobs_module.stylize
+    real = worker_module.stylize
     calls = []
 
     def flaky(*args, **kw):
@@ -220,7 +236,7 @@ def test_failing_job_reports_its_error_and_the_queue_goes_on(client, monkeypatch
             raise error
         return real(*args, **kw)
 
-    monkeypatch.setattr(jobs_module, "stylize", flaky)
+    monkeypatch.setattr(worker_module, "stylize", flaky)
     content, style = uploaded_pair(client)
     bad = submit(client, content, [style]).json()
     good = submit(client, content, [style]).json()
@@ -262,7 +278,7 @@ def test_stop_mid_job_marks_it_interrupted_and_restart_keeps_the_gallery(tmp_pat
         assert started.wait(20)
 
         def release_once_stopping():  # let the held step go on only once the stop began
-            while not app.state.queue._stopping:
+            while not app.state.queue.stopping:
                 time.sleep(0.01)
             release.set()
         threading.Thread(target=release_once_stopping, daemon=True).start()
@@ -454,6 +470,10 @@ def test_unknown_upload_id(client):
     ({"preserve_colors": "sepia"}, "preserve_colors"),
     ({"optimizer": "newton"}, "optimizer"),
     ({"content_layers": ["relu9_9"]}, "relu9_9"),
+    # relu5_4 is VGG19's; the offered model is a VGG16, so the request is refused at once.
+    ({"style_layers": ["relu1_1", "relu5_4"]}, "unknown style layer 'relu5_4' for vgg16"),
+    ({"style_layers": []}, "style_layers"),
+    ({"size": None}, "size"),
     ({"style_weights": [1, 2]}, "style_weights"),
     ({"model": "vgg16-hed"}, "unknown model"),  # only what the operator offered
     ({"model": "/etc/passwd"}, "unknown model"),
@@ -472,11 +492,20 @@ def test_bad_options(client, options, needle):
     still_serving(client)
 
 
+def test_web_options_are_the_settings_but_the_server_only_ones():
+    from brushwork.settings import Settings, option_specs
+    from brushwork.studio.options import SERVER_ONLY, WEB_OPTIONS
+
+    assert sorted(SERVER_ONLY) == ["device", "max_pixels"]
+    assert set(WEB_OPTIONS) == {s.name for s in option_specs()} - SERVER_ONLY
+    assert set(WEB_OPTIONS) | SERVER_ONLY == set(Settings.__dataclass_fields__)
+
+
 def test_nan_and_infinity_in_json_are_refused(client):
     content, style = uploaded_pair(client)
     for literal in ("NaN", "Infinity", "-Infinity"):
-        body = ('{"content": "%s", "styles": ["%s"], "options": {"content_weight": %s}}'
-                % (content, style, literal))
+        body = (f'{{"content": "{content}", "styles": ["{style}"], '
+                f'"options": {{"content_weight": {literal}}}}}')
         r = client.post("/api/jobs", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422 and "content_weight" in r.json()["detail"]
     still_serving(client)
@@ -651,6 +680,28 @@ def test_cli_warns_when_not_on_loopback(tmp_path, capsys, monkeypatch, tiny_mode
     code = cli.main(["studio", "--port", "0", "--data", str(tmp_path),
                      "--model", str(tiny_model_file)])
     assert code == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_the_studio_leaves_malloc_alone_and_painting_commands_do_not(tmp_path, monkeypatch,
+                                                                     tiny_model_file):
+    """A long-running server must give its peak memory back: only the one-shot commands
+    ask malloc to keep freed memory (brushwork.allocator)."""
+    import uvicorn
+
+    from brushwork.studio import cli as studio_cli
+
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "reuse_freed_memory", lambda: calls.append("reuse") or True)
+    real_bind = studio_cli.bind
+    monkeypatch.setattr(studio_cli, "bind", lambda host, port: real_bind("127.0.0.1", 0))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    assert cli.main(["studio", "--port", "0", "--data", str(tmp_path),
+                     "--model", str(tiny_model_file)]) == 0
+    assert calls == []
+    # A painting command does set it (it fails afterwards on the missing photo).
+    assert cli.main(["stylize", str(tmp_path / "none.png"), str(tmp_path / "none.png"),
+                     "-o", str(tmp_path / "out.png")]) == 1
+    assert calls == ["reuse"]
 
 
 def test_cli_serves_until_ctrl_c_and_marks_the_running_job_interrupted(tmp_path,

@@ -18,7 +18,7 @@ from PIL import Image
 
 from brushwork.imageio import read_metadata
 from brushwork.strength import knobs
-from brushwork.studio import jobs as jobs_module
+from brushwork.studio import worker as worker_module
 from conftest import painting_array, photo_array
 from studio_support import make_app, running_server
 
@@ -109,7 +109,7 @@ def _choose(page, photo: Path, painting: Path, size: int, iterations: int):
 def paced(monkeypatch):
     """Each step of a job takes at least 0.1 s: the tiny network would finish before the
     page could fetch a single preview, and the preview shows the newest picture only."""
-    real = jobs_module.stylize
+    real = worker_module.stylize
 
     def slower(content, styles, *, callback, **kw):
         def cb(it):
@@ -117,7 +117,7 @@ def paced(monkeypatch):
             callback(it)
         return real(content, styles, callback=cb, **kw)
 
-    monkeypatch.setattr(jobs_module, "stylize", slower)
+    monkeypatch.setattr(worker_module, "stylize", slower)
 
 
 def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp_path,
@@ -188,7 +188,7 @@ def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp
 def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_path,
                                                   tiny_model_file, monkeypatch):
     page = browser_page
-    real = jobs_module.stylize
+    real = worker_module.stylize
     release, started = threading.Event(), threading.Event()
 
     def held(content, styles, *, callback, **kw):  # the first job waits for the test
@@ -211,7 +211,7 @@ def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_pa
         time.sleep(0.5)
         route.fulfill(response=response, json=reply)
 
-    monkeypatch.setattr(jobs_module, "stylize", held)
+    monkeypatch.setattr(worker_module, "stylize", held)
     app = make_app(tmp_path / "data", tiny_model_file)
     with running_server(app) as url:
         try:

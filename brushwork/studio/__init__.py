@@ -4,9 +4,14 @@
 the picture being painted, a queue, a gallery) and the HTTP API behind it.  Modules:
 
 * ``cli``      the ``studio`` subcommand: options, binding, start and clean stop
-* ``app``      ``create_app(data_dir, ...)``: the FastAPI application and its routes
-* ``jobs``     the queue, its one worker thread, option checks, the event broker
-* ``gallery``  SQLite index and the files under the data folder
+* ``app``      ``create_app(data_dir, ...)``: the FastAPI application, put together
+* ``routes``   its HTTP routes, one router per concern (page, uploads, jobs, events)
+* ``options``  what a request may set (derived from Settings) and the studio's limits
+* ``job``      one job and its JSON (the one serialiser, for memory and store alike)
+* ``jobs``     the queue: waiting jobs, the running one, every change of state
+* ``worker``   the one thread that paints the jobs, in order
+* ``events``   the event broker (fan-out) and publisher (pacing) for the live page
+* ``gallery``  the store: SQLite index and the files under the data folder
 * ``uploads``  checking uploaded images (bytes, pixels, a full decode)
 * ``security`` Host / Origin / body-size checks on every request
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrushworkError
+from .options import Limits
 
 DEFAULT_PORT = 8000
-DEFAULT_MAX_UPLOAD_MB = 25.0
-DEFAULT_MAX_PIXELS = 25_000_000
+DEFAULT_MAX_UPLOAD_MB = Limits.max_upload_bytes / (1024 * 1024)
+DEFAULT_MAX_PIXELS = Limits.max_pixels
 
 
 def default_data_dir() -> Path:
@@ -130,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
         raise BrushworkError(f"the studio needs fastapi, uvicorn and python-multipart "
                              f"({e.name} is missing); pip install them") from None
     from ..engine import Cache, resolve_device
-    from .jobs import Limits
 
     if not args.max_upload_mb > 0 or args.max_upload_mb > 10_000:
         raise BrushworkError(f"--max-upload-mb must be between 0 and 10000, not "

@@ -23,8 +23,9 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import BrushworkError
 from ..imageio import read_metadata

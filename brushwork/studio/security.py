@@ -15,8 +15,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 Scope = dict[str, Any]
@@ -54,12 +55,12 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def allowed_hostnames(bound: str, extra: Iterable[str] = ()) -> frozenset[str] | None:
+def allowed_hostnames(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
     """Host names a request may name for a server bound to ``bound``.
 
     Loopback: only the loopback names.  A specific address: it and loopback.  All
     interfaces (0.0.0.0, ::): any IP literal (rebinding needs a domain name), loopback,
-    and this machine's own names.  ``None`` would mean anything goes; never returned.
+    and this machine's own names.
     """
     bound = bound.strip("[]").lower()
     names = set(LOOPBACK_NAMES) | {bound} | {e.strip("[]").lower() for e in extra}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..errors import ImageError
-from ..imageio import MIN_SIDE, pillow_limit, load_image
+from ..imageio import MIN_SIDE, load_image, pillow_limit
 
 # Pillow formats accepted, and the extension the stored file gets.
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",

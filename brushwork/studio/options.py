@@ -1,0 +1,123 @@
+"""What a web request may ask for: the options (derived from Settings) and the limits.
+
+Every Settings field is a web option except the server-only ones below; each option's
+JSON type, default and choices come from :func:`brushwork.settings.option_specs`, the
+same place the CLI's flags come from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BrushworkError
+from ..settings import OptionSpec, Settings, option_specs
+from ..vgg import check_layers
+
+MAX_STYLES = 8
+# The largest upload, in pixels.  Lower than the library's DEFAULT_MAX_PIXELS (the
+# user's own files): anyone who can reach the studio can send one.
+UPLOAD_MAX_PIXELS = 25_000_000
+
+# Settings a request may not set: the operator chooses them (``brushwork studio
+# --device``, ``--max-pixels``; the memory budget is the server's default), since they
+# touch this machine's devices and memory.
+# ``model`` and ``init`` are web options, but only by name: a model the operator offered,
+# and "content" or "noise", never a path on the server's disk.
+SERVER_ONLY = frozenset({"device", "max_pixels", "max_memory"})
+WEB_OPTIONS: dict[str, OptionSpec] = {
+    spec.name: spec for spec in option_specs() if spec.name not in SERVER_ONLY}
+WEB_INITS = ("content", "noise")
+MAX_TEXT = 100  # characters in a string option
+MAX_ITEMS = 64  # entries in a list option
+MAX_NAME = 32  # characters in a layer name
+
+
+class OptionsError(ValueError):
+    """A job request the studio refuses (HTTP 422)."""
+
+
+@dataclass
+class Limits:
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = UPLOAD_MAX_PIXELS
+    max_size: int = 2048  # long side of an output
+    max_iterations: int = 5000
+    max_queued: int = 100
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def type_ok(spec: OptionSpec, value: Any) -> bool:
+    """Whether a JSON value has the type of ``spec`` (None only where Settings allows it)."""
+    if value is None:
+        return spec.optional
+    if spec.kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if spec.kind == "float":
+        return _number(value) and math.isfinite(value)
+    if spec.kind == "bool":
+        return isinstance(value, bool)
+    if spec.kind == "str":
+        return isinstance(value, str) and len(value) <= MAX_TEXT
+    if spec.kind == "floats":
+        return isinstance(value, list) and 0 < len(value) <= MAX_ITEMS and all(
+            _number(v) for v in value)
+    if spec.kind == "strs":
+        return isinstance(value, list) and 0 < len(value) <= MAX_ITEMS and all(
+            isinstance(v, str) and len(v) <= MAX_NAME for v in value)
+    raise AssertionError(f"no JSON check for option kind {spec.kind!r}")
+
+
+def web_defaults(default_model: str) -> dict[str, Any]:
+    """What an empty request paints with, option by option, as JSON."""
+    resolved = Settings().to_dict()
+    return {name: resolved[name] for name in WEB_OPTIONS} | {"model": default_model}
+
+
+def check_options(options: Any, *, models: dict[str, str], default_model: str,
+                  limits: Limits, n_styles: int,
+                  arch_of: Callable[[str], str]) -> tuple[dict[str, Any], Settings]:
+    """Validate a request's options; return them (model filled in) and the Settings.
+
+    ``models`` maps the names a request may use to what stylize gets; ``arch_of`` gives
+    a model name's network (vgg16 or vgg19), whose layer names the request must use.
+    Raises OptionsError naming the first bad option.
+    """
+    if not isinstance(options, dict):
+        raise OptionsError("options must be a JSON object")
+    for name, value in options.items():
+        if name not in WEB_OPTIONS:
+            raise OptionsError(f"unknown or server-only option {name!r}; allowed: "
+                               f"{', '.join(sorted(WEB_OPTIONS))}")
+        if not type_ok(WEB_OPTIONS[name], value):
+            raise OptionsError(f"{name} has the wrong type: {value!r}")
+    opts = dict(options)
+    opts.setdefault("model", default_model)
+    if opts["model"] not in models:
+        raise OptionsError(f"unknown model {opts['model']!r}; choose one of: "
+                           f"{', '.join(models)}")
+    if opts.get("init", "content") not in WEB_INITS:
+        raise OptionsError("init must be 'content' or 'noise'")
+    for name, most in (("size", limits.max_size), ("min_size", limits.max_size),
+                       ("iterations", limits.max_iterations)):
+        if opts.get(name) is not None and opts[name] > most:
+            raise OptionsError(f"{name} {opts[name]} is over this studio's limit of {most}")
+    if opts.get("style_weights") is not None and len(opts["style_weights"]) != n_styles:
+        raise OptionsError(f"style_weights has {len(opts['style_weights'])} values for "
+                           f"{n_styles} paintings")
+    run_opts: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                                for k, v in opts.items()}
+    run_opts["model"] = models[opts["model"]]
+    try:
+        settings = Settings(**run_opts)
+        arch = arch_of(opts["model"])
+        check_layers(arch, settings.content_layers, "content")
+        check_layers(arch, settings.style_layers, "style")
+    except BrushworkError as e:
+        raise OptionsError(str(e)) from None
+    return opts, settings

@@ -1,0 +1,317 @@
+"""The studio's HTTP routes, one router per concern: the page, uploads, jobs, events.
+
+Each ``*_routes(studio)`` returns an :class:`~fastapi.APIRouter` over the one
+:class:`Studio` (the store, the queue, the broker, the limits and the models offered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
+
+from .. import __version__
+from ..errors import BrushworkError
+from ..imageio import read_metadata
+from ..weights import SOURCES, locate
+from .events import Broker
+from .gallery import Store
+from .job import TERMINAL, Job, from_row, job_json
+from .jobs import JobQueue, QueueFull
+from .options import Limits, OptionsError, web_defaults
+from .security import BodyTooLarge
+from .uploads import UploadError, check_image, display_name, thumbnail_jpeg
+
+STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8",
+          "index.html": "text/html; charset=utf-8"}
+KEEPALIVE_S = 15.0
+JOB_KEYS = {"content", "styles", "options"}
+
+
+@dataclass
+class Studio:
+    """What the routes serve from."""
+
+    store: Store
+    queue: JobQueue
+    broker: Broker
+    limits: Limits
+    models: dict[str, str]  # name a request may use -> what stylize gets
+    default_model: str
+
+    def job_json(self, job_id: str, *, history: bool = False) -> dict[str, Any]:
+        """A job waiting or running (from memory) or ended (from the store); 404 if none."""
+        live = self.queue.live(job_id)
+        if live is not None:
+            return self.queue.describe(live, history=history)
+        row = self.store.job(job_id)
+        if row is None:
+            raise HTTPException(404, "no such job")
+        return self.stored_json(row, history=history)
+
+    def stored_json(self, row: dict[str, Any], *, history: bool = False) -> dict[str, Any]:
+        job: Job = from_row(row)
+        return job_json(job, place=None, history=history, result=job.state == "done"
+                        and self.store.result_path(job.id).is_file())
+
+
+def page_routes(studio: Studio) -> APIRouter:
+    router = APIRouter()
+
+    def static(name: str) -> Response:
+        data = resources.files("brushwork.studio").joinpath("static").joinpath(name)
+        return Response(data.read_bytes(), media_type=STATIC[name],
+                        headers={"Cache-Control": "no-cache"})
+
+    @router.get("/", include_in_schema=False)
+    def index() -> Response:
+        return static("index.html")
+
+    @router.get("/static/{name}", include_in_schema=False)
+    def static_file(name: str) -> Response:
+        if name not in STATIC:  # a fixed list: no path is ever built from the request
+            raise HTTPException(404, "not found")
+        return static(name)
+
+    @router.get("/api/config")
+    def config() -> dict[str, Any]:
+        listed = []
+        for name, target in studio.models.items():
+            src = SOURCES.get(target) if name == target else None
+            listed.append({"name": name, "description": src.description if src else
+                           "weights file given with --model",
+                           "present": (locate(name) is not None) if src else True})
+        limits = studio.limits
+        return {"version": __version__, "models": listed,
+                "default_model": studio.default_model,
+                "defaults": web_defaults(studio.default_model),
+                "limits": {"max_upload_bytes": limits.max_upload_bytes,
+                           "max_pixels": limits.max_pixels, "max_size": limits.max_size,
+                           "max_iterations": limits.max_iterations,
+                           "max_queued": limits.max_queued}}
+
+    return router
+
+
+def upload_routes(studio: Studio) -> APIRouter:
+    router = APIRouter()
+    store, limits = studio.store, studio.limits
+
+    @router.post("/api/upload", status_code=201)
+    async def upload(request: Request) -> dict[str, Any]:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise HTTPException(415, "send multipart/form-data with the image in a field "
+                                     "named 'file'")
+        try:
+            form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
+        except (HTTPException, BodyTooLarge):
+            raise
+        except Exception as e:  # the multipart parser's own errors
+            raise HTTPException(400, f"malformed multipart body ({type(e).__name__})") from None
+        try:
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise HTTPException(400, "no file in the field named 'file'")
+            data = await file.read(limits.max_upload_bytes + 1)
+            name = display_name(file.filename)
+        finally:
+            await form.close()
+        try:
+            checked = await run_in_threadpool(check_image, data,
+                                              max_bytes=limits.max_upload_bytes,
+                                              max_pixels=limits.max_pixels)
+        except UploadError as e:
+            raise HTTPException(e.status, e.message) from None
+        thumb = await run_in_threadpool(thumbnail_jpeg, checked.rgb)
+        row = await run_in_threadpool(
+            lambda: store.add_upload(name=name, ext=checked.ext, format=checked.format,
+                                     width=checked.rgb.width, height=checked.rgb.height,
+                                     data=data, thumb=thumb))
+        return _upload_json(row)
+
+    @router.get("/api/uploads/{upload_id}")
+    def upload_info(upload_id: str) -> dict[str, Any]:
+        row = store.upload(upload_id)
+        if row is None:
+            raise HTTPException(404, "no such upload")
+        return _upload_json(row)
+
+    @router.get("/api/uploads/{upload_id}/thumb")
+    def upload_thumb(upload_id: str) -> Response:
+        if store.upload(upload_id) is None or not store.upload_thumb(upload_id).is_file():
+            raise HTTPException(404, "no such upload")
+        return FileResponse(store.upload_thumb(upload_id), media_type="image/jpeg")
+
+    return router
+
+
+def job_routes(studio: Studio) -> APIRouter:
+    router = APIRouter()
+    store, queue = studio.store, studio.queue
+
+    @router.post("/api/jobs", status_code=201)
+    async def create_job(request: Request) -> dict[str, Any]:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise HTTPException(415, "send the job as application/json")
+        body = await request.body()
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise HTTPException(400, "malformed JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPException(422, "the job must be a JSON object with content, styles, "
+                                     "options")
+        unknown = set(data) - JOB_KEYS
+        if unknown:
+            raise HTTPException(422, f"unknown field(s): {', '.join(sorted(unknown))}; "
+                                     "expected content, styles, options")
+        try:
+            job = await run_in_threadpool(queue.submit, data.get("content"),
+                                          data.get("styles"), data.get("options", {}))
+        except OptionsError as e:
+            raise HTTPException(422, str(e)) from None
+        except QueueFull as e:
+            raise HTTPException(429, str(e)) from None
+        return queue.describe(job)
+
+    @router.get("/api/jobs")
+    def list_jobs(limit: int = Query(30, ge=1, le=500)) -> dict[str, Any]:
+        active = [queue.describe(j) for j in queue.active()]
+        seen = {j["id"] for j in active}
+        recent = [studio.stored_json(r) for r in store.jobs(TERMINAL, limit=limit)
+                  if r["id"] not in seen]
+        return {"jobs": active + recent}
+
+    @router.get("/api/jobs/{job_id}")
+    def get_job(job_id: str) -> dict[str, Any]:
+        return studio.job_json(job_id, history=True)
+
+    @router.post("/api/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        current = studio.job_json(job_id)
+        if current["state"] in TERMINAL:
+            raise HTTPException(409, f"the job has already ended ({current['state']})")
+        queue.cancel(job_id)
+        return studio.job_json(job_id)
+
+    @router.delete("/api/jobs/{job_id}")
+    def delete_job(job_id: str) -> dict[str, Any]:
+        current = studio.job_json(job_id)
+        if current["state"] not in TERMINAL or not store.delete_job(job_id):
+            raise HTTPException(409, "only a job that has ended can be deleted")
+        return {"deleted": job_id}
+
+    @router.get("/api/jobs/{job_id}/preview")
+    def preview(job_id: str) -> Response:
+        live = queue.live(job_id)
+        if live is not None and live.preview is not None:
+            return Response(live.preview, media_type="image/jpeg",
+                            headers={"Cache-Control": "no-store"})
+        if store.job(job_id) is not None and store.result_path(job_id).is_file():
+            return FileResponse(store.result_path(job_id), media_type="image/png")
+        raise HTTPException(404, "no preview yet")
+
+    def finished_file(job_id: str, path_of: Callable[[str], Path]) -> tuple[Path, dict]:
+        row = store.job(job_id)
+        if row is None:
+            raise HTTPException(404, "no such job")
+        path = path_of(job_id)
+        if row["state"] != "done" or not path.is_file():
+            raise HTTPException(404, f"the job has no result (it is {row['state']})")
+        return path, row
+
+    @router.get("/api/jobs/{job_id}/result")
+    def result(job_id: str) -> Response:
+        path, _ = finished_file(job_id, store.result_path)
+        return FileResponse(path, media_type="image/png", filename=f"brushwork-{job_id}.png")
+
+    @router.get("/api/jobs/{job_id}/thumb")
+    def result_thumb(job_id: str) -> Response:
+        path, _ = finished_file(job_id, store.result_thumb)
+        return FileResponse(path, media_type="image/jpeg")
+
+    @router.get("/api/jobs/{job_id}/settings")
+    def result_settings(job_id: str) -> Response:
+        path, row = finished_file(job_id, store.result_path)
+        try:
+            meta = read_metadata(path) or {}
+        except BrushworkError:
+            meta = {}
+        meta["studio"] = {"job": job_id, "options": row["options"]}
+        return JSONResponse(meta, headers={
+            "Content-Disposition": f'attachment; filename="brushwork-{job_id}.json"'})
+
+    @router.get("/api/gallery")
+    def gallery(limit: int = Query(60, ge=1, le=500),
+                offset: int = Query(0, ge=0)) -> dict[str, Any]:
+        rows = store.jobs(["done"], limit=limit, offset=offset)
+        return {"results": [studio.stored_json(r) for r in rows],
+                "total": store.count(["done"])}
+
+    return router
+
+
+def event_routes(studio: Studio) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/api/events")
+    async def all_events(request: Request) -> StreamingResponse:
+        return _stream(studio.broker,
+                       [studio.queue.describe(j) for j in studio.queue.active()], None)
+
+    @router.get("/api/jobs/{job_id}/events")
+    async def job_events(job_id: str) -> StreamingResponse:
+        first = studio.job_json(job_id)  # 404 for an unknown id
+        return _stream(studio.broker, [first], job_id)
+
+    return router
+
+
+def _stream(broker: Broker, initial: list[dict[str, Any]], job_id: str | None
+            ) -> StreamingResponse:
+    """An SSE response: ``initial`` first, then live events (of one job, if given)."""
+    queue = broker.subscribe()  # before the snapshot is sent, so nothing falls between
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield "retry: 2000\n\n"
+            for event in initial:
+                yield _sse(event)
+                if job_id is not None and event["state"] in TERMINAL:
+                    return
+            while True:
+                try:
+                    latest: dict[str, Any] | None = await asyncio.wait_for(queue.get(),
+                                                                           KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if latest is None:  # the studio is stopping
+                    return
+                if job_id is not None and latest["id"] != job_id:
+                    continue
+                yield _sse(latest)
+                if job_id is not None and latest["state"] in TERMINAL:
+                    return
+        finally:
+            broker.unsubscribe(queue)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"event: job\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+def _upload_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "name", "format", "width", "height", "bytes", "created")}

@@ -1,0 +1,127 @@
+"""The worker: ONE thread that paints the queue's jobs, in order, with stylize.
+
+It takes the next job from the :class:`~brushwork.studio.jobs.JobQueue`, reports each
+evaluation back to it (with a JPEG preview every ``preview_interval`` seconds), writes
+the finished picture atomically into the store, and turns every way a run can fail
+into a failed job with a one-line reason; it never dies of a job.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from ..engine import Iterate, stylize
+from ..errors import BrushworkError
+from .gallery import Store
+from .job import Job
+from .jobs import JobQueue
+from .uploads import thumbnail_jpeg
+
+
+class JobCancelled(Exception):
+    """Raised from the callback to stop a run the user cancelled."""
+
+
+class JobInterrupted(Exception):
+    """Raised from the callback to stop a run because the studio is shutting down."""
+
+
+class Worker:
+    """The thread that runs the queue's jobs one at a time."""
+
+    def __init__(self, queue: JobQueue, store: Store, *, cache: Any = None,
+                 preview_interval: float = 0.5,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.queue = queue
+        self.store = store
+        self.cache = cache
+        self.preview_interval = preview_interval
+        self.log = log or (lambda m: print(m, file=sys.stderr))
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="brushwork-studio-worker",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop: the running job and the queued ones are marked interrupted."""
+        self.queue.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.queue.interrupt_left()
+
+    def _work(self) -> None:
+        while (job := self.queue.next_job()) is not None:
+            try:
+                self._run(job)
+            except Exception:  # never let the worker die: report and go on
+                self.log("brushwork studio: internal error in job " + job.id + "\n"
+                         + traceback.format_exc())
+                self.queue.finish(job, "failed", error="internal error; see the studio's console")
+            finally:
+                self.queue.release(job)
+
+    def _run(self, job: Job) -> None:
+        files = [self.store.upload_file(u) for u in (job.content, *job.styles)]
+        if None in files:
+            self.queue.finish(job, "failed", error="an uploaded image is no longer stored")
+            return
+        content, *styles = [f for f in files if f is not None]
+        last_preview = 0.0
+
+        def on_step(it: Iterate) -> None:
+            nonlocal last_preview
+            if job.cancel.is_set():
+                raise JobCancelled()
+            if self.queue.stopping:
+                raise JobInterrupted()
+            now = time.monotonic()
+            preview = None
+            if it.step == 1 or it.step == it.total or \
+                    now - last_preview >= self.preview_interval:
+                preview, last_preview = _jpeg(it.image()), now
+            self.queue.step(job, it, preview)
+
+        try:
+            result = stylize(content, styles, callback=on_step, cache=self.cache,
+                             **job.run_options)
+        except JobCancelled:
+            self.queue.finish(job, "cancelled")
+            return
+        except JobInterrupted:
+            self.queue.finish(job, "interrupted", error="the studio stopped while this job ran")
+            return
+        except BrushworkError as e:  # bad image, diverged (NaN), bad weights ...
+            self.queue.finish(job, "failed", error=self._clean(str(e)))
+            return
+        except MemoryError:
+            self.queue.finish(job, "failed", error="out of memory; try a smaller size")
+            return
+        except RuntimeError as e:
+            if "out of memory" in str(e).lower():
+                self.queue.finish(job, "failed", error="out of memory on the device; try a "
+                                                       "smaller size")
+                return
+            raise
+
+        result.save(self.store.result_path(job.id), force=True)  # atomic: temp file renamed
+        self.store.write_atomic(self.store.result_thumb(job.id), thumbnail_jpeg(result.image))
+        self.queue.painted(job, result, _jpeg(result.image))
+
+    def _clean(self, message: str) -> str:
+        """Error text without this machine's data folder in it."""
+        return message.replace(str(self.store.dir) + "/", "")
+
+
+def _jpeg(image: Any, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
