@@ -30,6 +30,7 @@ from .allocator import reuse_freed_memory
 from .demo import demo_photo, make_style_image
 from .device import resolve_device
 from .engine import stylize
+from .errors import BrushworkError
 from .imageio import load_image, resize_to, scaled_size, to_tensor
 from .losses import gram_autograd
 from .objective import Objective
@@ -521,6 +522,47 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def compare_with(baseline: Path, sizes: Sequence[int], device: str, reps: int = 5,
+                 rounds: int = 3, model: str | None = None) -> dict[str, Any]:
+    """One evaluation's time and peak memory with this code and with the brushwork
+    checkout at ``baseline`` (a folder holding its ``brushwork`` package, such as a git
+    worktree of an earlier commit), each in fresh processes, alternating, best of
+    ``rounds``: ``eval_vs_baseline_{size}`` is the baseline's seconds over ours (above 1:
+    we are faster)."""
+    if not (baseline / "brushwork" / "__init__.py").is_file():
+        raise BrushworkError(f"--baseline {str(baseline)!r} holds no brushwork package")
+    here = Path(__file__).resolve().parent.parent
+    photo = demo_photo()
+    report: dict[str, Any] = {"baseline": str(baseline)}
+    with tempfile.TemporaryDirectory(prefix="brushwork-bench-") as tmp:
+        style = Path(tmp) / "style.png"
+        make_style_image().save(style)
+        for size in sizes:
+            best: dict[str, dict[str, float]] = {}
+            for _ in range(rounds):
+                for name, root in (("baseline", baseline), ("current", here)):
+                    code = ("from brushwork.bench import eval_probe; "
+                            f"eval_probe({str(photo)!r}, {str(style)!r}, {size}, {device!r}, "
+                            f"{reps}, True, {model!r})")
+                    env = {**os.environ, "PYTHONPATH": str(root)}
+                    proc = subprocess.Popen([sys.executable, "-c", code], env=env,
+                                            stdout=subprocess.PIPE, text=True)
+                    assert proc.stdout is not None
+                    out = proc.stdout.read()
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    if status != 0:
+                        raise BrushworkError(f"the {name} evaluation at {size} px failed")
+                    got = json.loads(out.strip().splitlines()[-1])
+                    seconds, peak = float(got["seconds"]), maxrss_mb(usage.ru_maxrss)
+                    was = best.setdefault(name, {"seconds": seconds, "peak_rss_mb": peak})
+                    was["seconds"] = min(was["seconds"], seconds)
+                    was["peak_rss_mb"] = min(was["peak_rss_mb"], peak)
+            report[f"eval_vs_baseline_{size}"] = round(
+                best["baseline"]["seconds"] / best["current"]["seconds"], 3)
+            report[f"eval_vs_baseline_{size}_detail"] = best
+    return report
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes, each named in its key (< 3 min)")
@@ -530,9 +572,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the weights to measure with (default: the default network)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for bench.json, the loss plot and both final pictures")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="instead of the full bench: one evaluation's time and peak "
+                        "memory here against the brushwork checkout in DIR (say, a git "
+                        "worktree of an earlier commit), in fresh processes, alternating")
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    if args.baseline is not None:
+        sizes = QUICK.eval_sizes if args.quick else FULL.eval_sizes
+        report = compare_with(args.baseline, sizes, args.device, model=args.model)
+        print(json.dumps(report, indent=None if args.json else 2))
+        return 0
     report = run(args.quick, args.device, args.out, model=args.model)
     print(json.dumps(report) if args.json else format_table(report))
     return 0

@@ -151,8 +151,8 @@ class Settings:
 
     def knob(self, name: str) -> float:
         """The resolved value of one of the knobs strength sets (never None once built)."""
-        value = getattr(self, name)
-        if name not in KNOBS or value is None:
+        value = getattr(self, name) if name in KNOBS else None
+        if value is None:
             raise KeyError(f"{name!r} is not a resolved strength knob")
         return value
 

@@ -208,3 +208,21 @@ def test_loss_plot_is_written(tmp_path, reached):
     bench._plot(curves, path, 64, 5.0, reached)
     with Image.open(path) as im:
         assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_side_by_side_with_a_baseline_checkout(tiny_model_file):
+    """The same code as its own baseline: a ratio near 1 and both peaks recorded."""
+    from pathlib import Path
+
+    from brushwork.errors import BrushworkError
+
+    here = Path(bench.__file__).resolve().parent.parent
+    report = bench.compare_with(here, [48], "cpu", reps=1, rounds=1,
+                                model=str(tiny_model_file))
+    detail = report["eval_vs_baseline_48_detail"]
+    assert set(detail) == {"baseline", "current"}
+    assert all(30 < row["peak_rss_mb"] < 4000 for row in detail.values())
+    assert report["eval_vs_baseline_48"] == round(
+        detail["baseline"]["seconds"] / detail["current"]["seconds"], 3)
+    with pytest.raises(BrushworkError, match="holds no brushwork package"):
+        bench.compare_with(here / "tests", [48], "cpu")

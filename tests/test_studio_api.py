@@ -496,7 +496,7 @@ def test_web_options_are_the_settings_but_the_server_only_ones():
     from brushwork.settings import Settings, option_specs
     from brushwork.studio.options import SERVER_ONLY, WEB_OPTIONS
 
-    assert sorted(SERVER_ONLY) == ["device", "max_pixels"]
+    assert sorted(SERVER_ONLY) == ["device", "max_memory", "max_pixels"]
     assert set(WEB_OPTIONS) == {s.name for s in option_specs()} - SERVER_ONLY
     assert set(WEB_OPTIONS) | SERVER_ONLY == set(Settings.__dataclass_fields__)
 
