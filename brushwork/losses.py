@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.nn.grad import conv2d_weight
 
 CONTENT_NORMS = ("paper", "sum", "mean")
 STYLE_NORMS = ("paper", "mean", "keras")
@@ -29,27 +31,44 @@ class _SymmetricGram(torch.autograd.Function):
     ``bmm`` backward does two and adds them.  The gradient comes back in the features'
     own memory layout (NHWC on the CPU, see brushwork.vgg), or every later add and ReLU
     mask in the backward would work on a strided copy.
+
+    On the CPU, for one picture, both products are 1x1 convolutions, which oneDNN runs
+    faster than MKL's product of such skinny matrices (docs/benchmarks.md): ``G`` is the
+    weight gradient of a 1x1 convolution whose input and output gradient are both ``F``
+    (``torch.nn.grad.conv2d_weight``), and ``(dG + dG^T) F`` is ``F`` convolved with
+    ``dG + dG^T`` as a 1x1 kernel.
     """
 
     @staticmethod
-    def forward(ctx: Any, flat: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(flat)
+    def forward(ctx: Any, features: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(features)
+        b, c, h, w = features.shape
+        if _by_convolution(features):
+            return conv2d_weight(features, (c, c, 1, 1), features).view(1, c, c)
+        flat = features.reshape(b, c, h * w)
         return torch.bmm(flat, flat.transpose(1, 2))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (flat,) = ctx.saved_tensors
+        (features,) = ctx.saved_tensors
+        b, c, h, w = features.shape
         sym = grad + grad.transpose(1, 2)
+        if _by_convolution(features):
+            return F.conv2d(features, sym.view(c, c, 1, 1))
+        flat = features.reshape(b, c, h * w)
         if flat.stride(1) == 1:
             # Features in NHWC: dF = F^T sym (sym is symmetric), transposed back as a view.
-            return torch.bmm(flat.transpose(1, 2), sym).transpose(1, 2)
-        return torch.bmm(sym, flat)
+            return torch.bmm(flat.transpose(1, 2), sym).transpose(1, 2).view(b, c, h, w)
+        return torch.bmm(sym, flat).view(b, c, h, w)
+
+
+def _by_convolution(features: torch.Tensor) -> bool:
+    return features.device.type == "cpu" and features.shape[0] == 1
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix ``G_ij = sum_k F_ik F_jk`` per batch item: ``(B, C, H, W) -> (B, C, C)``."""
-    b, c, h, w = features.shape
-    return _SymmetricGram.apply(features.reshape(b, c, h * w))  # (B, N, M) -> (B, N, N)
+    return _SymmetricGram.apply(features)
 
 
 def gram_autograd(features: torch.Tensor) -> torch.Tensor:
