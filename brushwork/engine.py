@@ -150,24 +150,25 @@ def _checkpointing(path: str | os.PathLike[str] | None, every: float, resume: bo
 
 
 def estimate(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
-             log: Log | None = None, cache: Cache | None = None,
+             log: Log | None = None, cache: Cache | None = None, measure: bool = True,
              **options: Any) -> memory.Estimate:
     """What :func:`stylize` with the same arguments would need: its peak memory and wall
     time on this device, and its plan (which scales are painted in tiles).  Measures the
-    device once (a few seconds; then cached).  Raises BrushworkError when the run would
-    not fit its memory budget, naming what would."""
+    device once (a few seconds; then cached); with ``measure=False`` raises
+    :class:`brushwork.memory.NotMeasured` instead.  Raises BrushworkError when the run
+    would not fit its memory budget, naming what would."""
     settings = Settings(**_normalise(options))
     device = resolve_device(settings.device)
     inputs = _Inputs.load(content, style, settings)
     net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
-    return _forecast(net, settings, device, inputs.content.size)
+    return _forecast(net, settings, device, inputs.content.size, measure=measure)
 
 
 def _forecast(net: FeatureExtractor, settings: Settings, device: torch.device,
-              content_size: tuple[int, int]) -> memory.Estimate:
+              content_size: tuple[int, int], measure: bool = True) -> memory.Estimate:
     budget = (settings.max_memory * memory.GB if settings.max_memory is not None
               else memory.default_budget(device))
-    calibration = memory.calibration_for(net, settings, device)
+    calibration = memory.calibration_for(net, settings, device, measure=measure)
     return memory.plan(scales(settings, content_size), settings, calibration, net, budget,
                        settings.tile_size)
 

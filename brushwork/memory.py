@@ -198,15 +198,23 @@ def default_budget(device: torch.device) -> float:
     return resident_bytes(device) + BUDGET_SHARE * available_bytes(device)
 
 
+class NotMeasured(BrushworkError):
+    """No calibration for this device and network yet, and measuring was not allowed."""
+
+
 def calibration_for(net: FeatureExtractor, settings: Settings, device: torch.device,
-                    *, refresh: bool = False) -> Calibration:
+                    *, refresh: bool = False, measure: bool = True) -> Calibration:
     """This device's :class:`Calibration` for ``net`` and ``settings``' objective: measured
     once (a few seconds) and kept in the cache directory; its time line is refitted to
-    the evaluations later runs :func:`observe`."""
+    the evaluations later runs :func:`observe`.  With ``measure=False`` (a server whose
+    device is busy painting, which would spoil a measurement) a missing calibration
+    raises :class:`NotMeasured` instead."""
     key = _calibration_key(net, settings, device)
     known = _read_calibrations()
     entry = known.get(key)
     if refresh or not _valid(entry):
+        if not measure:
+            raise NotMeasured("this device has not been measured for this network yet")
         measured = calibrate(net, _objective_factory(net, settings, device), device)
         entry = {"device": measured.device,
                  "eval_bytes": [measured.eval_bytes.intercept, measured.eval_bytes.slope],

@@ -760,3 +760,31 @@ def test_readme_documents_every_studio_flag_and_route(app):
                 assert f"`{method} {documented}" in section or \
                     f"`{method} {documented}`" in section or \
                     re.search(rf"{method} {re.escape(documented)}[`?]", section), (method, path)
+
+
+# ------------------------------------------------------------------------- the estimate
+
+
+def test_estimate_beside_the_paint_button(client, monkeypatch, tmp_path):
+    """POST /api/estimate: the run's time and peak, nothing queued; not measured while busy."""
+    monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path / "fresh-cache"))
+    content, style = uploaded_pair(client)
+    body = {"content": content, "styles": [style], "options": dict(FAST, size=64)}
+    # While the studio paints it must not measure the machine: no estimate yet.
+    monkeypatch.setattr(client.app.state.queue, "idle", lambda: False)
+    r = client.post("/api/estimate", json=body)
+    assert r.status_code == 200 and r.json()["estimate"] is None
+    assert "once the studio is free" in r.json()["text"]
+    monkeypatch.undo()
+    monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path / "fresh-cache"))
+    r = client.post("/api/estimate", json=body)
+    assert r.status_code == 200, r.text
+    est = r.json()["estimate"]
+    assert est["peak_bytes"] > 2 ** 20 and est["seconds"] >= 0 and est["tiled"] is False
+    assert r.json()["text"].startswith("about ") and " GB" in r.json()["text"]
+    assert client.get("/api/jobs").json()["jobs"] == []  # nothing was queued
+    # The same checks as a job: bad options are a 422 with the reason.
+    bad = client.post("/api/estimate", json={**body, "options": {"size": -3}})
+    assert bad.status_code == 422 and "size" in bad.json()["detail"]
+    assert client.post("/api/estimate", content=b"{", headers={
+        "content-type": "application/json"}).status_code == 400

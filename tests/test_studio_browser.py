@@ -134,6 +134,9 @@ def test_paint_watch_the_preview_change_and_download(browser_page, pictures, tmp
         page.fill("#strength", "0.3")
         page.dispatch_event("#strength", "change")
         expect(page.locator("#strength-range")).to_have_value("0.3")
+        # The estimate beside the Paint button, asked for once photo and painting are in.
+        expect(page.locator("#estimate")).to_contain_text("about ")
+        expect(page.locator("#estimate")).to_contain_text(" GB")
         page.click("#start")
 
         page.wait_for_selector("#download:not([hidden])")

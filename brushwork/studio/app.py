@@ -101,7 +101,7 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
         return JSONResponse({"detail": "internal error; see the studio's console"},
                             status_code=500)
 
-    studio = Studio(store, queue, broker, limits, models, default_model)
+    studio = Studio(store, queue, broker, limits, models, default_model, cache)
     for routes in (page_routes, upload_routes, job_routes, event_routes):
         app.include_router(routes(studio))
     return app

@@ -56,6 +56,27 @@ class JobQueue:
 
     def submit(self, content: Any, styles: Any, options: Any) -> Job:
         """Queue a job; raises OptionsError for a request the studio refuses."""
+        job = self.prepare(content, styles, options)
+        with self._lock:
+            if self._stopping:
+                raise OptionsError("the studio is shutting down")
+            if len(self._queue) >= self.limits.max_queued:
+                raise QueueFull(f"{len(self._queue)} jobs are waiting already; try later")
+            self.store.add_job({"id": job.id, "state": "queued", "created": job.created,
+                                "content": content, "styles": job.styles,
+                                "options": job.options, "total": job.total})
+            self._queue.append(job)
+            self._wake.notify_all()
+        self.events.changed(job)
+        return job
+
+    def idle(self) -> bool:
+        """Nothing running and nothing waiting: the device is free to be measured."""
+        with self._lock:
+            return self._running is None and not self._queue
+
+    def prepare(self, content: Any, styles: Any, options: Any) -> Job:
+        """The job a request asks for, checked but not queued; raises OptionsError."""
         if not isinstance(content, str) or not valid_id(content):
             raise OptionsError("content must be an upload id")
         if not isinstance(styles, list) or not 1 <= len(styles) <= MAX_STYLES or \
@@ -73,19 +94,7 @@ class JobQueue:
         up = self.store.upload(content)
         assert up is not None  # checked above
         total = count_steps(settings, (up["width"], up["height"]))
-        job = Job(new_id(), content, list(styles), opts, run_options, total)
-        with self._lock:
-            if self._stopping:
-                raise OptionsError("the studio is shutting down")
-            if len(self._queue) >= self.limits.max_queued:
-                raise QueueFull(f"{len(self._queue)} jobs are waiting already; try later")
-            self.store.add_job({"id": job.id, "state": "queued", "created": job.created,
-                                "content": content, "styles": job.styles, "options": opts,
-                                "total": total})
-            self._queue.append(job)
-            self._wake.notify_all()
-        self.events.changed(job)
-        return job
+        return Job(new_id(), content, list(styles), opts, run_options, total)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job; False if it is not active."""

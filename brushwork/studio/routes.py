@@ -20,8 +20,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.datastructures import UploadFile
 
 from .. import __version__
+from ..engine import estimate
 from ..errors import BrushworkError
 from ..imageio import read_metadata
+from ..memory import GB, NotMeasured, format_seconds
 from ..weights import SOURCES, locate
 from .events import Broker
 from .gallery import Store
@@ -47,6 +49,7 @@ class Studio:
     limits: Limits
     models: dict[str, str]  # name a request may use -> what stylize gets
     default_model: str
+    cache: Any = None  # the worker's brushwork.Cache, shared by the estimates
 
     def job_json(self, job_id: str, *, history: bool = False) -> dict[str, Any]:
         """A job waiting or running (from memory) or ended (from the store); 404 if none."""
@@ -154,26 +157,32 @@ def upload_routes(studio: Studio) -> APIRouter:
     return router
 
 
+async def _job_request(request: Request) -> dict[str, Any]:
+    """The JSON object of a job request (content, styles, options), or an HTTP error."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise HTTPException(415, "send the job as application/json")
+    body = await request.body()
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise HTTPException(400, "malformed JSON") from None
+    if not isinstance(data, dict):
+        raise HTTPException(422, "the job must be a JSON object with content, styles, "
+                                 "options")
+    unknown = set(data) - JOB_KEYS
+    if unknown:
+        raise HTTPException(422, f"unknown field(s): {', '.join(sorted(unknown))}; "
+                                 "expected content, styles, options")
+    return data
+
+
 def job_routes(studio: Studio) -> APIRouter:
     router = APIRouter()
     store, queue = studio.store, studio.queue
 
     @router.post("/api/jobs", status_code=201)
     async def create_job(request: Request) -> dict[str, Any]:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            raise HTTPException(415, "send the job as application/json")
-        body = await request.body()
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise HTTPException(400, "malformed JSON") from None
-        if not isinstance(data, dict):
-            raise HTTPException(422, "the job must be a JSON object with content, styles, "
-                                     "options")
-        unknown = set(data) - JOB_KEYS
-        if unknown:
-            raise HTTPException(422, f"unknown field(s): {', '.join(sorted(unknown))}; "
-                                     "expected content, styles, options")
+        data = await _job_request(request)
         try:
             job = await run_in_threadpool(queue.submit, data.get("content"),
                                           data.get("styles"), data.get("options", {}))
@@ -182,6 +191,36 @@ def job_routes(studio: Studio) -> APIRouter:
         except QueueFull as e:
             raise HTTPException(429, str(e)) from None
         return queue.describe(job)
+
+    @router.post("/api/estimate")
+    async def estimate_job(request: Request) -> dict[str, Any]:
+        """What a job would need (peak memory, wall time), without queueing it."""
+        data = await _job_request(request)
+        try:
+            job = await run_in_threadpool(queue.prepare, data.get("content"),
+                                          data.get("styles"), data.get("options", {}))
+        except OptionsError as e:
+            raise HTTPException(422, str(e)) from None
+        files = [store.upload_file(u) for u in (job.content, *job.styles)]
+        content, *styles = [f for f in files if f is not None]
+        if len(styles) != len(job.styles):
+            raise HTTPException(422, "an uploaded image is no longer stored")
+        try:
+            # Measuring the device while it paints would spoil the measurement.
+            forecast = await run_in_threadpool(
+                lambda: estimate(content, styles, cache=studio.cache, measure=queue.idle(),
+                                 **job.run_options))
+        except NotMeasured:
+            return {"estimate": None, "text": "the estimate comes once the studio is free "
+                    "to measure this machine (after the picture it paints now)"}
+        except BrushworkError as e:
+            raise HTTPException(422, str(e)) from None
+        text = (f"about {format_seconds(forecast.seconds)}, peak "
+                f"{forecast.peak_bytes / GB:.1f} GB" + (", in tiles" if forecast.tiled else ""))
+        return {"estimate": {"peak_bytes": round(forecast.peak_bytes),
+                             "seconds": round(forecast.seconds, 3),
+                             "budget_bytes": round(forecast.budget_bytes),
+                             "tiled": forecast.tiled}, "text": text}
 
     @router.get("/api/jobs")
     def list_jobs(limit: int = Query(30, ge=1, le=500)) -> dict[str, Any]:

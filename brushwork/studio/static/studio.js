@@ -133,6 +133,10 @@ function setupForm() {
     $("strength").closest(".row").classList.toggle("inactive", advanced.open);
   });
   $("start").addEventListener("click", startJob);
+  for (const ev of ["input", "change"]) {
+    document.querySelector(".controls .options").addEventListener(ev, scheduleEstimate);
+  }
+  advanced.addEventListener("toggle", scheduleEstimate);
   $("reset").addEventListener("click", resetForm);
 }
 
@@ -142,6 +146,7 @@ function resetForm() {
     setOption(name, d[name]);
   }
   $("advanced").open = false;
+  scheduleEstimate();
 }
 
 function readOptions() {
@@ -216,6 +221,35 @@ function thumbFor(kind, item, index) {
 function renderUploads() {
   $("content-thumbs").replaceChildren(...(state.content ? [thumbFor("content", state.content, 0)] : []));
   $("style-thumbs").replaceChildren(...state.styles.map((s, i) => thumbFor("style", s, i)));
+  scheduleEstimate();
+}
+
+// The run's predicted time and peak memory beside the Paint button (POST /api/estimate),
+// asked again a moment after the pictures or the options change; a late reply to an
+// older question is dropped.
+let estimateTimer = null, estimateAsked = 0;
+
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(refreshEstimate, 400);
+}
+
+async function refreshEstimate() {
+  const box = $("estimate");
+  const asked = ++estimateAsked;
+  if (!state.content || !state.styles.length) { box.textContent = ""; return; }
+  let options;
+  try { options = readOptions(); } catch (err) { box.textContent = ""; return; }
+  try {
+    const reply = await api("/api/estimate", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ content: state.content.id, styles: state.styles.map((s) => s.id), options }),
+    });
+    if (asked === estimateAsked) { box.textContent = reply.text; box.classList.remove("error"); }
+  } catch (err) {
+    if (asked === estimateAsked) { box.textContent = err.message; box.classList.add("error"); }
+  }
 }
 
 // ---------------------------------------------------------------- jobs
@@ -279,6 +313,8 @@ function updateJob(ev) {
   renderQueue();
   if (ev.id === state.selected) renderStage();
   if (ev.state === "done" && (!old || old.state !== "done")) loadGallery();
+  // A finished run sharpens the estimate (and frees the machine to be measured).
+  if (TERMINAL.has(ev.state) && (!old || old.state !== ev.state)) scheduleEstimate();
 }
 
 async function select(id, fetchDetail = true) {
