@@ -84,7 +84,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     if log is not None:
         log(forecast.describe())
     plan = [p.scale for p in forecast.scales]
-    progress = _Progress(plan, start, callback)
+    progress = _Progress(plan, start, callback, list(forecast.step_seconds))
     if resumed is not None:
         progress.restore(resumed)
     x: torch.Tensor | None = None
@@ -262,6 +262,7 @@ class _Progress:
     plan: list[Scale]
     start: float
     callback: Callback | None
+    step_seconds: list[float] = field(default_factory=list)
     step: int = 0
     work_done: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -269,8 +270,11 @@ class _Progress:
 
     def __post_init__(self) -> None:
         self.total = sum(s.iterations for s in self.plan)
-        # A step at a coarse scale costs (its pixels / the final pixels) of a final step.
-        self.step_cost = [s.pixels / self.plan[-1].pixels for s in self.plan]
+        # A step's share of the work: the estimate's time per evaluation at its scale
+        # (tiles included), else its pixels, relative to a step at the final scale.
+        costs = self.step_seconds if len(self.step_seconds) == len(self.plan) and \
+            self.step_seconds[-1] > 0 else [float(s.pixels) for s in self.plan]
+        self.step_cost = [c / costs[-1] for c in costs]
         self.work_total = sum(cost * s.iterations
                               for cost, s in zip(self.step_cost, self.plan, strict=True))
 

@@ -88,6 +88,7 @@ class Estimate:
     seconds: float
     budget_bytes: float
     scales: tuple[ScalePlan, ...]
+    step_seconds: tuple[float, ...] = ()  # one evaluation at each scale
 
     @property
     def tiled(self) -> bool:
@@ -428,8 +429,8 @@ def _stride(net: FeatureExtractor, name: str) -> int:
 
 
 def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
-               net: FeatureExtractor) -> tuple[float, float]:
-    """``(peak bytes, seconds)`` of one scale."""
+               net: FeatureExtractor) -> tuple[float, float, float]:
+    """``(peak bytes, seconds, seconds per evaluation)`` of one scale."""
     from .tiling import plan_tiles, tile_geometry
 
     w, h = plan.scale.size
@@ -447,14 +448,15 @@ def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
         per_eval = full * (1 + calibration.forward_share)  # pass 1 is one more forward
         setup = 2 * calibration.forward_share * full
     iterations = plan.scale.iterations
-    return calibration.resident_bytes + kept + peak, setup + iterations * per_eval
+    return calibration.resident_bytes + kept + peak, setup + iterations * per_eval, per_eval
 
 
 def estimate(scales: Sequence[ScalePlan], settings: Settings, calibration: Calibration,
              net: FeatureExtractor, budget: float) -> Estimate:
     costs = [scale_cost(p, settings, calibration, net) for p in scales]
     return Estimate(peak_bytes=max(c[0] for c in costs), seconds=sum(c[1] for c in costs),
-                    budget_bytes=budget, scales=tuple(scales))
+                    budget_bytes=budget, scales=tuple(scales),
+                    step_seconds=tuple(c[2] for c in costs))
 
 
 def tile_sizes(long_side: int, halo: int, align: int) -> list[int]:
