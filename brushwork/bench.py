@@ -53,12 +53,14 @@ class Sizes:
     allocator_size: int
     # The dense reference: the matrix product's side and the convolution's map side.
     dense_size: tuple[int, int] = (2048, 128)
+    coarse_size: int = 512  # the default run, with and without its coarse scales stopping
 
 
 FULL = Sizes(eval_sizes=(256, 512), ttq_size_cpu=256, ttq_size_gpu=512,
              reference_iterations=500, rss_sizes=(512, 1024), allocator_size=1024)
 QUICK = Sizes(eval_sizes=(128, 256), ttq_size_cpu=128, ttq_size_gpu=256,
-              reference_iterations=150, rss_sizes=(256, 384), allocator_size=512)
+              reference_iterations=150, rss_sizes=(256, 384), allocator_size=512,
+              coarse_size=256)
 
 
 def matmul_flops_per_s(device: torch.device, n: int = 2048, reps: int = 8) -> float:
@@ -305,6 +307,29 @@ def time_to_quality(photo: Path, style: Path, size: int, reference_iterations: i
     }
 
 
+def coarse_stop(photo: Path, style: Path, size: int, device: str,
+                model: str | None = None) -> dict[str, Any]:
+    """A default run at ``size`` with its coarse scales ending once they stop changing
+    (the default ``coarse_tolerance``) against one that runs every step, same seed:
+    ``time_ratio`` (wall time, stopping / every step) and ``loss_ratio`` (final total)."""
+    opts: dict[str, Any] = {"size": size, "seed": 0, "device": device,
+                            **({"model": model} if model else {})}
+    stylize(photo, style, **{**opts, "size": max(32, size // 4)})  # warm-up
+    runs = {}
+    variants: list[tuple[str, dict[str, Any]]] = [("every_step", {"coarse_tolerance": 0.0}),
+                                                  ("default", {})]
+    for name, extra in variants:
+        t = time.perf_counter()
+        result = stylize(photo, style, **opts, **extra)
+        runs[name] = (time.perf_counter() - t, result)
+    (t_all, every), (t_stop, stop) = runs["every_step"], runs["default"]
+    return {"time_ratio": t_stop / t_all,
+            "loss_ratio": stop.losses["total"] / every.losses["total"],
+            "seconds_every_step": t_all, "seconds_default": t_stop,
+            "steps_every_step": len(every.history), "steps_default": len(stop.history),
+            "loss_every_step": every.losses["total"], "loss_default": stop.losses["total"]}
+
+
 def maxrss_mb(ru_maxrss: int, system: str = sys.platform) -> float:
     """``ru_maxrss`` in MiB: getrusage reports bytes on macOS and KiB on Linux."""
     return ru_maxrss / 2 ** 20 if system == "darwin" else ru_maxrss / 2 ** 10
@@ -423,6 +448,16 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path,
         f"iterations={cfg.reference_iterations}, init='noise', seed=0); "
         f"default: stylize(photo, style, size={ttq_size}, seed=0), both with {TTQ_OPTIONS}")
 
+    size = cfg.coarse_size
+    coarse = coarse_stop(photo_path, style_path, size, str(device), model)
+    report[f"coarse_stop_time_ratio_{size}"] = round(coarse["time_ratio"], 3)
+    report[f"coarse_stop_loss_ratio_{size}"] = round(coarse["loss_ratio"], 4)
+    report[f"coarse_stop_{size}_detail"] = {k: round(v, 4) if isinstance(v, float) else v
+                                           for k, v in coarse.items()}
+    report["commands"][f"coarse_stop_{size}"] = (
+        f"stylize(photo, style, size={size}, seed=0) against the same with "
+        f"coarse_tolerance=0.0, after a warm-up")
+
     for size in cfg.rss_sizes:
         rss = peak_rss_mb(photo_path, style_path, size, str(device), settings.history_size,
                           model)
@@ -506,6 +541,13 @@ def format_table(report: dict[str, Any]) -> str:
                      f"({off['page_faults']:.0f} page faults), "
                      f"reuse_freed_memory {on['seconds']} s "
                      f"({on['page_faults']:.0f}): x{al['speedup']}"))
+    for key in _sized_keys(report, "coarse_stop_time_ratio_"):
+        size = key.rsplit("_", 1)[1]
+        d = report[f"coarse_stop_{size}_detail"]
+        rows.append((key, f"{report[key]}  ({d['seconds_default']:.1f} s, "
+                          f"{d['steps_default']} steps against {d['seconds_every_step']:.1f} s, "
+                          f"{d['steps_every_step']} steps; final loss x"
+                          f"{report[f'coarse_stop_loss_ratio_{size}']})"))
     d = report["time_to_quality_detail"]
     reached = d["default_seconds_to_reference_loss"]
     rows.append(("time_to_quality_ratio",

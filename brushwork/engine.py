@@ -106,7 +106,9 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
         prev_photo = photo
         x = x.contiguous().requires_grad_(True)
         painter = _ScalePainter(x, Optimiser(x, objective, settings, scale_plan.history),
-                                StopRule(settings.stop_tolerance), level, scale.iterations)
+                                StopRule(settings.coarse_tolerance if level < len(plan) - 1
+                                         else settings.stop_tolerance),
+                                level, scale.iterations)
         if here is not None:
             painter.restore(here, device)
         began, before = time.perf_counter(), painter.taken

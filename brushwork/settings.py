@@ -101,6 +101,12 @@ class Settings:
         0.0, "end a scale early once the picture changes less than this many grey levels "
         "(of 255) per step, averaged over the last 10 steps; 0 = run every iteration",
         metavar="T")
+    # The default's effect on time and loss: docs/benchmarks.md, "Coarse scales that stop".
+    coarse_tolerance: float = _opt(
+        0.25, "--stop-tolerance for the pyramid's coarse scales: end one once its picture "
+        "changes less than this many grey levels per step, averaged over the last 10 steps "
+        "(the finer scale repaints what it would still change); 0 = run every iteration",
+        metavar="T")
     normalize_gradients: bool = _opt(
         True, "scale the objective so the first gradient averages 1 per pixel (no minimum "
         "changes; L-BFGS needs it); off = raw step sizes, e.g. to reproduce the Keras "
@@ -183,7 +189,7 @@ def validate(s: Settings) -> None:
             _positive_int(name, getattr(s, name))
     if s.max_memory is not None:
         _weight("max_memory", s.max_memory, positive=True)
-    for name in ("tv_weight", "stop_tolerance"):
+    for name in ("tv_weight", "stop_tolerance", "coarse_tolerance"):
         _weight(name, getattr(s, name))
     for name in ("content_weight", "style_weight"):
         if getattr(s, name) is not None:

@@ -75,7 +75,7 @@ def test_ru_maxrss_is_bytes_on_macos_and_kib_on_linux():
 
 TINY_SIZES = bench.Sizes(eval_sizes=(24, 40), ttq_size_cpu=32, ttq_size_gpu=32,
                          reference_iterations=6, rss_sizes=(24, 40), allocator_size=32,
-                         dense_size=(64, 8))
+                         dense_size=(64, 8), coarse_size=48)
 
 
 def test_the_whole_bench_runs_on_the_tiny_network_and_names_what_it_measured(
@@ -110,6 +110,14 @@ def test_the_whole_bench_runs_on_the_tiny_network_and_names_what_it_measured(
     assert report["model"] == str(tiny_model_file)
     assert report["time_to_quality_detail"]["size"] == 32
     assert report["time_to_quality_detail"]["reference_iterations"] == 6
+    coarse = report["coarse_stop_48_detail"]
+    # 48 px is under twice the default coarsest scale (79 px): one scale of 150 steps,
+    # which the coarse tolerance does not touch.
+    assert coarse["steps_every_step"] == coarse["steps_default"] == 150
+    assert report["coarse_stop_time_ratio_48"] == round(
+        coarse["seconds_default"] / coarse["seconds_every_step"], 3)
+    assert report["coarse_stop_loss_ratio_48"] == round(
+        coarse["loss_default"] / coarse["loss_every_step"], 4)
     # What --out writes: the same report, the plot and both pictures at the bench size.
     assert json.loads((out / "bench.json").read_text()) == report
     for name in ("reference.png", "default.png"):
@@ -118,7 +126,8 @@ def test_the_whole_bench_runs_on_the_tiny_network_and_names_what_it_measured(
     assert (out / "loss_vs_time.png").stat().st_size > 0
     table = bench.format_table(report)
     for key in ("eval_ratio_24", "eval_ratio_40", "eval_ablation", "allocator_effect",
-                "time_to_quality_ratio", "peak_rss_mb_24", "peak_rss_mb_40"):
+                "time_to_quality_ratio", "peak_rss_mb_24", "peak_rss_mb_40",
+                "coarse_stop_time_ratio_48"):
         assert key in table
 
 

@@ -287,17 +287,22 @@ def test_cache_misses_when_the_style_or_network_changes(monkeypatch, photo_path,
 def test_stopping_rule_ends_each_scale_when_the_picture_stops_changing(use_tiny, photo_path,
                                                                       painting_path):
     steps, said = [], []
-    opts = dict(size=48, min_size=24, multiscale="on", iterations=40, seed=0)
+    opts = dict(size=48, min_size=24, multiscale="on", iterations=40, seed=0,
+                coarse_tolerance=0.0)
     full = stylize(photo_path, painting_path, **opts)
     assert len(full.history) == 80 + 40
     # Any change is "small" under a huge tolerance: each scale ends after the window fills.
-    stopped = stylize(photo_path, painting_path, stop_tolerance=1e9, callback=steps.append,
-                      log=said.append, **opts)
+    stopped = stylize(photo_path, painting_path, callback=steps.append, log=said.append,
+                      **{**opts, "stop_tolerance": 1e9, "coarse_tolerance": 1e9})
     window = WINDOW
     assert [h["scale"] for h in stopped.history] == [0] * (window + 1) + [1] * (window + 1)
     assert steps[-1].progress == pytest.approx(1.0)
     said = [m for m in said if not m.startswith("estimate:")]
     assert len(said) == 2 and "stopped changing after 11 of 80 steps" in said[0]
+    # The coarse tolerance ends only the coarse scale; the last one runs every step.
+    coarse_only = stylize(photo_path, painting_path,
+                          **{**opts, "coarse_tolerance": 1e9})
+    assert [h["scale"] for h in coarse_only.history] == [0] * (window + 1) + [1] * 40
     # A tolerance no change can fall under changes nothing.
     tiny_tol = stylize(photo_path, painting_path, stop_tolerance=1e-30, **opts)
     assert np.array_equal(np.asarray(tiny_tol.image), np.asarray(full.image))

@@ -127,6 +127,7 @@ NOT_DEFAULT: dict[str, Any] = {
     "style_layers": ("relu1_1", "relu3_1"), "style_layer_weights": (0.2, 0.8),
     "content_norm": "mean", "style_norm": "keras", "optimizer": "adam", "learning_rate": 0.1,
     "lr_decay": 0.5, "lr_decay_steps": 3, "history_size": 5, "stop_tolerance": 0.25,
+    "coarse_tolerance": 0.5,
     "normalize_gradients": False, "init": "noise", "preserve_colors": "histogram-to-style",
     "multiscale": "on", "min_size": 100, "photo_detail": 0.5, "model": "some dir/w.pth",
     "pooling": "avg", "device": "cpu", "seed": 11, "max_pixels": 12345, "max_memory": 2.5,
