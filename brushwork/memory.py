@@ -248,17 +248,12 @@ def observe(net: FeatureExtractor, settings: Settings, device: torch.device, pix
 
 
 def refit(probe: Line, observed: Sequence[tuple[float, float]]) -> Line:
-    """The time line from runs' observations ``(pixels, seconds)``: a least-squares line
-    when they span two sizes or more, else the probe's line scaled to match them."""
-    sizes = {p for p, _ in observed}
-    if len(sizes) >= 2:
-        n = len(observed)
-        mp = sum(p for p, _ in observed) / n
-        mt = sum(t for _, t in observed) / n
-        var = sum((p - mp) ** 2 for p, _ in observed)
-        slope = max(0.0, sum((p - mp) * (t - mt) for p, t in observed) / var)
-        return Line(max(0.0, mt - slope * mp), slope)
-    ratio = sum(t / max(probe(p), 1e-9) for p, t in observed) / len(observed)
+    """The probe's time line scaled to runs' observations ``(pixels, seconds)``: by the
+    median of observed over predicted, so that one run on a busy machine, or a few runs
+    at nearby sizes, cannot tilt the line."""
+    ratios = sorted(t / max(probe(p), 1e-9) for p, t in observed)
+    mid = len(ratios) // 2
+    ratio = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
     return Line(probe.intercept * ratio, probe.slope * ratio)
 
 

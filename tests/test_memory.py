@@ -35,11 +35,13 @@ def test_lines_by_hand():
     assert line(1000) == 21.0
     # A noisy fall is no negative cost per pixel.
     assert Line.through((100.0, 5.0), (300.0, 4.0)) == Line(5.0, 0.0)
-    # Runs at two sizes: their least-squares line, whatever the probe said.
-    fitted = refit(Line(0.0, 1.0), [(100.0, 2.0), (300.0, 4.0), (300.0, 4.0)])
-    assert fitted.slope == pytest.approx(0.01) and fitted.intercept == pytest.approx(1.0)
-    # Runs at one size: the probe's line scaled to them (here half as slow).
+    # Runs: the probe's line scaled by the median of observed over predicted (here the
+    # probe predicts 2 s at 100 px; runs took 1, 1.2 and 9 s: the median, 0.6 times).
     assert refit(Line(1.0, 0.01), [(100.0, 1.0)]) == Line(0.5, 0.005)
+    fitted = refit(Line(1.0, 0.01), [(100.0, 1.0), (100.0, 1.2), (100.0, 9.0)])
+    assert fitted.intercept == pytest.approx(0.6) and fitted.slope == pytest.approx(0.006)
+    # An even count takes the mean of the middle two.
+    assert refit(Line(0.0, 1.0), [(1.0, 1.0), (1.0, 3.0)]) == Line(0.0, 2.0)
 
 
 def test_kept_bytes_by_hand():
@@ -127,11 +129,11 @@ def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, t
     again = memory.calibration_for(net, s, torch.device("cpu"))
     assert len(calls) == 1 and again.eval_bytes == first.eval_bytes
     assert first.eval_seconds.slope >= 0 and 0 < first.forward_share <= 1
-    # A run reports 2 s per evaluation at 1000 and 4 s at 3000 pixels: the line follows.
-    memory.observe(net, s, torch.device("cpu"), 1000, 2.0)
-    memory.observe(net, s, torch.device("cpu"), 3000, 4.0)
+    # Runs report evaluations three times as slow as the probe said: the line follows.
+    for pixels in (1000, 3000):
+        memory.observe(net, s, torch.device("cpu"), pixels, 3 * first.eval_seconds(pixels))
     follows = memory.calibration_for(net, s, torch.device("cpu"))
-    assert follows.eval_seconds(2000) == pytest.approx(3.0)
+    assert follows.eval_seconds(2000) == pytest.approx(3 * first.eval_seconds(2000))
     # A damaged cache file is measured anew, not an error.
     (memory._calibration_file()).write_text("{not json")
     memory.calibration_for(net, s, torch.device("cpu"))
