@@ -59,3 +59,36 @@ def palette_distance(a: np.ndarray, b: np.ndarray) -> float:
         corr = np.corrcoef(image.reshape(-1, 3).T)
         return corr[np.triu_indices(3, k=1)]
     return float(np.abs(pairs(a) - pairs(b)).sum())
+
+
+@needs_hed
+def test_tiled_objective_is_the_whole_one_on_the_real_network_at_512():
+    """Issue 11's exactness check: terms and gradient, tiles of 208 px (edges that do not
+    divide 437x512), relative error under 1e-4."""
+    import torch
+
+    from brushwork.cache import load_network
+    from brushwork.demo import demo_photo, make_style_image
+    from brushwork.imageio import load_image, resize_to, scaled_size, to_tensor
+    from brushwork.objective import Objective, style_grams
+    from brushwork.settings import Settings
+    from brushwork.tiling import TiledObjective
+
+    s = Settings()
+    net = load_network(s, torch.device("cpu"), None)
+    img = load_image(demo_photo())
+    photo = to_tensor(resize_to(img, scaled_size(img.size, 512)))
+    style = to_tensor(make_style_image().convert("RGB").resize((512, 512)))
+    targets = style_grams(net, style, s.style_layers)
+    x = (photo + 20 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0)))
+    x = x.clamp(0, 255)
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    whole = Objective(net, s, photo, targets)(a)
+    tiled = TiledObjective(net, s, photo, targets, tile=208)(b)
+    whole["total"].backward()
+    tiled["total"].backward()
+    for key in ("content", "style", "total"):
+        assert abs(tiled[key].item() - whole[key].item()) <= 1e-4 * abs(whole[key].item())
+    assert a.grad is not None and b.grad is not None
+    err = float((a.grad - b.grad).norm() / a.grad.norm())
+    assert err < 1e-4, err
