@@ -38,6 +38,7 @@ PROBE_SIZES = (128, 256)  # square probes; small enough to take a second or two 
 BUDGET_SHARE = 0.8  # of the memory available when the run starts, by default
 PLAN_MARGIN = 0.9  # plans use this share of the budget, leaving room for the estimate's error
 OBSERVATIONS_KEPT = 8  # the latest runs' evaluation times that estimates follow
+FIT_SPAN = 4.0  # observations this far apart in pixels get a line of their own
 MIN_HISTORY = 5  # the fewest L-BFGS pairs a budget may shrink the history to
 FLOAT = 4  # bytes per image value (float32)
 GB = 1e9
@@ -248,9 +249,20 @@ def observe(net: FeatureExtractor, settings: Settings, device: torch.device, pix
 
 
 def refit(probe: Line, observed: Sequence[tuple[float, float]]) -> Line:
-    """The probe's time line scaled to runs' observations ``(pixels, seconds)``: by the
-    median of observed over predicted, so that one run on a busy machine, or a few runs
-    at nearby sizes, cannot tilt the line."""
+    """The time line from runs' observations ``(pixels, seconds)``.
+
+    Observations that span a factor of :data:`FIT_SPAN` in pixels (a pyramid's scales
+    do) get their own least-squares line, since a probe taken on a busy machine can be
+    off in shape, not only in scale; otherwise the probe's line is scaled by the median
+    of observed over predicted, so that one odd run cannot tilt it."""
+    sizes = [p for p, _ in observed]
+    if sizes and max(sizes) >= FIT_SPAN * max(min(sizes), 1.0):
+        n = len(observed)
+        mp = sum(sizes) / n
+        mt = sum(t for _, t in observed) / n
+        var = sum((p - mp) ** 2 for p in sizes)
+        slope = max(0.0, sum((p - mp) * (t - mt) for p, t in observed) / var)
+        return Line(max(0.0, mt - slope * mp), slope)
     ratios = sorted(t / max(probe(p), 1e-9) for p, t in observed)
     mid = len(ratios) // 2
     ratio = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2

@@ -42,6 +42,10 @@ def test_lines_by_hand():
     assert fitted.intercept == pytest.approx(0.6) and fitted.slope == pytest.approx(0.006)
     # An even count takes the mean of the middle two.
     assert refit(Line(0.0, 1.0), [(1.0, 1.0), (1.0, 3.0)]) == Line(0.0, 2.0)
+    # Runs at sizes 4x apart or more (a pyramid's scales): their own least-squares line,
+    # whatever the probe's shape (here 0.1 s plus 1 us per pixel, exactly).
+    own = refit(Line(5.0, 1.0), [(1e5, 0.2), (4e5, 0.5), (1.6e6, 1.7)])
+    assert own.slope == pytest.approx(1e-6) and own.intercept == pytest.approx(0.1)
 
 
 def test_kept_bytes_by_hand():
@@ -130,7 +134,7 @@ def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, t
     assert len(calls) == 1 and again.eval_bytes == first.eval_bytes
     assert first.eval_seconds.slope >= 0 and 0 < first.forward_share <= 1
     # Runs report evaluations three times as slow as the probe said: the line follows.
-    for pixels in (1000, 3000):
+    for pixels in (2000, 3000):
         memory.observe(net, s, torch.device("cpu"), pixels, 3 * first.eval_seconds(pixels))
     follows = memory.calibration_for(net, s, torch.device("cpu"))
     assert follows.eval_seconds(2000) == pytest.approx(3 * first.eval_seconds(2000))
