@@ -206,6 +206,8 @@ class TiledObjective(nn.Module):
                     target, t, self.stride[name])
                 content += _content_scale(s.content_norm, target.numel()) * float(
                     diff.pow(2).sum())
+            # Let this tile's features go before the next tile's forward pass allocates.
+            del feats, diff
         return [g for g in grams if g is not None], content
 
     def style_and_grads(self, grams: list[torch.Tensor]
@@ -249,6 +251,8 @@ class TiledObjective(nn.Module):
                 if share.requires_grad:
                     (g_tile,) = torch.autograd.grad(share, xt)
                     t.box(grad).add_(g_tile)
+            # Let this tile's features and graph go before the next tile's forward pass.
+            del feats, share, xt
         return grad
 
     def _positions(self, name: str) -> int:
