@@ -33,6 +33,7 @@ from .engine import stylize
 from .errors import BrushworkError
 from .imageio import load_image, resize_to, scaled_size, to_tensor
 from .losses import gram_autograd
+from .memory import maxrss_bytes
 from .objective import Objective
 from .result import Iterate
 from .settings import Settings
@@ -331,8 +332,8 @@ def coarse_stop(photo: Path, style: Path, size: int, device: str,
 
 
 def maxrss_mb(ru_maxrss: int, system: str = sys.platform) -> float:
-    """``ru_maxrss`` in MiB: getrusage reports bytes on macOS and KiB on Linux."""
-    return ru_maxrss / 2 ** 20 if system == "darwin" else ru_maxrss / 2 ** 10
+    """``ru_maxrss`` in MiB (:func:`brushwork.memory.maxrss_bytes`)."""
+    return maxrss_bytes(ru_maxrss, system) / 2 ** 20
 
 
 def peak_rss_mb(photo: Path, style: Path, size: int, device: str, history: int,

@@ -14,12 +14,11 @@ before each probe) and the caching allocator's peak on CUDA.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .allocator import trim_heap
 from .errors import BrushworkError
 from .pyramid import Scale
 from .settings import Settings
@@ -144,7 +144,7 @@ class PeakMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         else:
-            _trim_heap()
+            trim_heap()
             _reset_rss_peak()
             self._base = _proc_status("VmRSS")
 
@@ -161,10 +161,14 @@ def resident_bytes(device: torch.device) -> float:
         return float(torch.cuda.memory_allocated(device))
     try:
         return float(_proc_status("VmRSS"))
-    except OSError:
+    except OSError:  # no /proc: the peak so far is the nearest figure
         import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return float(peak if platform.system() == "Darwin" else peak * 1024)
+        return maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def maxrss_bytes(ru_maxrss: int, system: str = sys.platform) -> float:
+    """``getrusage``'s ``ru_maxrss`` in bytes: macOS reports bytes, Linux KiB."""
+    return float(ru_maxrss if system == "darwin" else ru_maxrss * 1024)
 
 
 def available_bytes(device: torch.device) -> float:
@@ -540,12 +544,3 @@ def _reset_rss_peak() -> None:
     """Set the high-water mark VmHWM to the current resident set (Linux 4.0 and later)."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-
-
-def _trim_heap() -> None:
-    """Give malloc's free pages back, so the probe's growth shows in the resident set."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
-    name = ctypes.util.find_library("c")
-    if name is not None:
-        ctypes.CDLL(name).malloc_trim(0)
