@@ -130,12 +130,18 @@ def tiled_grams(net: FeatureExtractor, image: torch.Tensor, layers: Sequence[str
     stride = strides(net.steps)
     grams: list[torch.Tensor | None] = [None] * len(layers)
     for t in plan_tiles(image.shape[-2], image.shape[-1], tile, halo, align):
-        feats = net(t.box(image))
-        for i, name in enumerate(layers):
-            g = gram(t.owned(feats[name], stride[name]))[0]
-            prev = grams[i]
-            grams[i] = g if prev is None else prev.add_(g)
+        _add_owned_grams(grams, t, net(t.box(image)), layers, stride)
     return [g for g in grams if g is not None]
+
+
+def _add_owned_grams(grams: list[torch.Tensor | None], t: Tile,
+                     feats: dict[str, torch.Tensor], layers: Sequence[str],
+                     stride: dict[str, int]) -> None:
+    """Add the Gram matrices of the positions ``t`` owns into ``grams`` (in place)."""
+    for i, name in enumerate(layers):
+        g = gram(t.owned(feats[name], stride[name]))[0]
+        prev = grams[i]
+        grams[i] = g if prev is None else prev.add_(g)
 
 
 def tiled_style_grams(net: FeatureExtractor, style: torch.Tensor, layers: Sequence[str],
@@ -197,10 +203,7 @@ class TiledObjective(nn.Module):
         content = 0.0
         for t in self.tiles:
             feats = self.net(t.box(x))
-            for i, name in enumerate(s.style_layers):
-                g = gram(t.owned(feats[name], self.stride[name]))[0]
-                prev = grams[i]
-                grams[i] = g if prev is None else prev.add_(g)
+            _add_owned_grams(grams, t, feats, s.style_layers, self.stride)
             for name, target in zip(s.content_layers, self.content_targets, strict=True):
                 diff = t.owned(feats[name], self.stride[name]) - _owned_target(
                     target, t, self.stride[name])
