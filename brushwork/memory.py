@@ -28,9 +28,12 @@ from pathlib import Path
 import torch
 
 from .allocator import trim_heap
+from .cache import model_key
 from .errors import BrushworkError
+from .objective import Objective
 from .pyramid import Scale
 from .settings import Settings
+from .tiling import plan_tiles, strides, tile_geometry
 from .vgg import FeatureExtractor
 from .weights import cache_dir
 
@@ -310,8 +313,6 @@ def _write_calibrations(known: dict[str, object]) -> None:
 
 
 def _calibration_key(net: FeatureExtractor, settings: Settings, device: torch.device) -> str:
-    from .cache import model_key
-
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
@@ -323,8 +324,6 @@ def _calibration_key(net: FeatureExtractor, settings: Settings, device: torch.de
 
 def _objective_factory(net: FeatureExtractor, settings: Settings,
                        device: torch.device) -> Callable[[int], torch.nn.Module]:
-    from .objective import Objective
-
     g = torch.Generator().manual_seed(0)
     style = (torch.rand(1, 3, 64, 64, generator=g) * 255).to(device)
 
@@ -434,16 +433,12 @@ def _channels(net: FeatureExtractor, name: str) -> int:
 
 
 def _stride(net: FeatureExtractor, name: str) -> int:
-    from .tiling import strides
-
     return strides(net.steps)[name]
 
 
 def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
                net: FeatureExtractor) -> tuple[float, float, float]:
     """``(peak bytes, seconds, seconds per evaluation)`` of one scale."""
-    from .tiling import plan_tiles, tile_geometry
-
     w, h = plan.scale.size
     kept = kept_bytes(w * h, settings, plan.history, net)
     if plan.tile is None:
@@ -482,8 +477,6 @@ def plan(scales: Sequence[Scale], settings: Settings, calibration: Calibration,
     """Each scale whole when it fits ``budget``; otherwise in the largest tiles that fit
     (or ``tile`` when given), with the L-BFGS history shrunk if even the smallest tile
     does not.  Raises BrushworkError, naming what would fit, when nothing does."""
-    from .tiling import tile_geometry
-
     halo, align = tile_geometry(net)
     if tile is not None and (tile < halo or tile % align):
         raise BrushworkError(f"--tile-size {tile} must be a multiple of {align} px and at "
@@ -514,10 +507,18 @@ def _plan_scale(scale: Scale, settings: Settings, calibration: Calibration,
             continue
         if fits(whole):
             return whole
-        for size in tile_sizes(long_side, halo, align):
-            candidate = ScalePlan(scale, size, history)
-            if fits(candidate):
-                return candidate
+        # A tile's peak grows with its size: the largest that fits, by bisection over
+        # the sizes (largest first), of which the ones past the answer all fit.
+        sizes = tile_sizes(long_side, halo, align)
+        lo, hi = 0, len(sizes)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fits(ScalePlan(scale, sizes[mid], history)):
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo < len(sizes):
+            return ScalePlan(scale, sizes[lo], history)
     smallest = ScalePlan(scale, tile or max(halo, align), min(histories))
     need = scale_cost(smallest, settings, calibration, net)[0] / PLAN_MARGIN
     raise BrushworkError(
