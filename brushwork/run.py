@@ -43,13 +43,14 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
         raise BrushworkError("--print-every and --save-every must be 0 or positive")
     if not args.checkpoint_every >= 0:  # NaN too
         raise BrushworkError("--checkpoint-every must be 0 or a positive number of minutes")
-    # Resuming finishes the picture an interrupted run wrote so far: it may replace it.
-    output = check_output_path(args.output, force=args.force or args.resume)
+    # Resuming finishes the files an interrupted run wrote so far: it may replace them.
+    overwrite = args.force or args.resume
+    output = check_output_path(args.output, force=overwrite)
     checkpoint = checkpoint_path(output)
     if checkpoint.exists() and not (args.resume or args.force):
         raise BrushworkError(f"an unfinished run's checkpoint is at '{checkpoint}': pass "
                              f"--resume to continue it, or --force to start over")
-    plot = check_output_path(args.plot, force=args.force or args.resume) if args.plot else None
+    plot = check_output_path(args.plot, force=overwrite) if args.plot else None
     if plot == output:
         raise BrushworkError("--plot must name another file than --output")
     quiet = args.quiet
@@ -94,22 +95,22 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
             bar.close()
             bar = None
         if stop.result.history:
-            path = stop.result.save(output, force=args.force or args.resume)
+            path = stop.result.save(output, force=overwrite)
             print(f"interrupted; wrote the picture so far to {path}", file=sys.stderr)
             if checkpoint.exists():
                 print(f"the same command with --resume continues it from {checkpoint}",
                       file=sys.stderr)
             if plot:
-                write_plot(stop.result, plot, args.force or args.resume)
+                write_plot(stop.result, plot, overwrite)
         else:
             print("interrupted before the first step; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if bar is not None:
             bar.close()
-    path = result.save(output, force=args.force or args.resume)
+    path = result.save(output, force=overwrite)
     if plot:
-        write_plot(result, plot, args.force or args.resume)
+        write_plot(result, plot, overwrite)
         if not quiet:
             print(f"wrote {plot}", file=sys.stderr)
     if not quiet:
