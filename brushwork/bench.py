@@ -619,12 +619,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of the full bench: one evaluation's time and peak "
                         "memory here against the brushwork checkout in DIR (say, a git "
                         "worktree of an earlier commit), in fresh processes, alternating")
+    parser.add_argument("--print", action="store_true", dest="print_size",
+                        help="instead of the full bench: print-size runs (512 to 2048 px) "
+                        "against their estimates, and a 4096 px run's peak memory with a "
+                        "full L-BFGS history (about 30 min on 2 CPU cores)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     if args.baseline is not None:
         sizes = QUICK.eval_sizes if args.quick else FULL.eval_sizes
         report = compare_with(args.baseline, sizes, args.device, model=args.model)
+        print(json.dumps(report, indent=None if args.json else 2))
+        return 0
+    if args.print_size:
+        from . import bench_print
+        with tempfile.TemporaryDirectory(prefix="brushwork-bench-") as tmp:
+            style = Path(tmp) / "style.png"
+            make_style_image().save(style)
+            report = bench_print.run(demo_photo(), style, args.device,
+                                     bench_print.QUICK if args.quick else bench_print.FULL,
+                                     args.model)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     report = run(args.quick, args.device, args.out, model=args.model)

@@ -111,6 +111,9 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
                                 level, scale.iterations)
         if here is not None:
             painter.restore(here, device)
+            # The painter holds what it needs; the checkpoint's picture and L-BFGS pairs
+            # (2 * history image-sized vectors) would otherwise stay for the whole run.
+            here = resumed = None
         began, before = time.perf_counter(), painter.taken
         try:
             painter.paint(progress, saver)
@@ -123,6 +126,8 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
         if steps < scale.iterations and log is not None:
             log(f"scale {level + 1}/{len(plan)}: the picture stopped changing after "
                 f"{steps} of {scale.iterations} steps; moving on")
+        if level < len(plan) - 1 and settings.coarse_tolerance > 0 and before == 0:
+            memory.observe_coarse(net, settings, device, steps / scale.iterations)
         if scale_plan.tile is None and steps - before >= OBSERVE_AFTER:
             memory.observe(net, settings, device, scale.pixels,
                            (time.perf_counter() - began) / (steps - before))

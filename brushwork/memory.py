@@ -30,10 +30,10 @@ import torch
 from .allocator import trim_heap
 from .cache import model_key
 from .errors import BrushworkError
-from .objective import Objective
+from .objective import Objective, style_grams
 from .pyramid import Scale
 from .settings import Settings
-from .tiling import plan_tiles, strides, tile_geometry
+from .tiling import Tile, TiledObjective, plan_tiles, strides, tile_geometry
 from .vgg import FeatureExtractor
 from .weights import cache_dir
 
@@ -73,6 +73,14 @@ class Calibration:
     eval_bytes: Line  # one evaluation's peak above ``resident_bytes``
     eval_seconds: Line  # one evaluation, forward and backward
     forward_share: float  # a forward pass alone, as a share of an evaluation's time
+    # A tiled evaluation against what its boxes' whole evaluations predict: its peak
+    # (pass 1's features, the owned slices' copies, the allocator's holes between tiles)
+    # and its time (two passes, the slices).
+    tiled_bytes: float = 1.0
+    tiled_seconds: float = 1.0
+    # The share of its steps a coarse scale takes before it stops changing, in the latest
+    # runs that let coarse scales stop (1.0 until one has).
+    coarse_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -224,35 +232,59 @@ def calibration_for(net: FeatureExtractor, settings: Settings, device: torch.dev
     if refresh or not _valid(entry):
         if not measure:
             raise NotMeasured("this device has not been measured for this network yet")
-        measured = calibrate(net, _objective_factory(net, settings, device), device)
+        measured = calibrate(net, _objective_factory(net, settings, device), device,
+                             tiled_at=_tiled_factory(net, settings, device))
         entry = {"device": measured.device,
                  "eval_bytes": [measured.eval_bytes.intercept, measured.eval_bytes.slope],
                  "eval_seconds": [measured.eval_seconds.intercept,
                                   measured.eval_seconds.slope],
-                 "forward_share": measured.forward_share, "observed": []}
+                 "forward_share": measured.forward_share,
+                 "tiled_bytes": measured.tiled_bytes, "tiled_seconds": measured.tiled_seconds,
+                 "observed": []}
         known[key] = entry
         _write_calibrations(known)
     assert isinstance(entry, dict)
     seconds = Line(*entry["eval_seconds"])
     if entry.get("observed"):
         seconds = refit(seconds, [(float(p), float(t)) for p, t in entry["observed"]])
+    shares = [float(v) for v in entry.get("coarse_taken", [])]
     return Calibration(device=str(entry["device"]), resident_bytes=resident_bytes(device),
                        eval_bytes=Line(*entry["eval_bytes"]), eval_seconds=seconds,
-                       forward_share=float(entry["forward_share"]))
+                       forward_share=float(entry["forward_share"]),
+                       tiled_bytes=float(entry["tiled_bytes"]),
+                       tiled_seconds=float(entry["tiled_seconds"]),
+                       coarse_share=_median(shares) if shares else 1.0)
 
 
 def observe(net: FeatureExtractor, settings: Settings, device: torch.device, pixels: int,
             seconds: float) -> None:
     """Record what one whole-picture evaluation of ``pixels`` took in a real run (the
     optimiser's own work included), so that later estimates follow this machine."""
+    _record(net, settings, device, "observed", [pixels, seconds])
+
+
+def observe_coarse(net: FeatureExtractor, settings: Settings, device: torch.device,
+                   share: float) -> None:
+    """Record the share of its steps a coarse scale took before it stopped changing."""
+    _record(net, settings, device, "coarse_taken", share)
+
+
+def _record(net: FeatureExtractor, settings: Settings, device: torch.device, name: str,
+            value: object) -> None:
     key = _calibration_key(net, settings, device)
     known = _read_calibrations()
     entry = known.get(key)
     if not _valid(entry):
         return
     assert isinstance(entry, dict)
-    entry["observed"] = [*entry.get("observed", []), [pixels, seconds]][-OBSERVATIONS_KEPT:]
+    entry[name] = [*entry.get(name, []), value][-OBSERVATIONS_KEPT:]
     _write_calibrations(known)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def refit(probe: Line, observed: Sequence[tuple[float, float]]) -> Line:
@@ -270,9 +302,7 @@ def refit(probe: Line, observed: Sequence[tuple[float, float]]) -> Line:
         var = sum((p - mp) ** 2 for p in sizes)
         slope = max(0.0, sum((p - mp) * (t - mt) for p, t in observed) / var)
         return Line(max(0.0, mt - slope * mp), slope)
-    ratios = sorted(t / max(probe(p), 1e-9) for p, t in observed)
-    mid = len(ratios) // 2
-    ratio = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    ratio = _median([t / max(probe(p), 1e-9) for p, t in observed])
     return Line(probe.intercept * ratio, probe.slope * ratio)
 
 
@@ -283,6 +313,9 @@ def _valid(entry: object) -> bool:
         Line(*entry["eval_bytes"])
         Line(*entry["eval_seconds"])
         float(entry["forward_share"])
+        float(entry["tiled_bytes"])
+        float(entry["tiled_seconds"])
+        [float(v) for v in entry.get("coarse_taken", [])]
         return all(len(o) == 2 for o in entry.get("observed", []))
     except (KeyError, TypeError, ValueError):
         return False
@@ -334,9 +367,28 @@ def _objective_factory(net: FeatureExtractor, settings: Settings,
     return at
 
 
+def _tiled_factory(net: FeatureExtractor, settings: Settings,
+                   device: torch.device) -> Callable[[], TiledObjective]:
+    """The run's objective in 2 x 2 tiles of the smallest size a plan may choose."""
+    halo, align = tile_geometry(net)
+    tile = max(halo, align)
+    n = 2 * (tile + halo)
+
+    def tiled() -> TiledObjective:
+        g = torch.Generator().manual_seed(1)
+        photo = (torch.rand(1, 3, n, n, generator=g) * 255).to(device)
+        style = (torch.rand(1, 3, 64, 64, generator=g) * 255).to(device)
+        return TiledObjective(net, settings, photo, style_grams(net, style,
+                                                                settings.style_layers), tile)
+
+    return tiled
+
+
 def calibrate(net: FeatureExtractor, objective_at: Callable[[int], torch.nn.Module],
-              device: torch.device, sizes: Sequence[int] = PROBE_SIZES) -> Calibration:
-    """Measure one evaluation at two square sizes on ``device`` and fit lines.
+              device: torch.device, sizes: Sequence[int] = PROBE_SIZES,
+              tiled_at: Callable[[], TiledObjective] | None = None) -> Calibration:
+    """Measure one evaluation at two square sizes on ``device`` and fit lines, and with
+    ``tiled_at`` one tiled evaluation against what those lines predict for its tiles.
 
     ``objective_at(n)`` builds the run's objective for an ``n`` x ``n`` photo.  At each
     size the first evaluation sets up the kernels for its shape (oneDNN, cuDNN), so the
@@ -357,8 +409,34 @@ def calibrate(net: FeatureExtractor, objective_at: Callable[[int], torch.nn.Modu
         points_seconds.append((n * n, seconds))
         shares.append(forward / max(seconds, 1e-9))
         del objective
-    return Calibration(str(device), resident, Line.through(*points_bytes),
-                       Line.through(*points_seconds), min(1.0, sum(shares) / len(shares)))
+    cal = Calibration(str(device), resident, Line.through(*points_bytes),
+                      Line.through(*points_seconds), min(1.0, sum(shares) / len(shares)))
+    if tiled_at is None:
+        return cal
+    tiled = tiled_at()
+    if meter.works:
+        meter.start()
+    _evaluate(tiled, device)
+    seconds = _evaluate(tiled, device)
+    peak = meter.peak() if meter.works else None
+    predicted = tiled_cost(cal, _box_pixels(tiled.tiles), tiled.image_pixels)
+    return replace(cal, tiled_bytes=1.0 if peak is None else max(1.0, peak / predicted[0]),
+                   tiled_seconds=seconds / predicted[1])
+
+
+def _box_pixels(tiles: Sequence[Tile]) -> list[int]:
+    return [(t.by1 - t.by0) * (t.bx1 - t.bx0) for t in tiles]
+
+
+def tiled_cost(calibration: Calibration, boxes: Sequence[int], pixels: int
+               ) -> tuple[float, float]:
+    """``(peak bytes, seconds)`` of one tiled evaluation of a ``pixels`` picture whose
+    tiles read ``boxes`` pixels each: the largest box's whole evaluation plus the image
+    gradient's sum, and every box's evaluation plus pass 1's forward passes; times the
+    calibration's tiled factors."""
+    peak = calibration.eval_bytes(max(boxes)) + 3 * pixels * FLOAT
+    seconds = sum(calibration.eval_seconds(b) for b in boxes) * (1 + calibration.forward_share)
+    return peak * calibration.tiled_bytes, seconds * calibration.tiled_seconds
 
 
 def _image(objective: torch.nn.Module) -> torch.Tensor:
@@ -418,6 +496,7 @@ def kept_bytes(pixels: int, settings: Settings, history: int, net: FeatureExtrac
     # moments and scratch; SGD: scratch.
     vectors = 4 + 2 * history if settings.optimizer == "lbfgs" else 3
     vectors += 3  # x, x.grad, the photo
+    vectors += 3  # a checkpoint's snapshot: the picture, and the pair L-BFGS has let go
     content = sum(_channels(net, name) * pixels / _stride(net, name) ** 2 * FLOAT
                   for name in settings.content_layers)
     return vectors * image + content
@@ -437,8 +516,9 @@ def _stride(net: FeatureExtractor, name: str) -> int:
 
 
 def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
-               net: FeatureExtractor) -> tuple[float, float, float]:
-    """``(peak bytes, seconds, seconds per evaluation)`` of one scale."""
+               net: FeatureExtractor, coarse: bool = False) -> tuple[float, float, float]:
+    """``(peak bytes, seconds, seconds per evaluation)`` of one scale (a ``coarse`` one
+    may stop before its last step)."""
     w, h = plan.scale.size
     kept = kept_bytes(w * h, settings, plan.history, net)
     if plan.tile is None:
@@ -447,19 +527,20 @@ def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
         setup = calibration.forward_share * per_eval
     else:
         halo, align = tile_geometry(net)
-        tiles = plan_tiles(h, w, plan.tile, halo, align)
-        boxes = [(t.by1 - t.by0) * (t.bx1 - t.bx0) for t in tiles]
-        peak = calibration.eval_bytes(max(boxes)) + 3 * w * h * FLOAT  # + the gradient's sum
-        full = sum(calibration.eval_seconds(b) for b in boxes)
-        per_eval = full * (1 + calibration.forward_share)  # pass 1 is one more forward
-        setup = 2 * calibration.forward_share * full
-    iterations = plan.scale.iterations
+        peak, per_eval = tiled_cost(calibration, _box_pixels(plan_tiles(h, w, plan.tile, halo,
+                                                                         align)), w * h)
+        # The content targets and the style targets: a forward pass over the tiles each.
+        setup = 2 * calibration.forward_share / (1 + calibration.forward_share) * per_eval
+    iterations: float = plan.scale.iterations
+    if coarse and settings.coarse_tolerance > 0:
+        iterations *= calibration.coarse_share
     return calibration.resident_bytes + kept + peak, setup + iterations * per_eval, per_eval
 
 
 def estimate(scales: Sequence[ScalePlan], settings: Settings, calibration: Calibration,
              net: FeatureExtractor, budget: float) -> Estimate:
-    costs = [scale_cost(p, settings, calibration, net) for p in scales]
+    costs = [scale_cost(p, settings, calibration, net, coarse=i < len(scales) - 1)
+             for i, p in enumerate(scales)]
     return Estimate(peak_bytes=max(c[0] for c in costs), seconds=sum(c[1] for c in costs),
                     budget_bytes=budget, scales=tuple(scales),
                     step_seconds=tuple(c[2] for c in costs))

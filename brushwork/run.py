@@ -24,9 +24,11 @@ from .settings import Settings
 EXIT_INTERRUPTED = 130
 
 
-def progress_bar() -> tqdm:
-    """0-100 %, made at the first step so that an early error stays one clean line."""
-    return tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
+def progress_bar(initial: float = 0.0) -> tqdm:
+    """0-100 %, made at the first step so that an early error stays one clean line;
+    ``initial``: the share already done then (a resumed run's), which is not this
+    process's rate."""
+    return tqdm(total=100.0, initial=initial, unit="%", file=sys.stderr, dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]")
 
 
@@ -64,7 +66,7 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
     def on_step(it: Iterate) -> None:
         nonlocal bar
         if bar is None and not quiet:
-            bar = progress_bar()
+            bar = progress_bar(100.0 * it.progress)
         if bar is not None:
             bar.set_description(f"scale {it.scale + 1}/{it.scales} {it.size[0]}x{it.size[1]}",
                                 refresh=False)

@@ -89,7 +89,8 @@ class Tile:
 
 
 def plan_tiles(height: int, width: int, tile: int, halo: int, align: int) -> list[Tile]:
-    """Tiles of ``tile`` pixels (the last in a row or column smaller) covering the picture.
+    """Tiles covering the picture, each owning at most ``tile`` pixels a side (a halo's
+    width more at the picture's edges), their boxes all of one shape.
 
     ``tile`` and ``halo`` must be multiples of ``align`` (the deepest layer's stride), so
     that each tile and its box start on that layer's pooling grid.
@@ -97,13 +98,35 @@ def plan_tiles(height: int, width: int, tile: int, halo: int, align: int) -> lis
     if tile <= 0 or tile % align or halo % align:
         raise BrushworkError(f"tile size {tile} and halo {halo} must be positive multiples "
                              f"of {align} px")
-    tiles = []
-    for y0 in range(0, height, tile):
-        for x0 in range(0, width, tile):
-            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
-            tiles.append(Tile(y0, y1, x0, x1, max(0, y0 - halo), min(height, y1 + halo),
-                              max(0, x0 - halo), min(width, x1 + halo)))
-    return tiles
+    return [Tile(y0, y1, x0, x1, by0, by1, bx0, bx1)
+            for y0, y1, by0, by1 in _spans(height, tile, halo, align)
+            for x0, x1, bx0, bx1 in _spans(width, tile, halo, align)]
+
+
+def _spans(length: int, tile: int, halo: int, align: int) -> list[tuple[int, int, int, int]]:
+    """One side's tiles as ``(owned start, owned end, box start, box end)``.
+
+    Every box has one length, ``2 * halo`` plus the owned width plus ``length % align``
+    (so that the last box, which starts on the grid, ends on the picture's edge): boxes
+    of one shape reuse the same memory and kernels, where boxes clipped at the edges
+    would leave the allocator holes of every size.  The first and last tiles own a halo's
+    width more than the others, since only one of their halos lies in the picture, and
+    the owned widths are balanced, the largest multiple of ``align`` needed."""
+    if length <= tile + 2 * halo:
+        return [(0, length, 0, length)]
+    inner = length - 2 * halo
+    count = -(-inner // tile)
+    share = -(-inner // count)  # inner / count, rounded up
+    owned = -(-share // align) * align
+    box = owned + 2 * halo + length % align
+    if box >= length:
+        return [(0, length, 0, length)]
+    cuts = [0, *(halo + i * owned for i in range(1, count)), length]
+    spans = []
+    for o0, o1 in zip(cuts, cuts[1:], strict=False):
+        start = 0 if o0 == 0 else min(o0 - halo, length - box)
+        spans.append((o0, o1, start, start + box))
+    return spans
 
 
 def tile_geometry(net: FeatureExtractor) -> tuple[int, int]:

@@ -1,8 +1,12 @@
-"""The pictures in docs/print.md: a tiled 1024 px run, reduced, and full-resolution crops
+"""The pictures in docs/print.md: a tiled run's picture, reduced, and full-resolution crops
 where its tiles meet, with a measure of any seam (the step between neighbouring columns
 or rows at a tile edge against the same step averaged over the 40 around it).
 
-    python docs/print_crops.py PICTURE.png   # the result of a --size 1024 --tile-size 400 run
+    python docs/print_crops.py PICTURE.png EDGES NAME
+    # e.g. python docs/print_crops.py print1024.png 400,800 astronaut_1024
+
+EDGES: where the tiles' owned areas meet (the same both ways, for a square picture).
+Writes docs/images/print/NAME_tiled.jpg and NAME_seams.jpg.
 """
 
 from __future__ import annotations
@@ -13,9 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-EDGES = (400, 800)  # where 400 px tiles meet in a 1024 px picture
-CROPS = ((400, 400), (800, 400), (400, 800))  # tile corners
 HALF = 96  # half a crop's side
+REDUCED = 768  # the whole picture's side in the docs
 
 
 def seam_steps(a: np.ndarray, axis: int, edge: int) -> tuple[float, float]:
@@ -26,23 +29,26 @@ def seam_steps(a: np.ndarray, axis: int, edge: int) -> tuple[float, float]:
     return float(d[edge - 1]), float(around)
 
 
-def main(path: str) -> None:
+def main(path: str, edges_text: str, name: str) -> None:
+    edges = [int(e) for e in edges_text.split(",")]
     out = Path(__file__).parent / "images" / "print"
     out.mkdir(parents=True, exist_ok=True)
     im = Image.open(path).convert("RGB")
     a = np.asarray(im, dtype=float)
-    for axis, name in ((1, "columns"), (0, "rows")):
-        for edge in EDGES:
+    for axis, label in ((1, "columns"), (0, "rows")):
+        for edge in edges:
             across, around = seam_steps(a, axis, edge)
-            print(f"{name} {edge}: step across the edge {across:.2f}, around it {around:.2f}")
-    im.resize((768, 768), Image.Resampling.LANCZOS).save(out / "astronaut_1024_tiled.jpg",
-                                                         quality=85)
+            print(f"{label} {edge}: step across the edge {across:.2f}, around it {around:.2f}")
+    im.resize((REDUCED, REDUCED), Image.Resampling.LANCZOS).save(out / f"{name}_tiled.jpg",
+                                                                 quality=85)
+    # Three tile corners: the first, one along the top row of corners, one down the left.
+    corners = [(edges[0], edges[0]), (edges[-1], edges[0]), (edges[0], edges[-1])]
     side = 2 * HALF
-    strip = Image.new("RGB", (len(CROPS) * (side + 8) - 8, side), "white")
-    for i, (x, y) in enumerate(CROPS):
+    strip = Image.new("RGB", (len(corners) * (side + 8) - 8, side), "white")
+    for i, (x, y) in enumerate(corners):
         strip.paste(im.crop((x - HALF, y - HALF, x + HALF, y + HALF)), (i * (side + 8), 0))
-    strip.save(out / "seams.jpg", quality=90)
+    strip.save(out / f"{name}_seams.jpg", quality=90)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:4])

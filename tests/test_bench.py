@@ -235,3 +235,24 @@ def test_side_by_side_with_a_baseline_checkout(tiny_model_file):
         detail["baseline"]["seconds"] / detail["current"]["seconds"], 3)
     with pytest.raises(BrushworkError, match="holds no brushwork package"):
         bench.compare_with(here / "tests", [48], "cpu")
+
+
+def test_print_bench_compares_runs_with_their_estimates_and_fills_the_history(
+        tiny_model_file, photo_path, painting_path):
+    from brushwork import bench_print
+
+    sizes = bench_print.PrintSizes(estimated=((64, {"iterations": 4}),),
+                                   full_history_size=96, full_history_budget=4.0)
+    report = bench_print.run(photo_path, painting_path, "cpu", sizes, str(tiny_model_file))
+    detail = report["estimate_64_detail"]
+    assert report["estimate_time_ratio_64"] == round(detail["seconds"]
+                                                     / detail["predicted_seconds"], 3)
+    assert report["estimate_memory_ratio_64"] == round(detail["peak_bytes"]
+                                                       / detail["predicted_peak_bytes"], 3)
+    assert 0.2 < report["estimate_memory_ratio_64"] < 5  # a real process's peak, in bytes
+    full = report["peak_rss_mb_96_detail"]
+    # The made checkpoint was resumed: one of the 3 steps was "done", with every pair of
+    # the default history of 20 already there.
+    assert full["history"] == 20 and full["evaluations"] == 2
+    assert report["peak_rss_mb_96"] == round(full["peak_bytes"] / 2 ** 20, 1) > 50
+    assert "history made full" in report["commands"]["peak_rss_mb_96"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 
@@ -51,10 +52,11 @@ def test_lines_by_hand():
 def test_kept_bytes_by_hand():
     s = Settings(content_layers=("relu4_2",), history_size=20)
     net = _net(s)
-    # L-BFGS: 4 + 2 * 20 vectors, plus x, its gradient and the photo: 47 images of 3
-    # float32 per pixel; the content target: relu4_2's channels at stride 8.
+    # L-BFGS: 4 + 2 * 20 vectors, plus x, its gradient and the photo, plus a checkpoint's
+    # picture and the pair it holds: 50 images of 3 float32 per pixel; the content
+    # target: relu4_2's channels at stride 8.
     channels = net.convs["conv4_2"].out_channels
-    want = 47 * 3 * 4 * 1024 ** 2 + channels * 1024 ** 2 / 64 * 4
+    want = 50 * 3 * 4 * 1024 ** 2 + channels * 1024 ** 2 / 64 * 4
     assert memory.kept_bytes(1024 ** 2, s, 20, net) == pytest.approx(want)
 
 
@@ -105,6 +107,27 @@ def test_estimate_describes_itself():
     assert text.startswith("estimate: peak ") and "10.0 GB budget" in text
 
 
+def test_tiled_cost_by_hand_and_coarse_scales_that_stop():
+    cal = dataclasses.replace(CAL, tiled_bytes=1.5, tiled_seconds=2.0, coarse_share=0.5)
+    # Boxes of 100 and 400 px in a 300 px picture: the largest box's evaluation (1 MB +
+    # 400 * 2 kB) plus the gradient's sum (3 float32 per pixel), times 1.5; every box's
+    # evaluation (0.1 s + 1 us per pixel) plus pass 1's forward (a third), times 2.
+    peak, seconds = memory.tiled_cost(cal, [100, 400], 300)
+    assert peak == pytest.approx(1.5 * (MB + 400 * 2048 + 3 * 300 * 4))
+    assert seconds == pytest.approx(2 * (0.2 + 500e-6) * (1 + 1 / 3))
+    s = Settings(iterations=10)
+    scales = [Scale((64, 64), 10), Scale((128, 128), 10)]
+    est = memory.estimate([memory.ScalePlan(sc, None, 20) for sc in scales], s, cal, _net(s),
+                          budget=1e10)
+    per_eval = [CAL.eval_seconds(64 * 64), CAL.eval_seconds(128 * 128)]
+    # The coarse scale is expected to take half its steps; the last one all of them.
+    assert est.seconds == pytest.approx(sum(p / 3 for p in per_eval) + 5 * per_eval[0]
+                                        + 10 * per_eval[1])
+    never = memory.estimate([memory.ScalePlan(sc, None, 20) for sc in scales],
+                            Settings(iterations=10, coarse_tolerance=0.0), cal, _net(s), 1e10)
+    assert never.seconds == pytest.approx(sum(p / 3 for p in per_eval) + 10 * sum(per_eval))
+
+
 @pytest.mark.skipif(platform.system() != "Linux", reason="the CPU peak is read from /proc")
 def test_the_peak_meter_sees_an_allocation():
     meter = PeakMeter(torch.device("cpu"))
@@ -133,11 +156,16 @@ def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, t
     again = memory.calibration_for(net, s, torch.device("cpu"))
     assert len(calls) == 1 and again.eval_bytes == first.eval_bytes
     assert first.eval_seconds.slope >= 0 and 0 < first.forward_share <= 1
+    assert first.tiled_bytes >= 1 and first.tiled_seconds > 0 and first.coarse_share == 1
     # Runs report evaluations three times as slow as the probe said: the line follows.
     for pixels in (2000, 3000):
         memory.observe(net, s, torch.device("cpu"), pixels, 3 * first.eval_seconds(pixels))
     follows = memory.calibration_for(net, s, torch.device("cpu"))
     assert follows.eval_seconds(2000) == pytest.approx(3 * first.eval_seconds(2000))
+    # Coarse scales that stopped after half, a third and two fifths of their steps.
+    for share in (0.5, 0.3, 0.4):
+        memory.observe_coarse(net, s, torch.device("cpu"), share)
+    assert memory.calibration_for(net, s, torch.device("cpu")).coarse_share == 0.4
     # A damaged cache file is measured anew, not an error.
     (memory._calibration_file()).write_text("{not json")
     memory.calibration_for(net, s, torch.device("cpu"))
@@ -146,7 +174,7 @@ def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, t
 
 
 def test_a_tiled_run_paints_the_picture_a_whole_run_paints(use_tiny, photo_path, painting_path):
-    opts = dict(size=112, multiscale="off", iterations=6, seed=3)
+    opts = dict(size=272, multiscale="off", iterations=6, seed=3)  # 2 x 2 tiles of 80 px
     whole = stylize(photo_path, painting_path, **opts)
     said: list[str] = []
     tiled = stylize(photo_path, painting_path, tile_size=80, log=said.append, **opts)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from brushwork.errors import BrushworkError
 from brushwork.layers import layer_names
@@ -11,6 +13,7 @@ from brushwork.objective import Objective, style_grams
 from brushwork.settings import Settings
 from brushwork.tiling import (
     TiledObjective,
+    _spans,
     plan_tiles,
     receptive_radius,
     strides,
@@ -32,15 +35,31 @@ def test_receptive_radius_and_strides_of_vgg16_by_hand():
     assert tile_geometry(net) == (80, 16)  # 73 rounded up to the stride
 
 
-def test_tiles_cover_the_picture_once_and_start_on_the_grid():
+@given(length=st.integers(1, 3000), tile=st.integers(1, 64), halo=st.integers(0, 8),
+       align=st.sampled_from([1, 2, 8, 16]))
+@settings(max_examples=300, deadline=None)
+def test_spans_cover_each_side_once_with_boxes_of_one_length(length, tile, halo, align):
+    tile, halo = tile * align, halo * align
+    spans = _spans(length, tile, halo, align)
+    assert len({b1 - b0 for _, _, b0, b1 in spans}) == 1
+    covered = 0
+    for o0, o1, b0, b1 in spans:
+        assert o0 == covered < o1  # in order, none empty, none twice
+        covered = o1
+        assert b0 % align == 0 and o0 % align == 0  # on the pooling grid
+        assert 0 <= b0 <= max(0, o0 - halo) and min(length, o1 + halo) <= b1 <= length
+        if len(spans) > 1:
+            assert b1 - b0 < tile + 2 * halo + align
+    assert covered == length
+
+
+def test_tiles_by_hand():
     tiles = plan_tiles(100, 70, 32, 16, 16)
-    owned = torch.zeros(100, 70, dtype=torch.int32)
-    for t in tiles:
-        owned[t.y0:t.y1, t.x0:t.x1] += 1
-        assert t.by0 % 16 == 0 and t.bx0 % 16 == 0
-        assert t.by0 == max(0, t.y0 - 16) and t.by1 == min(100, t.y1 + 16)
-    assert bool((owned == 1).all())
-    assert len(tiles) == 4 * 3
+    # 100 px: 3 tiles owning 48, 32 and 20 px, boxes of 32 + 2 * 16 + 100 % 16 = 68 px;
+    # 70 px fits one box of 32 + 2 * 16 (+ 6): one tile across.
+    assert [(t.y0, t.y1, t.by0, t.by1) for t in tiles] == [
+        (0, 48, 0, 68), (48, 80, 32, 100), (80, 100, 32, 100)]
+    assert all((t.x0, t.x1, t.bx0, t.bx1) == (0, 70, 0, 70) for t in tiles)
     with pytest.raises(BrushworkError, match="multiples of 16"):
         plan_tiles(100, 70, 40, 16, 16)
 
@@ -64,8 +83,9 @@ def test_tiled_objective_equals_the_whole_one(options, device):
     style = (torch.rand(1, 3, 120, 100, generator=g) * 255).to(device)
     targets = style_grams(net, style, s.style_layers)
     whole = Objective(net, s, photo, targets)
-    tiled = TiledObjective(net, s, photo, targets, tile=48)
-    assert len(tiled.tiles) == 5 * 5
+    tiled = TiledObjective(net, s, photo, targets, tile=16)
+    # Tiles both ways (3 x 5 for relu5_1's 80 px halo, more for shallower layers).
+    assert len({t.y0 for t in tiled.tiles}) >= 3 and len({t.x0 for t in tiled.tiles}) >= 5
     x = (torch.rand(1, 3, 197, 230, generator=g) * 255).to(device)
     a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     want, got = whole(a), tiled(b)
@@ -79,8 +99,9 @@ def test_tiled_objective_equals_the_whole_one(options, device):
 def test_tiled_style_targets_equal_whole_ones():
     s = Settings()
     net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers)
-    style = torch.rand(1, 3, 150, 131, generator=torch.Generator().manual_seed(5)) * 255
+    style = torch.rand(1, 3, 230, 201, generator=torch.Generator().manual_seed(5)) * 255
+    assert len(plan_tiles(230, 201, 16, *tile_geometry(net))) == 5 * 3
     whole = style_grams(net, style, s.style_layers)
-    tiled = tiled_style_grams(net, style, s.style_layers, tile=32)
+    tiled = tiled_style_grams(net, style, s.style_layers, tile=16)
     for w, t in zip(whole, tiled, strict=True):
         torch.testing.assert_close(t, w, rtol=1e-4, atol=1e-4 * float(w.abs().max()))
