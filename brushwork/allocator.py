@@ -14,13 +14,23 @@ benchmark do anyway; a long-running server (the studio) would hold its peak for 
 the ``brushwork`` command sets it for those one-shot commands only.  It changes a
 process-wide setting, so the library never calls it by itself; a program that embeds
 brushwork can.
+
+What a run keeps for many steps (L-BFGS's history and gradient, a checkpoint's copy of
+the picture) is another matter: allocated between evaluations and freed steps later,
+such blocks would sit in the heap between the evaluations' and cut it into holes that
+the next evaluation's blocks do not fit, so the heap, which is never trimmed, grows past
+the evaluation's own peak.  :func:`kept_empty` gives them a memory mapping each instead,
+outside the heap, returned to the system as soon as they are freed.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 import platform
+
+import torch
 
 # mallopt parameters, from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
@@ -50,6 +60,21 @@ def reuse_freed_memory() -> bool:
     # mallopt returns 1 on success and 0 on error.
     _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, _NEVER_TRIM))
     return _applied
+
+
+def kept_empty(like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor of ``like``'s shape and dtype for memory kept across
+    evaluations: on the CPU in an anonymous memory mapping of its own (module docstring),
+    elsewhere ``torch.empty_like``."""
+    if like.device.type != "cpu" or like.numel() == 0:
+        return torch.empty_like(like, memory_format=torch.contiguous_format)
+    block = mmap.mmap(-1, like.numel() * like.element_size())
+    return torch.frombuffer(block, dtype=like.dtype, count=like.numel()).view(like.shape)
+
+
+def kept_copy(t: torch.Tensor) -> torch.Tensor:
+    """``t.clone()`` into :func:`kept_empty` memory."""
+    return kept_empty(t).copy_(t)
 
 
 def trim_heap() -> bool:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from . import checkpoint as checkpoints
 from . import memory
+from .allocator import kept_copy
 from .cache import Cache, load_network
 from .color import luminance_transfer, match_color
 from .device import resolve_device
@@ -345,7 +346,7 @@ class _ScalePainter:
         return checkpoints.Checkpoint(
             settings=saver.settings, inputs=saver.inputs, level=self.level, taken=self.taken,
             step=progress.step, work_done=progress.work_done,
-            elapsed=time.perf_counter() - progress.start, image=self.x.detach().clone(),
+            elapsed=time.perf_counter() - progress.start, image=kept_copy(self.x.detach()),
             optimiser=self.optimiser.state_dict(), stop_rule=self.rule.state_dict(),
             history=list(progress.history), losses=dict(progress.losses))
 

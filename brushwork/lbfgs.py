@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from .allocator import kept_copy, kept_empty
+
 # A curvature pair is kept only when s.y > CURVATURE_EPS * y.y: the inverse Hessian
 # estimate stays positive definite, and H0 = s.y / y.y stays meaningful.
 CURVATURE_EPS = 1e-10
@@ -62,7 +64,7 @@ class LBFGS:
         for _ in range(iterations):
             if self.g is None:
                 out = closure()
-                self.g = _gradient(x).clone()
+                self.g = kept_copy(_gradient(x))
                 yield out
                 continue
             d = _direction(self.g, self.pairs, self.h0)
@@ -74,12 +76,12 @@ class LBFGS:
             out = closure()
             g_new = _gradient(x)
             s = d.mul_(t)
-            y = g_new - self.g
+            y = torch.sub(g_new, self.g, out=kept_empty(g_new))
             ys, yy = float(y @ s), float(y @ y)
             if ys > CURVATURE_EPS * yy and yy > 0:
                 self.pairs.append((s, y, 1.0 / ys))
                 self.h0 = ys / yy
-            self.g = g_new.clone()
+            self.g = kept_copy(g_new)
             yield out
 
     def state_dict(self) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def _gradient(x: torch.Tensor) -> torch.Tensor:
 
 def _direction(g: torch.Tensor, pairs: deque, h0: float) -> torch.Tensor:
     """``-H g`` by the two-loop recursion over the stored ``(s, y, 1/s.y)`` pairs."""
-    q = g.neg()
+    q = torch.neg(g, out=kept_empty(g))
     alphas = []
     for s, y, rho in reversed(pairs):
         a = rho * float(s @ q)

@@ -520,7 +520,9 @@ def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
     """``(peak bytes, seconds, seconds per evaluation)`` of one scale (a ``coarse`` one
     may stop before its last step)."""
     w, h = plan.scale.size
-    kept = kept_bytes(w * h, settings, plan.history, net)
+    # A scale of n steps stores at most n - 1 pairs: a short run never fills its history.
+    kept = kept_bytes(w * h, settings, min(plan.history, max(0, plan.scale.iterations - 1)),
+                      net)
     if plan.tile is None:
         peak = calibration.eval_bytes(w * h)
         per_eval = calibration.eval_seconds(w * h)

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+import torch
 
 from brushwork import allocator
 from brushwork.allocator import reuse_freed_memory
@@ -111,3 +112,28 @@ def test_elsewhere_it_does_nothing(fake_glibc, monkeypatch, system, libc):
     monkeypatch.setattr(allocator.platform, "libc_ver", lambda: libc)
     assert reuse_freed_memory() is False
     assert fake_glibc.calls == []
+
+
+def test_kept_memory_is_a_copy_in_its_own_mapping_and_goes_back_when_freed():
+    from brushwork.allocator import kept_copy, kept_empty
+
+    t = torch.arange(12, dtype=torch.float64).reshape(3, 4).t()  # not contiguous
+    k = kept_copy(t)
+    assert k.dtype == torch.float64 and k.shape == (4, 3) and torch.equal(k, t)
+    assert k.data_ptr() != t.data_ptr() and k.is_contiguous()
+    assert kept_empty(torch.empty(0)).numel() == 0
+    if platform.system() != "Linux":
+        return
+    before = _rss()
+    block = kept_empty(torch.empty(16 * 2 ** 20))  # 64 MB
+    block.fill_(1.0)
+    assert _rss() - before > 60 * 2 ** 20
+    del block
+    assert _rss() - before < 8 * 2 ** 20
+
+
+def _rss() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")

@@ -107,6 +107,15 @@ def test_estimate_describes_itself():
     assert text.startswith("estimate: peak ") and "10.0 GB budget" in text
 
 
+def test_a_short_scale_keeps_no_more_pairs_than_it_has_steps():
+    s = Settings()
+    net = _net(s)
+    short = memory.scale_cost(memory.ScalePlan(Scale((100, 100), 4), None, 20), s, CAL, net)
+    full = memory.scale_cost(memory.ScalePlan(Scale((100, 100), 40), None, 20), s, CAL, net)
+    # 4 steps store 3 pairs, not 20: 17 pairs of two 100 x 100 x 3 float32 vectors fewer.
+    assert full[0] - short[0] == pytest.approx(17 * 2 * 3 * 4 * 100 * 100)
+
+
 def test_tiled_cost_by_hand_and_coarse_scales_that_stop():
     cal = dataclasses.replace(CAL, tiled_bytes=1.5, tiled_seconds=2.0, coarse_share=0.5)
     # Boxes of 100 and 400 px in a 300 px picture: the largest box's evaluation (1 MB +
