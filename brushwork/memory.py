@@ -111,9 +111,10 @@ class Estimate:
         about 1 min 40 s``."""
         text = (f"estimate: peak {self.peak_bytes / GB:.2f} GB of a "
                 f"{self.budget_bytes / GB:.1f} GB budget, about {format_seconds(self.seconds)}")
-        tiles = sorted({p.tile for p in self.scales if p.tile is not None})
+        tiles = list(dict.fromkeys(p.tile for p in self.scales if p.tile is not None))
         if tiles:
-            text += f"; tiles of {tiles[-1]} px at the scales that need them"
+            sizes = " and ".join(map(str, tiles))
+            text += f"; tiles of {sizes} px at the scales that need them, in that order"
         histories = {p.history for p in self.scales}
         if len(histories) == 1:
             (history,) = histories
