@@ -28,6 +28,7 @@ from brushwork.errors import ImageError, OutputError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "INPUT_FORMATS",
     "MIN_SIDE",
     "OUTPUT_FORMATS",
     "BrushworkWarning",
@@ -43,6 +44,20 @@ __all__ = [
 
 DEFAULT_MAX_PIXELS = 100_000_000
 MIN_SIDE = 16
+
+# The input formats accepted (Pillow format name -> the usual extension), by the CLI,
+# the library's path loader and the studio alike. Only these decoders ever see a file:
+# Pillow knows many more (EPS hands the file to Ghostscript), whatever its name says.
+INPUT_FORMATS = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
+# How the accepted formats are named in messages.
+INPUT_FORMATS_TEXT = "PNG, JPEG, WebP, GIF, BMP, TIFF"
 
 # Output extension -> Pillow format name.
 OUTPUT_FORMATS = {
@@ -115,11 +130,9 @@ def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) ->
         # Image.open only reads the header, so sizes are checked before decoding.
         with pillow_limit(None):
             try:
-                im = Image.open(f)
+                im = Image.open(f, formats=list(INPUT_FORMATS))
             except UnidentifiedImageError:
-                raise ImageError(
-                    f"{name} is not an image file (cannot identify image format)"
-                ) from None
+                raise unaccepted_format(f, name) from None
             except Exception as e:  # Pillow raises many types on malformed headers
                 raise ImageError(f"{name} is corrupt ({_reason(e)})") from None
         _check_size(im.size, name, max_pixels)
@@ -140,6 +153,30 @@ def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) ->
         message = f"{name} has {frames} frames; using the first"
         warnings.warn(message, BrushworkWarning, stacklevel=3)
     return rgb
+
+
+def unaccepted_format(f: Any, name: str) -> ImageError:
+    """The error for a file none of the accepted decoders recognised.
+
+    The file's real format is named when another Pillow plugin's signature check
+    (a comparison of the first bytes, never its decoder) recognises it.
+    """
+    f.seek(0)
+    prefix = f.read(16)
+    Image.init()
+    for fmt, (_factory, accept) in Image.OPEN.items():
+        if fmt in INPUT_FORMATS or accept is None:
+            continue
+        with contextlib.suppress(Exception):
+            if accept(prefix) is True:
+                return ImageError(
+                    f"{name} is in {fmt} format, which is not accepted "
+                    f"(accepted: {INPUT_FORMATS_TEXT})"
+                )
+    return ImageError(
+        f"{name} is not an image file (cannot identify image format; "
+        f"accepted: {INPUT_FORMATS_TEXT})"
+    )
 
 
 def _check_input_file(path: str, name: str) -> None:
@@ -437,7 +474,7 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
     if p.suffix.lower() == ".png":
         _check_input_file(str(p), name)
         try:
-            with Image.open(p) as im:
+            with Image.open(p, formats=["PNG"]) as im:
                 text = getattr(im, "text", {}).get(METADATA_KEY)
         except Exception as e:  # Pillow raises many types on bad files
             raise ImageError(f"{name} cannot be read ({_reason(e)})") from None

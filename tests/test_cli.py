@@ -150,7 +150,14 @@ BAD_CONTENT = {
     "truncated": (lambda d: write(d / "cut.png", png_bytes(64, 64)[:60]), "truncated|cannot"),
     "text": (lambda d: write(d / "notes.png", b"hello, not a picture\n" * 20), "not an image"),
     "tiny": (lambda d: write(d / "tiny.png", png_bytes(8, 12)), "at least 16"),
+    "eps named jpg": (lambda d: eps_named_jpg(d / "photo.jpg"),
+                      "'.*photo.jpg' is in EPS format, which is not accepted"),
 }
+
+
+def eps_named_jpg(path):
+    Image.new("RGB", (40, 32)).save(path, format="EPS")
+    return path
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONTENT))

@@ -102,8 +102,39 @@ def test_text_file(tmp_path):
     with pytest.raises(ImageError) as info:
         load_image(path)
     assert str(info.value) == (
-        f"content image '{path}' is not an image file (cannot identify image format)"
+        f"content image '{path}' is not an image file (cannot identify image format; "
+        "accepted: PNG, JPEG, WebP, GIF, BMP, TIFF)"
     )
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "PCX", "ICO", "XBM", "PPM"])
+def test_other_pillow_format_named_jpg_is_refused_undecoded(tmp_path, monkeypatch, fmt):
+    # Pillow can read these, but only the formats the README lists may reach a decoder:
+    # an EPS would be handed to Ghostscript. The file's real format is named from its
+    # signature alone; its plugin's opener must never run.
+    path = tmp_path / "photo.jpg"
+    Image.new("1" if fmt == "XBM" else "RGB", (32, 32)).save(path, format=fmt)
+    Image.init()
+    opened = []
+
+    def spy(*args, **kwargs):
+        opened.append(fmt)
+        raise AssertionError(f"the {fmt} plugin was asked to open the file")
+
+    monkeypatch.setitem(Image.OPEN, fmt, (spy, Image.OPEN[fmt][1]))
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert str(info.value) == (
+        f"content image '{path}' is in {fmt} format, which is not accepted "
+        "(accepted: PNG, JPEG, WebP, GIF, BMP, TIFF)"
+    )
+    assert opened == []
+
+
+def test_input_formats_are_the_studios():
+    from brushwork.studio import uploads
+
+    assert uploads.FORMATS is imageio.INPUT_FORMATS
 
 
 @pytest.mark.parametrize("fmt,name", [("PNG", "cut.png"), ("JPEG", "cut.jpg")])
