@@ -305,26 +305,76 @@ def _reason(e: BaseException) -> str:
 # --------------------------------------------------------------------------
 
 
-def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Check that an image can be written to ``path``; return it resolved.
+def check_output_path(
+    path: str | os.PathLike, *, force: bool = False, metadata: bool = False,
+    role: str = "output",
+) -> Path:
+    """Check that an image can be written to ``path``; return where it will be written.
 
-    Call this before a long run so a bad path fails at once.
+    Call this before a long run so a bad path fails at once. A symbolic link is
+    written through, as ``cp`` does: its target is replaced and the link stays; the
+    target must exist (a dangling link is refused) and its extension must name the
+    same format. ``metadata``: a settings sidecar ``<target>.json`` will be written
+    too (formats other than PNG), so it is checked as well.
     """
-    out = Path(os.fsdecode(path)).expanduser()
-    name = f"output {_quote(os.fsdecode(path))}"
+    given = Path(os.fsdecode(path)).expanduser()
+    name = f"{role} {_quote(os.fsdecode(path))}"
+    ext = given.suffix.lower()
+    if ext not in OUTPUT_FORMATS and not given.is_dir():
+        what = f"extension '{given.suffix}'" if given.suffix else "no extension"
+        raise OutputError(f"{name} has {what}; use one of {', '.join(OUTPUT_FORMATS)}")
+    out = _output_target(given, name)
     if out.is_dir():
         raise OutputError(f"{name} is a directory")
-    ext = out.suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        what = f"extension '{out.suffix}'" if out.suffix else "no extension"
-        raise OutputError(f"{name} has {what}; use one of {', '.join(OUTPUT_FORMATS)}")
+    fmt = OUTPUT_FORMATS[ext]
+    if OUTPUT_FORMATS.get(out.suffix.lower()) != fmt:  # only a link can differ
+        raise OutputError(
+            f"{name} is a link to {_quote(str(out))}, whose extension does not name the "
+            f"{fmt} format it would be written in"
+        )
     Image.init()  # register all plugins so Image.SAVE is complete
-    if OUTPUT_FORMATS[ext] not in Image.SAVE:
-        raise OutputError(f"{name}: this Pillow cannot write {OUTPUT_FORMATS[ext]} files")
+    if fmt not in Image.SAVE:
+        raise OutputError(f"{name}: this Pillow cannot write {fmt} files")
     if out.exists() and not force:
         raise OutputError(f"{name} exists; pass --force to overwrite")
     _check_dir_writable(out.parent, name)
-    return out.resolve()
+    if metadata and fmt != "PNG":
+        check_side_file(sidecar_path(out), "metadata file", force=force)
+    return out
+
+
+def sidecar_path(image: Path) -> Path:
+    """Where the settings of a non-PNG picture go: ``<image>.json`` beside it."""
+    return image.with_name(image.name + ".json")
+
+
+def check_side_file(path: str | os.PathLike, role: str, *, force: bool = False) -> Path:
+    """Check that a file other than a picture (a sidecar, an index, a checkpoint) can be
+    written to ``path``, by the same rules as a picture; return where it will be written."""
+    given = Path(os.fsdecode(path)).expanduser()
+    name = f"{role} {_quote(os.fsdecode(path))}"
+    out = _output_target(given, name)
+    if out.is_dir():
+        raise OutputError(f"{name} is a directory")
+    if out.exists() and not force:
+        raise OutputError(f"{name} exists; pass --force to overwrite")
+    _check_dir_writable(out.parent, name)
+    return out
+
+
+def _output_target(given: Path, name: str) -> Path:
+    """The absolute path a write to ``given`` lands on: links followed, a dangling or
+    looping link refused."""
+    try:
+        out = given.resolve(strict=False)
+    except (OSError, RuntimeError) as e:  # RuntimeError: a loop, before Python 3.13
+        raise OutputError(f"{name} is a link that cannot be followed ({_reason(e)})") from None
+    if given.is_symlink() and not out.exists():
+        raise OutputError(
+            f"{name} is a link to {_quote(os.readlink(given))}, which does not exist; "
+            "remove the link or point it at a file"
+        )
+    return out
 
 
 def _check_dir_writable(parent: Path, name: str) -> None:
@@ -356,8 +406,8 @@ def save_image(
     ``metadata`` (JSON-serialisable) goes into a "brushwork" PNG text chunk,
     or for other formats into a sidecar ``<path>.json``.
     """
-    out = check_output_path(path, force=force)
-    fmt = OUTPUT_FORMATS[out.suffix.lower()]
+    out = check_output_path(path, force=force, metadata=metadata is not None)
+    fmt = OUTPUT_FORMATS[Path(os.fsdecode(path)).suffix.lower()]
     name = f"output {_quote(os.fsdecode(path))}"
     if isinstance(image, torch.Tensor):
         image = to_image(image)
@@ -380,13 +430,9 @@ def save_image(
         info.add_text(METADATA_KEY, text)
         options["pnginfo"] = info
     elif text is not None:
-        sidecar = out.with_name(out.name + ".json")
+        # Checked by check_output_path above, before anything is written.
+        sidecar = check_side_file(sidecar_path(out), "metadata file", force=True)
         sidecar_name = f"metadata file {_quote(str(sidecar))}"
-        # Check the sidecar before writing anything.
-        if sidecar.is_dir():
-            raise OutputError(f"{sidecar_name} is a directory")
-        if sidecar.exists() and not force:
-            raise OutputError(f"{sidecar_name} exists; pass --force to overwrite")
 
     _atomic_write(out, name, force, lambda f: image.save(f, **options))
     if sidecar is not None and text is not None:
@@ -397,15 +443,10 @@ def save_image(
 
 def save_text(text: str, path: str | os.PathLike, *, force: bool = False) -> Path:
     """Write a text file (an index, a script) atomically, refusing to overwrite unless ``force``."""
-    out = Path(os.fsdecode(path)).expanduser()
+    out = check_side_file(path, "file", force=force)
     name = f"file {_quote(os.fsdecode(path))}"
-    if out.is_dir():
-        raise OutputError(f"{name} is a directory")
-    if out.exists() and not force:
-        raise OutputError(f"{name} exists; pass --force to overwrite")
-    _check_dir_writable(out.parent, name)
     _atomic_write(out, name, force, lambda f: f.write(text.encode("utf-8")))
-    return out.resolve()
+    return out
 
 
 def check_output_dir(path: str | os.PathLike, *, force: bool = False) -> Path:
@@ -479,7 +520,7 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
         except Exception as e:  # Pillow raises many types on bad files
             raise ImageError(f"{name} cannot be read ({_reason(e)})") from None
     if text is None:
-        sidecar = p.with_name(p.name + ".json")
+        sidecar = sidecar_path(p.resolve())  # written beside a link's target
         if not sidecar.is_file():
             return None
         name = f"metadata file {_quote(str(sidecar))}"
