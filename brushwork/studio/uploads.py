@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..errors import ImageError
-from ..imageio import MIN_SIDE, load_image, pillow_limit
+from ..imageio import INPUT_FORMATS, INPUT_FORMATS_TEXT, MIN_SIDE, load_image, pillow_limit
 
-# Pillow formats accepted, and the extension the stored file gets.
-FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
-           "TIFF": ".tif"}
+# Pillow formats accepted (the same as the CLI's), and the extension the stored file gets.
+FORMATS = INPUT_FORMATS
 THUMB_SIDE = 320
 
 
@@ -52,8 +51,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
         with pillow_limit(None):  # header only: sizes are checked below, before decoding
             im = Image.open(io.BytesIO(data), formats=list(FORMATS))
     except Image.UnidentifiedImageError:
-        raise UploadError(415, "not an image (accepted: PNG, JPEG, WebP, GIF, BMP, TIFF)") \
-            from None
+        raise UploadError(415, f"not an image (accepted: {INPUT_FORMATS_TEXT})") from None
     except Exception as e:  # Pillow raises many types on malformed headers
         raise UploadError(415, f"not a readable image ({_first_line(e)})") from None
     w, h = im.size
