@@ -68,8 +68,10 @@ def load_network(settings: Settings, device: torch.device, log: Log | None = Non
     return build_network(_read_weights(settings.model, log), settings, device)
 
 
-def _read_weights(model: str, log: Log | None) -> VGGWeights:
-    return load_weights(model, log=log) if log else load_weights(model)
+def _read_weights(model: str, log: Log | None, download: bool = True) -> VGGWeights:
+    if log:
+        return load_weights(model, log=log, download=download)
+    return load_weights(model, download=download)
 
 
 class Cache:
@@ -82,7 +84,11 @@ class Cache:
     served stale.  Bounded (least recently used entries go first) and thread-safe.
     """
 
-    def __init__(self, max_networks: int = 2, max_targets: int = 64) -> None:
+    def __init__(self, max_networks: int = 2, max_targets: int = 64, *,
+                 download: bool = True) -> None:
+        # download=False: a source's weights not yet on this machine are an error, never
+        # fetched (a server, whose requests must not start downloads).
+        self.download = download
         self._weights: LRU[VGGWeights] = LRU(max_networks)
         self._networks: LRU[FeatureExtractor] = LRU(max_networks)
         self._targets: LRU[list[torch.Tensor]] = LRU(max_targets)
@@ -100,7 +106,7 @@ class Cache:
         key = model_key(model)
         weights = self._weights.get(key)
         if weights is None:
-            weights = self._weights.put(key, _read_weights(model, log))
+            weights = self._weights.put(key, _read_weights(model, log, self.download))
             self.network_loads += 1
         return weights
 

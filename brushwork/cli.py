@@ -13,7 +13,7 @@ from typing import Any
 
 from . import __version__
 from .allocator import reuse_freed_memory
-from .errors import BrushworkError
+from .errors import BrushworkError, out_of_memory
 from .settings import OptionSpec, option_specs
 
 EXIT_ERROR = 1
@@ -193,15 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrushworkError as e:
         print(f"brushwork: error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except MemoryError:
-        print("brushwork: error: out of memory; try a smaller --size", file=sys.stderr)
+    except (MemoryError, RuntimeError) as e:
+        oom = out_of_memory(e)
+        if oom is None:
+            raise
+        print(f"brushwork: error: {oom}", file=sys.stderr)
         return EXIT_ERROR
-    except RuntimeError as e:
-        if "out of memory" in str(e).lower():
-            print("brushwork: error: out of memory on the device; try a smaller --size or "
-                  "--device cpu", file=sys.stderr)
-            return EXIT_ERROR
-        raise
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:

@@ -22,6 +22,15 @@ PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # Per-optimiser default step size, in pixel units (0..255); the Keras example used SGD at
 # 100 on raw (unnormalised) gradients of its own tiny loss weights.
 DEFAULT_LR = {"adam": 4.0, "sgd": 2.0}
+# Bounds on options whose size sets memory or time, wherever a run comes from.
+# L-BFGS keeps 2 image-sized vectors per pair: neural-style's 100 is already generous,
+# and the memory plan tries each smaller history in turn, so the bound keeps that short.
+MAX_HISTORY = 1000
+# The style image is resized to style_scale times the output's long side; past a few
+# times it is mostly memory (100 at 512 px asks for a 51200 px painting).
+MAX_STYLE_SCALE = 4.0
+# What a torch.Generator takes (and a signed 64-bit integer holds, as SQLite stores it).
+MAX_SEED = 2**63 - 1
 
 
 def _opt(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
@@ -201,6 +210,12 @@ def validate(s: Settings) -> None:
             raise BrushworkError(f"{name} must be a number from 0 to 1, not {value!r}")
     for name in ("style_scale", "tv_power", "lr_decay"):
         _weight(name, getattr(s, name), positive=True)
+    if s.style_scale > MAX_STYLE_SCALE:
+        raise BrushworkError(f"style_scale must be at most {MAX_STYLE_SCALE:g}, not "
+                             f"{s.style_scale!r}")
+    if s.history_size > MAX_HISTORY:
+        raise BrushworkError(f"history_size must be at most {MAX_HISTORY}, not "
+                             f"{s.history_size!r}")
     for name in ("normalize_gradients", "size_invariant"):
         if not isinstance(getattr(s, name), bool):
             raise BrushworkError(f"{name} must be True or False, not {getattr(s, name)!r}")
@@ -220,8 +235,12 @@ def validate(s: Settings) -> None:
             f"style_layer_weights has {len(s.style_layer_weights)} values for "
             f"{len(s.style_layers)} style layers")
     for name in ("content_layers", "style_layers"):
-        if not getattr(s, name):
+        layers = getattr(s, name)
+        if not layers:
             raise BrushworkError(f"{name} must name at least one layer")
+        for i, layer in enumerate(layers):
+            if layer in layers[:i]:  # each entry keeps its own targets: a repeat costs memory
+                raise BrushworkError(f"{name} names {layer!r} more than once")
     _choice("optimizer", s.optimizer, OPTIMIZERS)
     _choice("preserve_colors", s.preserve_colors, COLOR_MODES)
     _choice("multiscale", s.multiscale, MULTISCALE_MODES)
@@ -231,8 +250,8 @@ def validate(s: Settings) -> None:
     if not isinstance(s.init, str) or not s.init:
         raise BrushworkError(f"init must be 'content', 'noise' or an image file, not {s.init!r}")
     if s.seed is not None and (isinstance(s.seed, bool) or not isinstance(s.seed, int)
-                               or s.seed < 0):
-        raise BrushworkError(f"seed must be a non-negative integer, not {s.seed!r}")
+                               or not 0 <= s.seed <= MAX_SEED):
+        raise BrushworkError(f"seed must be an integer from 0 to {MAX_SEED}, not {s.seed!r}")
 
 
 def resolve_strength(s: Settings) -> dict[str, Any]:

@@ -28,8 +28,9 @@ def make_app(data_dir: Path, model_file: Path, **kwargs):
     from brushwork.studio.app import create_app
 
     kwargs.setdefault("limits", Limits(max_upload_bytes=200_000, max_pixels=250_000))
-    return create_app(data_dir, cache=Cache(), models={"tiny": str(model_file)},
-                      default_model="tiny", log=lambda m: None, **kwargs)
+    kwargs.setdefault("models", {"tiny": str(model_file)})
+    kwargs.setdefault("default_model", "tiny")
+    return create_app(data_dir, cache=Cache(download=False), log=lambda m: None, **kwargs)
 
 
 @contextlib.contextmanager

@@ -219,6 +219,9 @@ BAD_OPTIONS = {
     "bad list": (["--style-weights", "a,b"], "comma-separated"),
     "bad choice": (["--optimizer", "rmsprop"], "invalid choice"),
     "too many blend weights": (["--style-weights", "1,2"], "style_weights has 2 values"),
+    "huge history": (["--history-size", str(10**12)], "history_size must be at most 1000"),
+    "huge style scale": (["--style-scale", "100"], "style_scale must be at most 4"),
+    "huge seed": (["--seed", str(2**100)], "seed must be an integer from 0 to"),
 }
 
 
@@ -376,3 +379,39 @@ def test_existing_sidecar_refused_before_the_run(capsys, no_run, tiny_model_file
     code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path,
                            tmp_path / "out.jpg")
     assert_one_line_error(code, err, "metadata file '.*out.jpg.json' exists; pass --force")
+
+
+# The allocators' own words, as PyTorch 2.x raises them.
+CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+           "memory: you tried to allocate 40000000000 bytes. Error code 12 (Cannot allocate "
+           "memory)")
+CUDA_OOM = ("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
+            "7.79 GiB of which 1.12 GiB is free.")
+
+
+@pytest.mark.parametrize("error, pattern", [
+    (RuntimeError(CPU_OOM), r"out of memory \(it asked for 37\.25 GiB more in RAM\); try a "
+                            r"smaller --size, a --max-memory"),
+    (RuntimeError(CUDA_OOM), r"out of memory \(it asked for 2\.50 GiB more on the GPU\)"),
+    (MemoryError(), r"out of memory in RAM; try a smaller --size"),
+])
+def test_out_of_memory_is_one_line_with_what_to_try(capsys, monkeypatch, photo_path,
+                                                    painting_path, tmp_path, error, pattern):
+    import brushwork.run as run_module
+
+    def exhausted(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(run_module, "stylize", exhausted)
+    out = tmp_path / "out.png"
+    code, _, err = run(capsys, "stylize", photo_path, painting_path, "-o", out, "--quiet")
+    assert_one_line_error(code, err, pattern)
+    assert not out.exists()
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory():
+    from brushwork.errors import out_of_memory
+
+    assert out_of_memory(RuntimeError("Given groups=1, weight of size [4, 3, 3, 3]")) is None
+    assert out_of_memory(ValueError("out of memory")) is None
+    assert "GiB" not in str(out_of_memory(RuntimeError("MPS backend out of memory")))

@@ -74,8 +74,14 @@ def test_settings_are_frozen_and_compare_by_value():
     ({"content_norm": "l1"}, "content_norm must be one of paper, sum, mean; got 'l1'"),
     ({"style_norm": "sum"}, "style_norm must be one of paper, mean, keras; got 'sum'"),
     ({"init": ""}, "init must be 'content', 'noise' or an image file, not ''"),
-    ({"seed": -1}, "seed must be a non-negative integer, not -1"),
-    ({"seed": 1.0}, "seed must be a non-negative integer, not 1.0"),
+    ({"seed": -1}, "seed must be an integer from 0 to 9223372036854775807, not -1"),
+    ({"seed": 1.0}, "seed must be an integer from 0 to 9223372036854775807, not 1.0"),
+    # torch.Generator.manual_seed overflows past 2**64; bounded here, not mid-run.
+    ({"seed": 2**100}, "seed must be an integer from 0 to 9223372036854775807, not 1267"),
+    # The memory plan would list every smaller history; the style image would be 51200 px.
+    ({"history_size": 10**12}, "history_size must be at most 1000, not 1000000000000"),
+    ({"style_scale": 100.0}, "style_scale must be at most 4, not 100.0"),
+    ({"content_layers": ("relu4_2", "relu4_2")}, "content_layers names 'relu4_2' more than once"),
 ])
 def test_a_bad_value_is_one_line_naming_the_option_and_the_value(options, message):
     with pytest.raises(BrushworkError) as caught:
@@ -88,6 +94,8 @@ def test_good_edge_values_are_accepted():
     s = Settings(size=1, iterations=1, tv_weight=0, style_weight=0.0, photo_detail=0,
                  stop_tolerance=0.5, seed=0, style_weights=(0.0, 2.0))
     assert (s.size, s.style_weight, s.photo_detail, s.seed) == (1, 0.0, 0, 0)
+    top = Settings(seed=2**63 - 1, history_size=1000, style_scale=4.0)
+    assert (top.seed, top.history_size, top.style_scale) == (2**63 - 1, 1000, 4.0)
 
 
 def test_knob_gives_each_resolved_strength_knob_as_a_number():

@@ -223,6 +223,11 @@ def test_cancel_running_job_then_queue_goes_on(client, gate):
     (DivergedError("the loss became nan at step 3; lower --style-weight"), "loss became nan"),
     (RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), "out of memory"),
     (MemoryError(), "out of memory"),
+    # PyTorch's CPU allocator does not say "out of memory".
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                  "allocate memory: you tried to allocate 40000000000 bytes. Error code 12 "
+                  "(Cannot allocate memory)"),
+     "out of memory (it asked for 37.25 GiB more in RAM); try a smaller size, or a tile_size"),
     (ZeroDivisionError("boom"), "internal error"),
 ])
 def test_failing_job_reports_its_error_and_the_queue_goes_on(client, monkeypatch, error,
@@ -246,18 +251,29 @@ def test_failing_job_reports_its_error_and_the_queue_goes_on(client, monkeypatch
     assert [j["id"] for j in client.get("/api/gallery").json()["results"]] == [good["id"]]
 
 
-def test_real_nan_and_a_damaged_upload_fail_cleanly(client):
+def test_real_nan_and_a_damaged_upload_fail_cleanly(client, monkeypatch):
     content, style = uploaded_pair(client)
     # A style weight so large that the loss overflows float32 to inf: a real DivergedError.
     nan = submit(client, content, [style], {"style_weight": 1e300}).json()
     failed = wait_for(client, nan["id"])
     assert failed["state"] == "failed" and "the loss became" in failed["error"]
-    # The stored photo damaged after upload: the run's own image check fails the job.
+    # The stored photo damaged after upload: the estimate at submit reads it and refuses.
     store = client.app.state.store
     store.upload_file(content).write_bytes(b"not a picture any more")
+    r = submit(client, content, [style])
+    assert r.status_code == 422 and "not an image" in r.json()["detail"]
+    assert str(store.dir) not in r.json()["detail"]  # no server paths on the page
+    # Before the machine is measured submit cannot tell: the run's own check fails it.
+    from brushwork.memory import NotMeasured
+    from brushwork.studio import routes
+
+    def not_measured(*args, **kwargs):
+        raise NotMeasured("not yet")
+
+    monkeypatch.setattr(routes, "estimate", not_measured)
     broken = wait_for(client, submit(client, content, [style]).json()["id"])
     assert broken["state"] == "failed" and "not an image" in broken["error"]
-    assert str(store.dir) not in broken["error"]  # no server paths on the page
+    assert str(store.dir) not in broken["error"]
     still_serving(client)
 
 
@@ -482,6 +498,14 @@ def test_unknown_upload_id(client):
     ({"device": "cuda"}, "server-only"),
     ({"max_pixels": 10**12}, "server-only"),
     ({"no_such_option": 1}, "unknown"),
+    # What sizes memory or time is bounded: by Settings (the CLI's bounds too) ...
+    ({"history_size": 10**12}, "history_size must be at most 1000"),
+    ({"style_scale": 100}, "style_scale must be at most 4"),
+    ({"seed": 2**100}, "seed must be an integer from 0 to 9223372036854775807"),
+    ({"content_layers": ["relu4_2"] * 64}, "content_layers names 'relu4_2' more than once"),
+    # ... and by the studio's own limits: the style image no larger than its largest output.
+    ({"style_scale": 4, "size": 1024}, "makes the painting 4096 px long, over this studio's "
+                                       "limit of 2048"),
 ])
 def test_bad_options(client, options, needle):
     content, style = uploaded_pair(client)
@@ -526,6 +550,16 @@ def test_malformed_job_requests(client, body, ctype, status):
     still_serving(client)
 
 
+@pytest.mark.parametrize("route", ["/api/jobs", "/api/estimate"])
+def test_deeply_nested_json_is_a_400(client, route):
+    """json.loads gives up with a RecursionError (not a ValueError) long before 64 KB."""
+    for body in ("[" * 20_000 + "]" * 20_000,
+                 '{"content": "x", "options": {"size": ' + "[" * 20_000 + "]" * 20_000 + "}}"):
+        r = client.post(route, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["detail"] == "JSON nested too deeply", r.text
+    still_serving(client)
+
+
 def test_oversized_json_body(client):
     r = client.post("/api/jobs", content=b'{"content": "' + b"a" * 100_000 + b'"}',
                     headers={"content-type": "application/json"})
@@ -535,6 +569,9 @@ def test_oversized_json_body(client):
 
 def test_bad_query_parameters(client):
     assert client.get("/api/gallery?limit=-1").status_code == 422
+    # Past SQLite's 64-bit integers the OFFSET overflowed: a 500.
+    assert client.get("/api/gallery?offset=99999999999999999999").status_code == 422
+    assert client.get("/api/gallery?offset=1000000000").json()["results"] == []
     assert client.get("/api/gallery?limit=lots").status_code == 422
     assert client.get("/api/jobs?limit=100000").status_code == 422
     still_serving(client)
@@ -788,3 +825,168 @@ def test_estimate_beside_the_paint_button(client, monkeypatch, tmp_path):
     assert bad.status_code == 422 and "size" in bad.json()["detail"]
     assert client.post("/api/estimate", content=b"{", headers={
         "content-type": "application/json"}).status_code == 400
+
+
+# ------------------------------------------------------------------------- memory at submit
+
+
+def fake_calibration(monkeypatch, *, measured: bool, budget: float | None = 10_000.0):
+    """This machine's calibration as a fixed line (no measuring), or none yet; and a
+    memory budget (10 kB: no scale of any picture fits, whole or in tiles)."""
+    from brushwork import memory
+
+    known = memory.Calibration(device="cpu", resident_bytes=0.0,
+                               eval_bytes=memory.Line(0.0, 1000.0),
+                               eval_seconds=memory.Line(0.0, 1e-6), forward_share=0.3)
+
+    def calibration_for(net, settings, device, *, refresh=False, measure=True):
+        if not measured and not measure:
+            raise memory.NotMeasured("this device has not been measured for this network yet")
+        return known
+
+    monkeypatch.setattr(memory, "calibration_for", calibration_for)
+    if budget is not None:
+        monkeypatch.setattr(memory, "default_budget", lambda device: budget)
+
+
+@pytest.fixture
+def calibrated(monkeypatch):
+    """Skip measuring this machine (seconds on a busy CPU) where the plan does not matter."""
+    fake_calibration(monkeypatch, measured=True, budget=None)
+
+
+def test_a_job_predicted_not_to_fit_is_refused_at_submit(client, monkeypatch):
+    fake_calibration(monkeypatch, measured=True)
+    content, style = uploaded_pair(client)
+    r = submit(client, content, [style])
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "needs at least" in detail and "budget" in detail and "\n" not in detail
+    assert client.get("/api/jobs").json()["jobs"] == []  # nothing was queued
+    still_serving(client)
+
+
+def test_before_the_machine_is_measured_the_run_checks_its_plan_before_painting(
+        client, monkeypatch):
+    """Submit cannot measure (the worker may be painting): the job is queued, and the run's
+    own plan fails it before its first step, with the same one-line reason."""
+    fake_calibration(monkeypatch, measured=False)
+    steps = []
+    real = worker_module.stylize
+    monkeypatch.setattr(worker_module, "stylize", lambda *a, callback, **kw: real(
+        *a, callback=lambda it: (steps.append(it.step), callback(it)), **kw))
+    content, style = uploaded_pair(client)
+    r = submit(client, content, [style])
+    assert r.status_code == 201, r.text
+    failed = wait_for(client, r.json()["id"])
+    assert failed["state"] == "failed" and "needs at least" in failed["error"]
+    assert steps == []
+
+
+# ------------------------------------------------------------------------- weights present
+
+
+@pytest.fixture
+def no_fetching(monkeypatch):
+    """Any download fails the test: the studio must never start one."""
+    from brushwork import weights
+
+    def fetch(*args, **kwargs):
+        raise AssertionError("the studio started a download")
+
+    monkeypatch.setattr(weights, "fetch", fetch)
+
+
+def test_absent_weights_are_marked_and_refused_never_fetched(tmp_path, tiny_model_file,
+                                                             monkeypatch, no_fetching):
+    from brushwork.studio import options
+
+    monkeypatch.setattr(options, "locate", lambda name: None)
+    app = make_app(tmp_path / "data", tiny_model_file,
+                   models={"tiny": str(tiny_model_file), "vgg19": "vgg19"})
+    with TestClient(app, base_url=BASE) as client:
+        listed = {m["name"]: m["present"] for m in client.get("/api/config").json()["models"]}
+        assert listed == {"tiny": True, "vgg19": False}
+        content, style = uploaded_pair(client)
+        for route in ("/api/jobs", "/api/estimate"):
+            r = client.post(route, json={"content": content, "styles": [style],
+                                         "options": dict(FAST, model="vgg19")})
+            assert r.status_code == 422, r.text
+            assert r.json()["detail"] == ("weights not installed; run brushwork models "
+                                          "--fetch vgg19 on the server")
+        assert client.get("/api/jobs").json()["jobs"] == []
+
+
+def test_the_studio_cache_never_fetches(no_fetching):
+    from brushwork.engine import Cache
+    from brushwork.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="'vgg19' are not downloaded"):
+        Cache(download=False).weights("vgg19")
+
+
+def test_weights_removed_after_submit_fail_the_job_without_a_download(
+        tmp_path, tiny_model_file, monkeypatch, gate, no_fetching, calibrated):
+    from brushwork import weights
+    from brushwork.studio import options
+
+    started, release = gate
+    present = {"vgg19": tiny_model_file}
+    for module in (options, weights):
+        monkeypatch.setattr(module, "locate", lambda name: present.get(name))
+    spare = tmp_path / "spare.safetensors"
+    spare.write_bytes(tiny_model_file.read_bytes())
+    app = make_app(tmp_path / "data", tiny_model_file,
+                   models={"tiny": str(tiny_model_file), "vgg19": "vgg19",
+                           "spare": str(spare)})
+    with TestClient(app, base_url=BASE) as client:
+        content, style = uploaded_pair(client)
+        first = submit(client, content, [style]).json()
+        assert started.wait(20)  # the first job holds the worker
+        source = submit(client, content, [style], {"model": "vgg19"})
+        local = submit(client, content, [style], {"model": "spare"})
+        assert source.status_code == local.status_code == 201, (source.text, local.text)
+        present.clear()  # the operator removed the weights meanwhile
+        spare.unlink()
+        release.set()
+        assert wait_for(client, first["id"])["state"] == "done"
+        gone = wait_for(client, source.json()["id"])
+        assert gone["state"] == "failed"
+        assert gone["error"] == ("weights not installed; run brushwork models --fetch vgg19 "
+                                 "on the server")
+        gone = wait_for(client, local.json()["id"])
+        assert gone["state"] == "failed"
+        assert gone["error"] == "the weights file of model 'spare' is no longer on the server"
+
+
+# ------------------------------------------------------------------------- no server paths
+
+
+def test_results_and_their_settings_carry_upload_ids_never_server_paths(client, tmp_path,
+                                                                       calibrated):
+    from brushwork.imageio import save_image
+
+    content, style = uploaded_pair(client)
+    job_id = submit(client, content, [style]).json()["id"]
+    assert wait_for(client, job_id)["state"] == "done"
+    store = client.app.state.store
+    path = store.result_path(job_id)
+    meta = read_metadata(path)
+    assert meta["inputs"] == {"content": {"upload": content, "name": "photo.png"},
+                              "style": [{"upload": style, "name": "painting.png"}]}
+    assert meta["settings"]["model"] == "tiny"
+    served = [json.dumps(meta), client.get(f"/api/jobs/{job_id}/settings").text,
+              client.get(f"/api/jobs/{job_id}").text, client.get("/api/gallery").text,
+              client.get("/api/jobs").text]
+    for text in served:
+        assert str(tmp_path) not in text
+    # A picture an older studio painted holds the paths: the settings API does not pass
+    # them on.
+    save_image(Image.open(path), path, force=True, metadata=dict(
+        meta, inputs={"content": str(store.upload_file(content)),
+                      "style": [str(store.upload_file(style))]},
+        settings=dict(meta["settings"], model=str(tmp_path / "tiny_vgg16.safetensors"))))
+    settings = client.get(f"/api/jobs/{job_id}/settings")
+    assert str(tmp_path) not in settings.text
+    assert settings.json()["inputs"]["style"] == [{"upload": style, "name": "painting.png"}]
+    assert settings.json()["settings"]["model"] == "tiny"

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser() if args.data else default_data_dir()
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                     max_pixels=args.max_pixels)
-    app = create_app(data, cache=Cache(), limits=limits, models=models,
+    app = create_app(data, cache=Cache(download=False), limits=limits, models=models,
                      default_model=default_model, device=args.device, host=args.host)
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]

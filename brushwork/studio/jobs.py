@@ -56,14 +56,17 @@ class JobQueue:
 
     def submit(self, content: Any, styles: Any, options: Any) -> Job:
         """Queue a job; raises OptionsError for a request the studio refuses."""
-        job = self.prepare(content, styles, options)
+        return self.enqueue(self.prepare(content, styles, options))
+
+    def enqueue(self, job: Job) -> Job:
+        """Queue a job :meth:`prepare` made (and the caller checked further)."""
         with self._lock:
             if self._stopping:
                 raise OptionsError("the studio is shutting down")
             if len(self._queue) >= self.limits.max_queued:
                 raise QueueFull(f"{len(self._queue)} jobs are waiting already; try later")
             self.store.add_job({"id": job.id, "state": "queued", "created": job.created,
-                                "content": content, "styles": job.styles,
+                                "content": job.content, "styles": job.styles,
                                 "options": job.options, "total": job.total})
             self._queue.append(job)
             self._wake.notify_all()

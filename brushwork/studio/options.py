@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import BrushworkError
 from ..settings import OptionSpec, Settings, option_specs
 from ..vgg import check_layers
+from ..weights import SOURCES, locate
 
 MAX_STYLES = 8
 # The largest upload, in pixels.  Lower than the library's DEFAULT_MAX_PIXELS (the
@@ -33,6 +35,8 @@ WEB_INITS = ("content", "noise")
 MAX_TEXT = 100  # characters in a string option
 MAX_ITEMS = 64  # entries in a list option
 MAX_NAME = 32  # characters in a layer name
+# What a job that ran out of memory suggests: the options a request may set.
+MEMORY_ADVICE = "try a smaller size, or a tile_size (a multiple of 16, such as 256)"
 
 
 class OptionsError(ValueError):
@@ -46,6 +50,19 @@ class Limits:
     max_size: int = 2048  # long side of an output
     max_iterations: int = 5000
     max_queued: int = 100
+
+
+def absent_weights(name: str, target: str) -> str | None:
+    """Why model ``name`` (stylize's ``target``) cannot be used now, or None if its weights
+    are on this machine.  The studio never fetches: that is the operator's deliberate
+    ``brushwork models --fetch``, not something a request can start."""
+    if target in SOURCES:
+        if locate(target) is None:
+            return f"weights not installed; run brushwork models --fetch {target} on the server"
+        return None
+    if not Path(target).is_file():
+        return f"the weights file of model {name!r} is no longer on the server"
+    return None
 
 
 def _number(value: Any) -> bool:
@@ -101,6 +118,9 @@ def check_options(options: Any, *, models: dict[str, str], default_model: str,
     if opts["model"] not in models:
         raise OptionsError(f"unknown model {opts['model']!r}; choose one of: "
                            f"{', '.join(models)}")
+    missing = absent_weights(opts["model"], models[opts["model"]])
+    if missing is not None:
+        raise OptionsError(missing)
     if opts.get("init", "content") not in WEB_INITS:
         raise OptionsError("init must be 'content' or 'noise'")
     for name, most in (("size", limits.max_size), ("min_size", limits.max_size),
@@ -120,4 +140,11 @@ def check_options(options: Any, *, models: dict[str, str], default_model: str,
         check_layers(arch, settings.style_layers, "style")
     except BrushworkError as e:
         raise OptionsError(str(e)) from None
+    # The style image is resized to style_scale times the output's long side: no larger
+    # than the largest output this studio paints.
+    style_side = settings.style_scale * settings.size
+    if style_side > limits.max_size:
+        raise OptionsError(f"style_scale {settings.style_scale:g} at size {settings.size} "
+                           f"makes the painting {style_side:.0f} px long, over this studio's "
+                           f"limit of {limits.max_size}")
     return opts, settings

@@ -7,6 +7,7 @@ Each ``*_routes(studio)`` returns an :class:`~fastapi.APIRouter` over the one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,19 +24,21 @@ from .. import __version__
 from ..engine import estimate
 from ..errors import BrushworkError
 from ..imageio import read_metadata
-from ..memory import GB, NotMeasured, format_seconds
-from ..weights import SOURCES, locate
+from ..memory import GB, Estimate, NotMeasured, format_seconds
+from ..weights import SOURCES
 from .events import Broker
 from .gallery import Store
 from .job import TERMINAL, Job, from_row, job_json
 from .jobs import JobQueue, QueueFull
-from .options import Limits, OptionsError, web_defaults
+from .options import Limits, OptionsError, absent_weights, web_defaults
 from .security import BodyTooLarge
 from .uploads import UploadError, check_image, display_name, thumbnail_jpeg
+from .worker import clean_message, upload_ref
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8",
           "index.html": "text/html; charset=utf-8"}
 KEEPALIVE_S = 15.0
+MAX_OFFSET = 10**9  # past SQLite's 64-bit integers an OFFSET overflows (a 500)
 JOB_KEYS = {"content", "styles", "options"}
 
 
@@ -90,9 +93,10 @@ def page_routes(studio: Studio) -> APIRouter:
         listed = []
         for name, target in studio.models.items():
             src = SOURCES.get(target) if name == target else None
+            # An absent model is listed, marked, and refused at submit (options.py).
             listed.append({"name": name, "description": src.description if src else
                            "weights file given with --model",
-                           "present": (locate(name) is not None) if src else True})
+                           "present": absent_weights(name, target) is None})
         limits = studio.limits
         return {"version": __version__, "models": listed,
                 "default_model": studio.default_model,
@@ -166,6 +170,8 @@ async def _job_request(request: Request) -> dict[str, Any]:
         data = json.loads(body)
     except ValueError:
         raise HTTPException(400, "malformed JSON") from None
+    except RecursionError:  # [[[[... thousands deep: the parser's recursion gives out
+        raise HTTPException(400, "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise HTTPException(422, "the job must be a JSON object with content, styles, "
                                  "options")
@@ -180,12 +186,46 @@ def job_routes(studio: Studio) -> APIRouter:
     router = APIRouter()
     store, queue = studio.store, studio.queue
 
+    async def prepared(data: dict[str, Any]) -> Job:
+        try:
+            return await run_in_threadpool(queue.prepare, data.get("content"),
+                                           data.get("styles"), data.get("options", {}))
+        except OptionsError as e:
+            raise HTTPException(422, str(e)) from None
+
+    async def forecast_of(job: Job, *, measure: bool) -> Estimate:
+        """The job's estimate; 422 with the plan's one-line reason when it would not fit
+        the memory budget (or an input cannot be read).  Raises NotMeasured before this
+        machine's calibration, which is measured only while no job runs."""
+        files = [store.upload_file(u) for u in (job.content, *job.styles)]
+        content, *styles = [f for f in files if f is not None]
+        if len(styles) != len(job.styles):
+            raise HTTPException(422, "an uploaded image is no longer stored")
+        try:
+            forecast = await run_in_threadpool(
+                lambda: estimate(content, styles, cache=studio.cache, measure=measure,
+                                 **job.run_options))
+        except NotMeasured:
+            raise
+        except BrushworkError as e:
+            raise HTTPException(422, clean_message(store, str(e))) from None
+        if forecast.peak_bytes > forecast.budget_bytes:
+            raise HTTPException(422, "the job would not fit this machine's memory: "
+                                + forecast.describe().removeprefix("estimate: "))
+        return forecast
+
     @router.post("/api/jobs", status_code=201)
     async def create_job(request: Request) -> dict[str, Any]:
         data = await _job_request(request)
+        job = await prepared(data)
+        # A job predicted not to fit is refused now.  Before the first calibration (it is
+        # measured only while the studio is idle) the bounds on the options still apply,
+        # and the run itself checks its plan before painting: the job then fails with
+        # the same reason.
+        with contextlib.suppress(NotMeasured):
+            await forecast_of(job, measure=False)
         try:
-            job = await run_in_threadpool(queue.submit, data.get("content"),
-                                          data.get("styles"), data.get("options", {}))
+            await run_in_threadpool(queue.enqueue, job)
         except OptionsError as e:
             raise HTTPException(422, str(e)) from None
         except QueueFull as e:
@@ -195,26 +235,13 @@ def job_routes(studio: Studio) -> APIRouter:
     @router.post("/api/estimate")
     async def estimate_job(request: Request) -> dict[str, Any]:
         """What a job would need (peak memory, wall time), without queueing it."""
-        data = await _job_request(request)
-        try:
-            job = await run_in_threadpool(queue.prepare, data.get("content"),
-                                          data.get("styles"), data.get("options", {}))
-        except OptionsError as e:
-            raise HTTPException(422, str(e)) from None
-        files = [store.upload_file(u) for u in (job.content, *job.styles)]
-        content, *styles = [f for f in files if f is not None]
-        if len(styles) != len(job.styles):
-            raise HTTPException(422, "an uploaded image is no longer stored")
+        job = await prepared(await _job_request(request))
         try:
             # Measuring the device while it paints would spoil the measurement.
-            forecast = await run_in_threadpool(
-                lambda: estimate(content, styles, cache=studio.cache, measure=queue.idle(),
-                                 **job.run_options))
+            forecast = await forecast_of(job, measure=queue.idle())
         except NotMeasured:
             return {"estimate": None, "text": "the estimate comes once the studio is free "
                     "to measure this machine (after the picture it paints now)"}
-        except BrushworkError as e:
-            raise HTTPException(422, str(e)) from None
         text = (f"about {format_seconds(forecast.seconds)}, peak "
                 f"{forecast.peak_bytes / GB:.1f} GB" + (", in tiles" if forecast.tiled else ""))
         return {"estimate": {"peak_bytes": round(forecast.peak_bytes),
@@ -285,13 +312,19 @@ def job_routes(studio: Studio) -> APIRouter:
             meta = read_metadata(path) or {}
         except BrushworkError:
             meta = {}
+        # The store's record, not the file's: a picture painted by an older studio
+        # carries the server's paths of the uploads and of the weights.
+        meta["inputs"] = {"content": upload_ref(store, row["content"]),
+                          "style": [upload_ref(store, u) for u in row["styles"]]}
+        if isinstance(meta.get("settings"), dict):
+            meta["settings"]["model"] = row["options"].get("model")
         meta["studio"] = {"job": job_id, "options": row["options"]}
         return JSONResponse(meta, headers={
             "Content-Disposition": f'attachment; filename="brushwork-{job_id}.json"'})
 
     @router.get("/api/gallery")
     def gallery(limit: int = Query(60, ge=1, le=500),
-                offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict[str, Any]:
         rows = store.jobs(["done"], limit=limit, offset=offset)
         return {"results": [studio.stored_json(r) for r in rows],
                 "total": store.count(["done"])}

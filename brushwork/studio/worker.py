@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import Iterate, stylize
-from ..errors import BrushworkError
+from ..errors import BrushworkError, out_of_memory
 from .gallery import Store
 from .job import Job
 from .jobs import JobQueue
+from .options import MEMORY_ADVICE, absent_weights
 from .uploads import thumbnail_jpeg
 
 
@@ -75,6 +76,10 @@ class Worker:
             self.queue.finish(job, "failed", error="an uploaded image is no longer stored")
             return
         content, *styles = [f for f in files if f is not None]
+        missing = absent_weights(job.options["model"], job.run_options["model"])
+        if missing is not None:  # removed since the job was queued: never fetched from here
+            self.queue.finish(job, "failed", error=missing)
+            return
         last_preview = 0.0
 
         def on_step(it: Iterate) -> None:
@@ -102,23 +107,35 @@ class Worker:
         except BrushworkError as e:  # bad image, diverged (NaN), bad weights ...
             self.queue.finish(job, "failed", error=self._clean(str(e)))
             return
-        except MemoryError:
-            self.queue.finish(job, "failed", error="out of memory; try a smaller size")
+        except (MemoryError, RuntimeError) as e:
+            oom = out_of_memory(e, advice=MEMORY_ADVICE)
+            if oom is None:
+                raise
+            self.queue.finish(job, "failed", error=str(oom))
             return
-        except RuntimeError as e:
-            if "out of memory" in str(e).lower():
-                self.queue.finish(job, "failed", error="out of memory on the device; try a "
-                                                       "smaller size")
-                return
-            raise
 
+        # The picture records the uploads by id and name and the model by the name the
+        # request used: never this machine's paths.
+        result.inputs = {"content": upload_ref(self.store, job.content),
+                         "style": [upload_ref(self.store, s) for s in job.styles]}
+        result.settings = dict(result.settings, model=job.options["model"])
         result.save(self.store.result_path(job.id), force=True)  # atomic: temp file renamed
         self.store.write_atomic(self.store.result_thumb(job.id), thumbnail_jpeg(result.image))
         self.queue.painted(job, result, _jpeg(result.image))
 
     def _clean(self, message: str) -> str:
-        """Error text without this machine's data folder in it."""
-        return message.replace(str(self.store.dir) + "/", "")
+        return clean_message(self.store, message)
+
+
+def clean_message(store: Store, message: str) -> str:
+    """Error text without this machine's data folder in it."""
+    return message.replace(str(store.dir) + "/", "")
+
+
+def upload_ref(store: Store, upload_id: str) -> dict[str, Any]:
+    """An input as a result records it: the upload's id and the name it was sent with."""
+    row = store.upload(upload_id)
+    return {"upload": upload_id, "name": row["name"] if row else None}
 
 
 def _jpeg(image: Any, quality: int = 90) -> bytes:

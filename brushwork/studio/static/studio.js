@@ -706,8 +706,11 @@ async function init() {
   }
   const model = $("model");
   for (const m of state.config.models) {
-    model.append(el("option", { value: m.name, title: m.description,
-      text: m.present ? m.name : `${m.name} (download on first use)` }));
+    // The studio paints only with weights already on the server; it never fetches them.
+    const attrs = { value: m.name, title: m.description,
+      text: m.present ? m.name : `${m.name} (not installed on the server)` };
+    if (!m.present) attrs.disabled = "";
+    model.append(el("option", attrs));
   }
   $("size-range").max = Math.min(1024, state.config.limits.max_size);
   $("size").max = state.config.limits.max_size;
