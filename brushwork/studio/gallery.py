@@ -3,7 +3,7 @@
 Layout (every file name is a random id chosen here, never a name a user sent)::
 
     DATA/studio.db               uploads and jobs (state, options, losses, errors)
-    DATA/uploads/ID.EXT          an uploaded image, as sent (after it decoded cleanly)
+    DATA/uploads/ID.EXT          an uploaded image, decoded and re-encoded (.png or .jpg)
     DATA/uploads/ID.thumb.jpg    its thumbnail
     DATA/results/ID.png          a finished job's picture, settings inside (Result.save)
     DATA/results/ID.thumb.jpg    its thumbnail

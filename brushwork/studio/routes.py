@@ -25,13 +25,14 @@ from ..errors import BrushworkError
 from ..imageio import read_metadata
 from ..memory import GB, NotMeasured, format_seconds
 from ..weights import SOURCES, locate
+from .decoder import Decoder
 from .events import Broker
 from .gallery import Store
 from .job import TERMINAL, Job, from_row, job_json
 from .jobs import JobQueue, QueueFull
 from .options import Limits, OptionsError, web_defaults
 from .security import BodyTooLarge
-from .uploads import UploadError, check_image, display_name, thumbnail_jpeg
+from .uploads import UploadError, check_bytes, display_name
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8",
           "index.html": "text/html; charset=utf-8"}
@@ -108,6 +109,10 @@ def page_routes(studio: Studio) -> APIRouter:
 def upload_routes(studio: Studio) -> APIRouter:
     router = APIRouter()
     store, limits = studio.store, studio.limits
+    decoder = Decoder(max_pixels=limits.max_pixels, seconds=limits.decode_seconds,
+                      memory_bytes=limits.decode_memory, max_at_once=limits.max_decodes,
+                      wait_seconds=limits.decode_wait_seconds)
+    decoder.warm()
 
     @router.post("/api/upload", status_code=201)
     async def upload(request: Request) -> dict[str, Any]:
@@ -129,16 +134,17 @@ def upload_routes(studio: Studio) -> APIRouter:
         finally:
             await form.close()
         try:
-            checked = await run_in_threadpool(check_image, data,
-                                              max_bytes=limits.max_upload_bytes,
-                                              max_pixels=limits.max_pixels)
+            check_bytes(data, max_bytes=limits.max_upload_bytes)
+            # In a bounded process of its own; what is stored is its re-encoding.
+            image = await decoder.decode(data)
+            del data
+            row = await run_in_threadpool(
+                lambda: store.add_upload(name=name, ext=image.ext, format=image.format,
+                                         width=image.width, height=image.height,
+                                         data=image.data, thumb=image.thumb))
         except UploadError as e:
-            raise HTTPException(e.status, e.message) from None
-        thumb = await run_in_threadpool(thumbnail_jpeg, checked.rgb)
-        row = await run_in_threadpool(
-            lambda: store.add_upload(name=name, ext=checked.ext, format=checked.format,
-                                     width=checked.rgb.width, height=checked.rgb.height,
-                                     data=data, thumb=thumb))
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
+            raise HTTPException(e.status, e.message, headers=headers) from None
         return _upload_json(row)
 
     @router.get("/api/uploads/{upload_id}")
