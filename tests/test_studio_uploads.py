@@ -1,5 +1,5 @@
 """The studio's uploads under attack: slow and memory-hungry files, many at once, files
-padded with junk.
+padded with junk, a full disk; and deleting them.
 
 Each hostile file is small and each bound tight, so that every test shows a bound at
 work in a second or two.
@@ -179,6 +179,73 @@ def test_the_image_is_stored_re_encoded_never_as_sent(client_with):
     clear = upload(client, png_bytes(rgba)).json()
     with Image.open(client.app.state.store.upload_file(clear["id"])) as im:
         assert im.mode == "RGB" and im.getextrema() == ((255, 255),) * 3
+
+
+# ------------------------------------------------------------------------- quota and delete
+
+
+def test_the_quota_refuses_with_507_saying_how_to_free_space(client_with):
+    client = client_with(max_uploads=2)
+    ids = [upload(client, png_bytes(photo_array(seed=s))).json()["id"] for s in (1, 2)]
+    r = upload(client, png_bytes(painting_array()))
+    assert r.status_code == 507
+    assert r.json()["detail"] == (
+        "the studio's uploads are at their quota (2 of 2 uploads stored); free space by "
+        "deleting uploads (DELETE /api/uploads/{id}; GET /api/uploads lists them)")
+    assert len(list(client.app.state.store.uploads_dir.iterdir())) == 4  # nothing added
+    assert client.delete(f"/api/uploads/{ids[0]}").status_code == 200
+    assert upload(client, png_bytes(painting_array())).status_code == 201
+    listed = client.get("/api/uploads").json()
+    assert listed["count"] == 2 and listed["max_uploads"] == 2
+    assert listed["bytes"] == sum(u["bytes"] for u in listed["uploads"])
+
+
+def test_the_byte_quota_counts_what_is_stored(client_with):
+    first = png_bytes(photo_array())
+    client = client_with(upload_quota_bytes=1)
+    r = upload(client, first)
+    assert r.status_code == 507 and "this one needs" in r.json()["detail"]
+    assert not any(client.app.state.store.uploads_dir.iterdir())
+
+
+def test_delete_an_upload_refused_while_a_job_needs_it(client):
+    from brushwork.imageio import save_image
+
+    store = client.app.state.store
+    photo = upload(client, png_bytes(photo_array())).json()["id"]
+    style = upload(client, png_bytes(painting_array())).json()["id"]
+    # Jobs as the queue records them (the worker is not needed to hold them there).
+    running, queued, done = "a" * 16, "b" * 16, "c" * 16
+    for job, state, content, styles in ((running, "running", photo, [style]),
+                                        (queued, "queued", style, [photo]),
+                                        (done, "done", photo, [style])):
+        store.add_job({"id": job, "state": state, "created": time.time(), "content": content,
+                       "styles": styles, "options": {}, "total": 4})
+    save_image(Image.new("RGB", (32, 32)), store.result_path(done),
+               metadata={"settings": {"size": 32}})
+    r = client.delete(f"/api/uploads/{photo}")
+    assert r.status_code == 409
+    assert r.json()["detail"] in (f"job {j} ({s}) uses this image; cancel it or wait for it "
+                                  "to end" for j, s in ((running, "running"), (queued, "queued")))
+    store.update_job(running, state="cancelled")
+    r = client.delete(f"/api/uploads/{style}")  # still the content of the queued job
+    assert r.json()["detail"] == (f"job {queued} (queued) uses this image; cancel it or wait "
+                                  "for it to end")
+    store.update_job(queued, state="interrupted")
+    # Every job that used them has ended: the images go, the finished job stays whole.
+    assert client.delete(f"/api/uploads/{photo}").json() == {"deleted": photo}
+    assert client.delete(f"/api/uploads/{style}").status_code == 200
+    assert not any(store.uploads_dir.iterdir())
+    assert client.get(f"/api/uploads/{photo}").status_code == 404
+    assert client.get(f"/api/uploads/{photo}/thumb").status_code == 404
+    assert client.get(f"/api/jobs/{done}").json()["state"] == "done"
+    assert client.get(f"/api/jobs/{done}/result").status_code == 200
+    assert client.get(f"/api/jobs/{done}/settings").status_code == 200
+    # The same job cannot be queued again, and says why in one line.
+    again = client.post("/api/jobs", json={"content": photo, "styles": [style]})
+    assert again.status_code == 422 and "no upload" in again.json()["detail"]
+    assert client.delete(f"/api/uploads/{photo}").status_code == 404
+    assert client.delete("/api/uploads/..%2Fstudio.db").status_code == 404
 
 
 # ------------------------------------------------------------------------- fixtures

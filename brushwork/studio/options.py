@@ -52,6 +52,10 @@ class Limits:
     decode_memory: int = 1024 * 1024 * 1024  # address space it may add, Linux only (413)
     max_decodes: int = 2  # decoding at once; more wait for a turn ...
     decode_wait_seconds: float = 10.0  # ... this long, then get a 503 with Retry-After
+    # What the stored uploads may take, over all (507 past it): bytes of the stored
+    # images (thumbnails not counted: a few kB each) and their number.
+    upload_quota_bytes: int = 2 * 1024 * 1024 * 1024
+    max_uploads: int = 1000
 
 
 def _number(value: Any) -> bool:

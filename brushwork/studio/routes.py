@@ -27,7 +27,7 @@ from ..memory import GB, NotMeasured, format_seconds
 from ..weights import SOURCES, locate
 from .decoder import Decoder
 from .events import Broker
-from .gallery import Store
+from .gallery import QuotaFull, Store, UploadInUse
 from .job import TERMINAL, Job, from_row, job_json
 from .jobs import JobQueue, QueueFull
 from .options import Limits, OptionsError, web_defaults
@@ -113,6 +113,7 @@ def upload_routes(studio: Studio) -> APIRouter:
                       memory_bytes=limits.decode_memory, max_at_once=limits.max_decodes,
                       wait_seconds=limits.decode_wait_seconds)
     decoder.warm()
+    quota = {"quota_bytes": limits.upload_quota_bytes, "max_uploads": limits.max_uploads}
 
     @router.post("/api/upload", status_code=201)
     async def upload(request: Request) -> dict[str, Any]:
@@ -135,17 +136,27 @@ def upload_routes(studio: Studio) -> APIRouter:
             await form.close()
         try:
             check_bytes(data, max_bytes=limits.max_upload_bytes)
+            store.check_quota(0, **quota)  # already full: no need to decode
             # In a bounded process of its own; what is stored is its re-encoding.
             image = await decoder.decode(data)
             del data
             row = await run_in_threadpool(
                 lambda: store.add_upload(name=name, ext=image.ext, format=image.format,
                                          width=image.width, height=image.height,
-                                         data=image.data, thumb=image.thumb))
+                                         data=image.data, thumb=image.thumb, **quota))
         except UploadError as e:
             headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
             raise HTTPException(e.status, e.message, headers=headers) from None
+        except QuotaFull as e:
+            raise HTTPException(507, str(e)) from None
         return _upload_json(row)
+
+    @router.get("/api/uploads")
+    def list_uploads() -> dict[str, Any]:
+        n, total = store.upload_usage()
+        return {"uploads": [_upload_json(r) for r in store.uploads()], "count": n,
+                "bytes": total, "max_uploads": limits.max_uploads,
+                "quota_bytes": limits.upload_quota_bytes}
 
     @router.get("/api/uploads/{upload_id}")
     def upload_info(upload_id: str) -> dict[str, Any]:
@@ -159,6 +170,15 @@ def upload_routes(studio: Studio) -> APIRouter:
         if store.upload(upload_id) is None or not store.upload_thumb(upload_id).is_file():
             raise HTTPException(404, "no such upload")
         return FileResponse(store.upload_thumb(upload_id), media_type="image/jpeg")
+
+    @router.delete("/api/uploads/{upload_id}")
+    def delete_upload(upload_id: str) -> dict[str, Any]:
+        try:
+            if not store.delete_upload(upload_id):
+                raise HTTPException(404, "no such upload")
+        except UploadInUse as e:
+            raise HTTPException(409, str(e)) from None
+        return {"deleted": upload_id}
 
     return router
 
