@@ -1,5 +1,5 @@
 """The studio's uploads under attack: slow and memory-hungry files, many at once, files
-padded with junk, a full disk; and deleting them.
+padded with junk, a full disk; and deleting and pruning them.
 
 Each hostile file is small and each bound tight, so that every test shows a bound at
 work in a second or two.
@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from brushwork.studio import decoder as decoder_module
+from brushwork.studio.gallery import Store
 from brushwork.studio.options import Limits
 from conftest import painting_array, photo_array
 from studio_support import make_app, png_bytes, running_server
@@ -246,6 +247,52 @@ def test_delete_an_upload_refused_while_a_job_needs_it(client):
     assert again.status_code == 422 and "no upload" in again.json()["detail"]
     assert client.delete(f"/api/uploads/{photo}").status_code == 404
     assert client.delete("/api/uploads/..%2Fstudio.db").status_code == 404
+
+
+# ------------------------------------------------------------------------- prune at start
+
+
+def test_a_start_prunes_what_a_crash_left(tmp_path, tiny_model_file):
+    data = tmp_path / "data"
+    store = Store(data)
+    kept = store.add_upload(name="a.png", ext=".png", format="PNG", width=16, height=16,
+                            data=png_bytes(photo_array(16, 16)), thumb=b"thumb")
+    no_file = store.add_upload(name="b.png", ext=".png", format="PNG", width=16, height=16,
+                               data=b"x", thumb=b"thumb")
+    store.upload_path(no_file["id"], ".png").unlink()  # its row outlived its file
+    job = "a" * 16
+    store.add_job({"id": job, "state": "done", "created": time.time(), "content": kept["id"],
+                   "styles": [kept["id"]], "options": {}, "total": 4})
+    orphans = {
+        store.uploads_dir / ("b" * 16 + ".png"),  # file of no row
+        store.uploads_dir / ("b" * 16 + ".thumb.jpg"),
+        store.uploads_dir / f".{'c' * 16}.png.tmp123",  # a write the crash cut short
+        store.uploads_dir / f"{no_file['id']}.thumb.jpg",  # the thumbnail of the gone row
+        store.results_dir / ("d" * 16 + ".png"),  # result of no job
+        store.results_dir / f".{job}.png.tmpabc",
+    }
+    for path in orphans - {store.uploads_dir / f"{no_file['id']}.thumb.jpg"}:
+        path.write_bytes(b"left over")
+    for path in (store.result_path(job), store.result_thumb(job)):
+        path.write_bytes(b"picture")
+    (store.results_dir / "notes.txt").write_text("not ours to judge")
+    store.close()
+    messages: list[str] = []
+    from brushwork.engine import Cache
+    from brushwork.studio.app import create_app
+
+    app = create_app(data, cache=Cache(), models={"tiny": str(tiny_model_file)},
+                     default_model="tiny", log=messages.append, limits=SMALL)
+    with TestClient(app, base_url=BASE) as client:
+        assert [u["id"] for u in client.get("/api/uploads").json()["uploads"]] == [kept["id"]]
+        assert client.get(f"/api/jobs/{job}/result").status_code == 200
+    assert not any(p.exists() for p in orphans)
+    assert sorted(p.name for p in (data / "uploads").iterdir()) == [
+        f"{kept['id']}.png", f"{kept['id']}.thumb.jpg"]
+    assert sorted(p.name for p in (data / "results").iterdir()) == [
+        f"{job}.png", f"{job}.thumb.jpg", "notes.txt"]
+    assert messages == ["brushwork studio: removed 6 file(s) and 1 upload(s) that the last "
+                        "run left half-written"]
 
 
 # ------------------------------------------------------------------------- fixtures

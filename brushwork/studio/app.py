@@ -78,6 +78,10 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for job_id in store.recover():
             say(f"brushwork studio: job {job_id} was left unfinished by the last run")
+        pruned = store.prune()
+        if any(pruned.values()):
+            say(f"brushwork studio: removed {pruned['files']} file(s) and {pruned['uploads']} "
+                "upload(s) that the last run left half-written")
         worker.start()
         try:
             yield

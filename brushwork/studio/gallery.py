@@ -10,7 +10,7 @@ Layout (every file name is a random id chosen here, never a name a user sent)::
 
 Files are written to a temporary name and renamed into place; the database row that
 points at them is committed afterwards, and a row is deleted before its files, so a
-crash leaves at worst an unused file.
+crash leaves at worst an unused file, which :meth:`Store.prune` removes at the next start.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ from ..errors import BrushworkError
 from ..imageio import read_metadata
 
 ID_RE = re.compile(r"[0-9a-f]{16}")
+# In results/: a job's picture or thumbnail, and the temporary file of one being written
+# (write_atomic and save_image name those ".NAME.random").
+_RESULT_FILE = re.compile(r"([0-9a-f]{16})\.(?:png|thumb\.jpg)")
+_TEMP_FILE = re.compile(r"\.[0-9a-f]{16}\.(?:png|thumb\.jpg)\..+")
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
 SCHEMA_VERSION = 1
@@ -303,6 +307,37 @@ class Store:
                 with contextlib.suppress(OSError):
                     path.unlink()
         return bool(cur.rowcount)
+
+    def prune(self) -> dict[str, int]:
+        """At start: remove what a crash left half-done; how many files and rows went.
+
+        In uploads/: every file but the images and thumbnails of upload rows, and the rows
+        whose image or thumbnail is missing.  In results/: pictures and thumbnails of no
+        job, and temporary files of unfinished writes (other files are left alone).
+        Call it with nothing running (the studio's start, after :meth:`recover`).
+        """
+        counts = {"files": 0, "uploads": 0}
+        with self._lock:
+            uploads = {r[0]: r[1] for r in self._db.execute("SELECT id, ext FROM uploads")}
+            jobs = {r[0] for r in self._db.execute("SELECT id FROM jobs")}
+            for upload_id, ext in list(uploads.items()):
+                if not (self.upload_path(upload_id, ext).is_file()
+                        and self.upload_thumb(upload_id).is_file()):
+                    self._db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+                    del uploads[upload_id]
+                    counts["uploads"] += 1
+        keep = {f"{i}{ext}" for i, ext in uploads.items()} | {f"{i}.thumb.jpg" for i in uploads}
+        stale = [p for p in self.uploads_dir.iterdir() if p.name not in keep]
+        for p in self.results_dir.iterdir():
+            result = _RESULT_FILE.fullmatch(p.name)
+            if _TEMP_FILE.fullmatch(p.name) or (result and result[1] not in jobs):
+                stale.append(p)
+        for path in stale:
+            if path.is_file() or path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    counts["files"] += 1
+        return counts
 
     def recover(self) -> list[str]:
         """After a restart: jobs left queued or running are marked interrupted.
