@@ -31,6 +31,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -72,9 +73,14 @@ class Decoder:
             threading.Thread(target=forkserver.ensure_running, daemon=True,
                              name="brushwork-decoder-warm").start()
 
-    async def decode(self, data: bytes) -> Reencoded:
-        """The stored form of ``data``, or UploadError; waits its turn without holding a
-        thread, and decodes in one of the event loop's executor threads."""
+    async def decode(self, source: bytes | Callable[[], bytes]) -> Reencoded:
+        """The stored form of an upload, or UploadError.
+
+        Waits its turn without holding a thread, then decodes in one of the event loop's
+        executor threads.  ``source`` is the file's bytes, or a function that reads them
+        (called once the turn has come, so that uploads waiting for one hold no more
+        than their spooled request bodies) and may raise UploadError itself.
+        """
         deadline = time.monotonic() + self.wait_seconds
         while not self._slots.acquire(blocking=False):  # polled: works under any event loop
             if time.monotonic() >= deadline:
@@ -83,12 +89,12 @@ class Decoder:
                                   retry_after=max(1, round(self.seconds)))
             await asyncio.sleep(0.05)
         # Shielded: a request that goes away still lets its decode end and free its turn.
-        turn = asyncio.get_running_loop().run_in_executor(None, self._decode_in_turn, data)
+        turn = asyncio.get_running_loop().run_in_executor(None, self._decode_in_turn, source)
         return await asyncio.shield(turn)
 
-    def _decode_in_turn(self, data: bytes) -> Reencoded:
+    def _decode_in_turn(self, source: bytes | Callable[[], bytes]) -> Reencoded:
         try:
-            return self._decode(data)
+            return self._decode(source if isinstance(source, bytes) else source())
         finally:
             self._slots.release()
 

@@ -130,16 +130,17 @@ def upload_routes(studio: Studio) -> APIRouter:
             file = form.get("file")
             if not isinstance(file, UploadFile):
                 raise HTTPException(400, "no file in the field named 'file'")
-            data = await file.read(limits.max_upload_bytes + 1)
             name = display_name(file.filename)
-        finally:
-            await form.close()
-        try:
-            check_bytes(data, max_bytes=limits.max_upload_bytes)
+
+            def read() -> bytes:  # once a decoder is free: until then the body stays spooled
+                file.file.seek(0)
+                data = file.file.read(limits.max_upload_bytes + 1)
+                check_bytes(data, max_bytes=limits.max_upload_bytes)
+                return data
+
             store.check_quota(0, **quota)  # already full: no need to decode
             # In a bounded process of its own; what is stored is its re-encoding.
-            image = await decoder.decode(data)
-            del data
+            image = await decoder.decode(read)
             row = await run_in_threadpool(
                 lambda: store.add_upload(name=name, ext=image.ext, format=image.format,
                                          width=image.width, height=image.height,
@@ -149,6 +150,8 @@ def upload_routes(studio: Studio) -> APIRouter:
             raise HTTPException(e.status, e.message, headers=headers) from None
         except QuotaFull as e:
             raise HTTPException(507, str(e)) from None
+        finally:
+            await form.close()
         return _upload_json(row)
 
     @router.get("/api/uploads")
