@@ -295,6 +295,34 @@ def test_a_start_prunes_what_a_crash_left(tmp_path, tiny_model_file):
                         "run left half-written"]
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_the_quota_flag_must_be_positive(tmp_path, capsys, value):
+    from brushwork import cli
+
+    code = cli.main(["studio", "--port", "0", "--data", str(tmp_path), "--upload-quota-gb",
+                     value])
+    err = capsys.readouterr().err
+    assert code == 1 and err == (f"brushwork: error: --upload-quota-gb must be positive, not "
+                                 f"{float(value):g}\n")
+
+
+def test_the_quota_flag_sets_the_limit(tmp_path, monkeypatch, tiny_model_file):
+    import uvicorn
+
+    from brushwork.studio import app as app_module
+
+    seen: list[Limits] = []
+    real = app_module.create_app
+    monkeypatch.setattr(app_module, "create_app",
+                        lambda *a, **kw: seen.append(kw["limits"]) or real(*a, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    from brushwork import cli
+
+    assert cli.main(["studio", "--port", "0", "--data", str(tmp_path), "--model",
+                     str(tiny_model_file), "--upload-quota-gb", "0.5"]) == 0
+    assert seen[0].upload_quota_bytes == 2**29
+
+
 # ------------------------------------------------------------------------- fixtures
 
 
