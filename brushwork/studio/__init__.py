@@ -12,7 +12,8 @@ the picture being painted, a queue, a gallery) and the HTTP API behind it.  Modu
 * ``worker``   the one thread that paints the jobs, in order
 * ``events``   the event broker (fan-out) and publisher (pacing) for the live page
 * ``gallery``  the store: SQLite index and the files under the data folder
-* ``uploads``  checking uploaded images (bytes, pixels, a full decode)
+* ``uploads``  checking uploaded images (bytes, pixels, a full decode) and re-encoding them
+* ``decoder``  that decode, in a child process bounded in time and memory
 * ``security`` Host / Origin / body-size checks on every request
 
 Importing this package does not import the web framework; ``app`` does.

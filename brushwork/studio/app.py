@@ -3,7 +3,9 @@
     GET  /                          the page
     GET  /api/config                models, limits, option defaults
     POST /api/upload                multipart, field "file" -> {"id", ...}
+    GET  /api/uploads               every upload, and how much of the quota they use
     GET  /api/uploads/{id}          what was uploaded;  /thumb: a small JPEG of it
+    DELETE /api/uploads/{id}        remove an upload no waiting or running job needs
     POST /api/jobs                  {"content": id, "styles": [id, ...], "options": {...}}
     GET  /api/jobs                  waiting, running and recent jobs
     GET  /api/jobs/{id}             state, place in queue, progress, losses, settings
@@ -76,6 +78,10 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for job_id in store.recover():
             say(f"brushwork studio: job {job_id} was left unfinished by the last run")
+        pruned = store.prune()
+        if any(pruned.values()):
+            say(f"brushwork studio: removed {pruned['files']} file(s) and {pruned['uploads']} "
+                "upload(s) that the last run left half-written")
         worker.start()
         try:
             yield

@@ -21,6 +21,7 @@ from .options import Limits
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = Limits.max_upload_bytes / (1024 * 1024)
 DEFAULT_MAX_PIXELS = Limits.max_pixels
+DEFAULT_QUOTA_GB = Limits.upload_quota_bytes / 1024 ** 3
 
 
 def default_data_dir() -> Path:
@@ -55,6 +56,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help=f"largest upload in megabytes (default: {DEFAULT_MAX_UPLOAD_MB:g})")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"largest upload in pixels (default: {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--upload-quota-gb", type=float, default=DEFAULT_QUOTA_GB, metavar="GB",
+                   help=f"what all stored uploads may take, in gigabytes (default: "
+                        f"{DEFAULT_QUOTA_GB:g}); past it an upload is refused until some are "
+                        "deleted")
     p.add_argument("--model", metavar="PATH", action="append", default=[],
                    help="a local weights file the page may use (repeatable); the first one "
                         "is the default model")
@@ -137,11 +142,14 @@ def run(args: argparse.Namespace) -> int:
                              f"{args.max_upload_mb:g}")
     if args.max_pixels <= 0:
         raise BrushworkError(f"--max-pixels must be positive, not {args.max_pixels}")
+    if not args.upload_quota_gb > 0:
+        raise BrushworkError(f"--upload-quota-gb must be positive, not {args.upload_quota_gb:g}")
     resolve_device(args.device)
     models, default_model = _models(args.model)
     data = Path(args.data).expanduser() if args.data else default_data_dir()
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                    max_pixels=args.max_pixels)
+                    max_pixels=args.max_pixels,
+                    upload_quota_bytes=int(args.upload_quota_gb * 1024 ** 3))
     app = create_app(data, cache=Cache(download=False), limits=limits, models=models,
                      default_model=default_model, device=args.device, host=args.host)
     sock = bind(args.host, args.port)

@@ -3,13 +3,14 @@
 Layout (every file name is a random id chosen here, never a name a user sent)::
 
     DATA/studio.db               uploads and jobs (state, options, losses, errors)
-    DATA/uploads/ID.EXT          an uploaded image, as sent (after it decoded cleanly)
+    DATA/uploads/ID.EXT          an uploaded image, decoded and re-encoded (.png or .jpg)
     DATA/uploads/ID.thumb.jpg    its thumbnail
     DATA/results/ID.png          a finished job's picture, settings inside (Result.save)
     DATA/results/ID.thumb.jpg    its thumbnail
 
 Files are written to a temporary name and renamed into place; the database row that
-points at them is committed afterwards, so a crash leaves at worst an unused file.
+points at them is committed afterwards, and a row is deleted before its files, so a
+crash leaves at worst an unused file, which :meth:`Store.prune` removes at the next start.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from ..errors import BrushworkError
 from ..imageio import read_metadata
 
 ID_RE = re.compile(r"[0-9a-f]{16}")
+# In results/: a job's picture or thumbnail, and the temporary file of one being written
+# (write_atomic and save_image name those ".NAME.random").
+_RESULT_FILE = re.compile(r"([0-9a-f]{16})\.(?:png|thumb\.jpg)")
+_TEMP_FILE = re.compile(r"\.[0-9a-f]{16}\.(?:png|thumb\.jpg)\..+")
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
 SCHEMA_VERSION = 1
@@ -77,6 +82,14 @@ def new_id() -> str:
 
 def valid_id(value: str) -> bool:
     return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
+
+class QuotaFull(Exception):
+    """The stored uploads are at their quota (HTTP 507); the message says how to free space."""
+
+
+class UploadInUse(Exception):
+    """An upload a waiting or running job needs (HTTP 409)."""
 
 
 class Store:
@@ -146,16 +159,81 @@ class Store:
     # -- uploads -------------------------------------------------------------------------
 
     def add_upload(self, *, name: str, ext: str, format: str, width: int, height: int,
-                   data: bytes, thumb: bytes) -> dict[str, Any]:
+                   data: bytes, thumb: bytes, quota_bytes: int | None = None,
+                   max_uploads: int | None = None) -> dict[str, Any]:
+        """Store an upload; QuotaFull if it would take the uploads past a quota given."""
         upload_id = new_id()
-        self.write_atomic(self.upload_path(upload_id, ext), data)
-        self.write_atomic(self.upload_thumb(upload_id), thumb)
+        files = (self.upload_path(upload_id, ext), self.upload_thumb(upload_id))
+        self.write_atomic(files[0], data)
+        self.write_atomic(files[1], thumb)
         row = {"id": upload_id, "name": name, "ext": ext, "format": format, "width": width,
                "height": height, "bytes": len(data), "created": time.time()}
-        with self._lock:
-            self._db.execute("INSERT INTO uploads VALUES (:id, :name, :ext, :format, :width, "
-                             ":height, :bytes, :created)", row)
+        try:
+            with self._lock:  # checked and inserted at once: two cannot take the last room
+                self.check_quota(len(data), quota_bytes, max_uploads)
+                self._db.execute("INSERT INTO uploads VALUES (:id, :name, :ext, :format, "
+                                 ":width, :height, :bytes, :created)", row)
+        except BaseException:
+            for path in files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
         return row
+
+    def upload_usage(self) -> tuple[int, int]:
+        """(number of uploads, bytes of their stored images)."""
+        with self._lock:
+            n, total = self._db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) "
+                                        "FROM uploads").fetchone()
+        return n, total
+
+    def check_quota(self, adding: int, quota_bytes: int | None,
+                    max_uploads: int | None) -> None:
+        """QuotaFull if one more upload of ``adding`` bytes would pass a quota."""
+        n, total = self.upload_usage()
+        over = []
+        if quota_bytes is not None and total + adding > quota_bytes:
+            over.append(f"{total / 2**20:.1f} MB of {quota_bytes / 2**20:.1f} MB used"
+                        + (f", this one needs {adding / 2**20:.1f} MB" if adding else ""))
+        if max_uploads is not None and n + 1 > max_uploads:
+            over.append(f"{n} of {max_uploads} uploads stored")
+        if over:
+            raise QuotaFull(f"the studio's uploads are at their quota ({'; '.join(over)}); "
+                            "free space by deleting uploads (DELETE /api/uploads/{id}; "
+                            "GET /api/uploads lists them)")
+
+    def uploads(self) -> list[dict[str, Any]]:
+        """Every upload, newest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM uploads ORDER BY created DESC").fetchall()
+        return [dict(r) for r in rows]
+
+    def delete_upload(self, upload_id: str) -> bool:
+        """Remove an upload and its files; False if there is none.
+
+        Refused (UploadInUse) while a waiting or running job needs it.  Ended jobs that
+        used it keep their rows and results; only their images can no longer be reused.
+        (A job submitted as its image is deleted may still be queued: the worker then
+        fails it, "an uploaded image is no longer stored".)
+        """
+        if not valid_id(upload_id):
+            return False
+        with self._lock:
+            row = self.upload(upload_id)
+            if row is None:
+                return False
+            user = self._db.execute(
+                "SELECT id, state FROM jobs WHERE state IN ('queued', 'running') AND "
+                "(content = ? OR EXISTS (SELECT 1 FROM json_each(jobs.styles) "
+                "WHERE json_each.value = ?)) LIMIT 1", (upload_id, upload_id)).fetchone()
+            if user is not None:
+                raise UploadInUse(f"job {user['id']} ({user['state']}) uses this image; "
+                                  "cancel it or wait for it to end")
+            self._db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+        for path in (self.upload_path(upload_id, row["ext"]), self.upload_thumb(upload_id)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return True
 
     def upload(self, upload_id: str) -> dict[str, Any] | None:
         if not valid_id(upload_id):
@@ -229,6 +307,37 @@ class Store:
                 with contextlib.suppress(OSError):
                     path.unlink()
         return bool(cur.rowcount)
+
+    def prune(self) -> dict[str, int]:
+        """At start: remove what a crash left half-done; how many files and rows went.
+
+        In uploads/: every file but the images and thumbnails of upload rows, and the rows
+        whose image or thumbnail is missing.  In results/: pictures and thumbnails of no
+        job, and temporary files of unfinished writes (other files are left alone).
+        Call it with nothing running (the studio's start, after :meth:`recover`).
+        """
+        counts = {"files": 0, "uploads": 0}
+        with self._lock:
+            uploads = {r[0]: r[1] for r in self._db.execute("SELECT id, ext FROM uploads")}
+            jobs = {r[0] for r in self._db.execute("SELECT id FROM jobs")}
+            for upload_id, ext in list(uploads.items()):
+                if not (self.upload_path(upload_id, ext).is_file()
+                        and self.upload_thumb(upload_id).is_file()):
+                    self._db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+                    del uploads[upload_id]
+                    counts["uploads"] += 1
+        keep = {f"{i}{ext}" for i, ext in uploads.items()} | {f"{i}.thumb.jpg" for i in uploads}
+        stale = [p for p in self.uploads_dir.iterdir() if p.name not in keep]
+        for p in self.results_dir.iterdir():
+            result = _RESULT_FILE.fullmatch(p.name)
+            if _TEMP_FILE.fullmatch(p.name) or (result and result[1] not in jobs):
+                stale.append(p)
+        for path in stale:
+            if path.is_file() or path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    counts["files"] += 1
+        return counts
 
     def recover(self) -> list[str]:
         """After a restart: jobs left queued or running are marked interrupted.

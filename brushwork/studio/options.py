@@ -50,6 +50,16 @@ class Limits:
     max_size: int = 2048  # long side of an output
     max_iterations: int = 5000
     max_queued: int = 100
+    # Decoding an upload, in a process of its own (decoder.py).  A 25-megapixel PNG
+    # decodes and re-encodes in under 10 s and 0.5 GB on a slow machine.
+    decode_seconds: float = 30.0  # wall time, then the process is killed (422)
+    decode_memory: int = 1024 * 1024 * 1024  # address space it may add, Linux only (413)
+    max_decodes: int = 2  # decoding at once; more wait for a turn ...
+    decode_wait_seconds: float = 10.0  # ... this long, then get a 503 with Retry-After
+    # What the stored uploads may take, over all (507 past it): bytes of the stored
+    # images (thumbnails not counted: a few kB each) and their number.
+    upload_quota_bytes: int = 2 * 1024 * 1024 * 1024
+    max_uploads: int = 1000
 
 
 def absent_weights(name: str, target: str) -> str | None:

@@ -26,13 +26,14 @@ from ..errors import BrushworkError
 from ..imageio import read_metadata
 from ..memory import GB, Estimate, NotMeasured, format_seconds
 from ..weights import SOURCES
+from .decoder import Decoder
 from .events import Broker
-from .gallery import Store
+from .gallery import QuotaFull, Store, UploadInUse
 from .job import TERMINAL, Job, from_row, job_json
 from .jobs import JobQueue, QueueFull
 from .options import Limits, OptionsError, absent_weights, web_defaults
 from .security import BodyTooLarge
-from .uploads import UploadError, check_image, display_name, thumbnail_jpeg
+from .uploads import UploadError, check_bytes, display_name
 from .worker import clean_message, upload_ref
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8",
@@ -112,6 +113,11 @@ def page_routes(studio: Studio) -> APIRouter:
 def upload_routes(studio: Studio) -> APIRouter:
     router = APIRouter()
     store, limits = studio.store, studio.limits
+    decoder = Decoder(max_pixels=limits.max_pixels, seconds=limits.decode_seconds,
+                      memory_bytes=limits.decode_memory, max_at_once=limits.max_decodes,
+                      wait_seconds=limits.decode_wait_seconds)
+    decoder.warm()
+    quota = {"quota_bytes": limits.upload_quota_bytes, "max_uploads": limits.max_uploads}
 
     @router.post("/api/upload", status_code=201)
     async def upload(request: Request) -> dict[str, Any]:
@@ -128,22 +134,36 @@ def upload_routes(studio: Studio) -> APIRouter:
             file = form.get("file")
             if not isinstance(file, UploadFile):
                 raise HTTPException(400, "no file in the field named 'file'")
-            data = await file.read(limits.max_upload_bytes + 1)
             name = display_name(file.filename)
+
+            def read() -> bytes:  # once a decoder is free: until then the body stays spooled
+                file.file.seek(0)
+                data = file.file.read(limits.max_upload_bytes + 1)
+                check_bytes(data, max_bytes=limits.max_upload_bytes)
+                return data
+
+            store.check_quota(0, **quota)  # already full: no need to decode
+            # In a bounded process of its own; what is stored is its re-encoding.
+            image = await decoder.decode(read)
+            row = await run_in_threadpool(
+                lambda: store.add_upload(name=name, ext=image.ext, format=image.format,
+                                         width=image.width, height=image.height,
+                                         data=image.data, thumb=image.thumb, **quota))
+        except UploadError as e:
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
+            raise HTTPException(e.status, e.message, headers=headers) from None
+        except QuotaFull as e:
+            raise HTTPException(507, str(e)) from None
         finally:
             await form.close()
-        try:
-            checked = await run_in_threadpool(check_image, data,
-                                              max_bytes=limits.max_upload_bytes,
-                                              max_pixels=limits.max_pixels)
-        except UploadError as e:
-            raise HTTPException(e.status, e.message) from None
-        thumb = await run_in_threadpool(thumbnail_jpeg, checked.rgb)
-        row = await run_in_threadpool(
-            lambda: store.add_upload(name=name, ext=checked.ext, format=checked.format,
-                                     width=checked.rgb.width, height=checked.rgb.height,
-                                     data=data, thumb=thumb))
         return _upload_json(row)
+
+    @router.get("/api/uploads")
+    def list_uploads() -> dict[str, Any]:
+        n, total = store.upload_usage()
+        return {"uploads": [_upload_json(r) for r in store.uploads()], "count": n,
+                "bytes": total, "max_uploads": limits.max_uploads,
+                "quota_bytes": limits.upload_quota_bytes}
 
     @router.get("/api/uploads/{upload_id}")
     def upload_info(upload_id: str) -> dict[str, Any]:
@@ -157,6 +177,15 @@ def upload_routes(studio: Studio) -> APIRouter:
         if store.upload(upload_id) is None or not store.upload_thumb(upload_id).is_file():
             raise HTTPException(404, "no such upload")
         return FileResponse(store.upload_thumb(upload_id), media_type="image/jpeg")
+
+    @router.delete("/api/uploads/{upload_id}")
+    def delete_upload(upload_id: str) -> dict[str, Any]:
+        try:
+            if not store.delete_upload(upload_id):
+                raise HTTPException(404, "no such upload")
+        except UploadInUse as e:
+            raise HTTPException(409, str(e)) from None
+        return {"deleted": upload_id}
 
     return router
 

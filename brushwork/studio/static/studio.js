@@ -489,7 +489,9 @@ function queueItem(job) {
     class: job.id === state.selected ? "selected" : "", "data-job": job.id, "data-state": job.state,
     title: job.error || `job ${job.id}`, onclick: () => select(job.id),
   }, [
-    el("img", { src: `/api/uploads/${job.content}/thumb`, alt: "" }),
+    // The photo may have been deleted since (DELETE /api/uploads/{id}): no broken icon.
+    el("img", { src: `/api/uploads/${job.content}/thumb`, alt: "",
+                onerror: (e) => { e.target.style.visibility = "hidden"; } }),
     el("div", { class: "info" }, [
       el("div", { class: "line1" }, [
         el("span", { class: `badge ${job.state}`, text: job.state }),
