@@ -46,6 +46,10 @@ class Limits:
     max_size: int = 2048  # long side of an output
     max_iterations: int = 5000
     max_queued: int = 100
+    # Open event streams (/api/events, /api/jobs/ID/events): each holds a connection and
+    # gets every event, so idle ones slow every job.  A page opens one.
+    max_streams: int = 64
+    max_streams_per_client: int = 16  # per client address
 
 
 def _number(value: Any) -> bool:
