@@ -2,7 +2,8 @@
 
 Layout (every file name is a random id chosen here, never a name a user sent)::
 
-    DATA/studio.db               uploads and jobs (state, options, losses, errors)
+    DATA/studio.db               uploads and jobs (state, options, losses, errors), and
+                                 the running job's loss points saved so far
     DATA/uploads/ID.EXT          an uploaded image, decoded and re-encoded (.png or .jpg)
     DATA/uploads/ID.thumb.jpg    its thumbnail
     DATA/results/ID.png          a finished job's picture, settings inside (Result.save)
@@ -24,7 +25,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+-- A running job's history as it goes, appended in batches (jobs.history is written
+-- whole when the job ends, or by recover() after a crash, and these rows then go).
+CREATE TABLE IF NOT EXISTS job_points (
+    job_id TEXT NOT NULL,
+    point TEXT NOT NULL          -- JSON: one entry of the history, in rowid order
+);
+CREATE INDEX IF NOT EXISTS job_points_job ON job_points(job_id);
 """
 
 _JSON_COLUMNS = ("styles", "options", "settings", "losses", "history")
@@ -260,12 +268,40 @@ class Store:
                  json.dumps(job["styles"]), json.dumps(job["options"]), job.get("total")))
 
     def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set a job's fields; a whole ``history`` replaces the points saved so far."""
         assert fields and all(re.fullmatch(r"[a-z_]+", k) for k in fields)
         values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
                   for k, v in fields.items()]
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._lock:
+        with self._lock, self._transaction():
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+            if "history" in fields:
+                self._db.execute("DELETE FROM job_points WHERE job_id = ?", (job_id,))
+
+    def add_points(self, job_id: str, points: list[dict[str, float]]) -> None:
+        """Save more of a running job's history (one commit); nothing once it has ended."""
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT INTO job_points (job_id, point) SELECT id, ? FROM jobs "
+                "WHERE id = ? AND state = 'running'",
+                [(json.dumps(p), job_id) for p in points])
+
+    def saved_points(self, job_id: str) -> list[dict[str, float]]:
+        """The history a running job had saved (what a crash leaves of it)."""
+        with self._lock:
+            rows = self._db.execute("SELECT point FROM job_points WHERE job_id = ? "
+                                    "ORDER BY rowid", (job_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         if not valid_id(job_id):
@@ -343,10 +379,12 @@ class Store:
         """After a restart: jobs left queued or running are marked interrupted.
 
         A job whose picture was written but whose row was not yet committed (the process
-        died in between) is marked done from the settings inside the picture.
+        died in between) is marked done from the settings inside the picture.  Either
+        keeps the history the job had saved as it ran.
         """
         changed = []
         for job in self.jobs(ACTIVE, limit=1_000_000):
+            history = self.saved_points(job["id"]) or None
             path = self.result_path(job["id"])
             meta = None
             if path.is_file():
@@ -355,10 +393,11 @@ class Store:
             if meta is not None:
                 self.update_job(job["id"], state="done", finished=path.stat().st_mtime,
                                 settings=meta.get("settings"), losses=meta.get("final_losses"),
-                                elapsed=meta.get("elapsed_s"))
+                                elapsed=meta.get("elapsed_s"), history=history)
             else:
                 self.update_job(job["id"], state="interrupted", finished=time.time(),
-                                error="the studio stopped before this job finished")
+                                error="the studio stopped before this job finished",
+                                history=history)
             changed.append(job["id"])
         return changed
 

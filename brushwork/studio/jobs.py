@@ -3,7 +3,9 @@
 States: queued -> running -> done | failed | cancelled | interrupted (the studio
 stopped).  Every change of state goes through :class:`JobQueue`, which commits it to
 the store and only then announces it (events.py), so a stop loses nothing that
-finished and no page hears of a state the store does not hold.
+finished and no page hears of a state the store does not hold.  The running job's
+loss history is saved as it goes, in batches (every ``history_interval`` seconds and
+with every new preview), so a crash loses at most the points since the last batch.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class JobQueue:
 
     def __init__(self, store: Store, broker: Broker, *, models: dict[str, str],
                  default_model: str, device: str = "auto", limits: Limits | None = None,
-                 cache: Any = None, event_interval: float = 0.1) -> None:
+                 cache: Any = None, event_interval: float = 0.1,
+                 history_interval: float = 2.0) -> None:
         self.store = store
         self.models = models
         self.default_model = default_model
@@ -40,6 +43,9 @@ class JobQueue:
         self.limits = limits or Limits()
         self.cache = cache
         self.events = EventPublisher(broker, self.describe, interval=event_interval)
+        self.history_interval = history_interval
+        self._saved = 0  # how many of the running job's points the store holds
+        self._saved_at = 0.0  # when the last of them were saved (monotonic)
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._queue: deque[Job] = deque()
@@ -169,13 +175,16 @@ class JobQueue:
             self._running = job
             job.state = "running"
             job.started = time.time()
+            self._saved, self._saved_at = 0, time.monotonic()
         self.store.update_job(job.id, state="running", started=job.started)
         self._publish_places()
         return job
 
     def step(self, job: Job, it: Iterate, preview: bytes | None) -> None:
-        """Record one evaluation of the running job (and a new preview, if given)."""
+        """Record one evaluation of the running job (and a new preview, if given); save
+        the history's new points when a batch is due."""
         point = {"step": it.step, "scale": it.scale, **it.losses}
+        now = time.monotonic()
         with self._lock:
             job.step, job.total, job.scale, job.scales = it.step, it.total, it.scale, it.scales
             job.size, job.losses = it.size, dict(it.losses)
@@ -184,6 +193,12 @@ class JobQueue:
             if preview is not None:
                 job.preview = preview
                 job.preview_version += 1
+            unsaved = []
+            if preview is not None or now - self._saved_at >= self.history_interval:
+                unsaved = job.history[self._saved:]
+                self._saved, self._saved_at = len(job.history), now
+        if unsaved:
+            self.store.add_points(job.id, unsaved)
         self.events.progress(job, point, now=preview is not None)
 
     def painted(self, job: Job, result: Result, preview: bytes) -> None:

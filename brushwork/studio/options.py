@@ -60,6 +60,10 @@ class Limits:
     # images (thumbnails not counted: a few kB each) and their number.
     upload_quota_bytes: int = 2 * 1024 * 1024 * 1024
     max_uploads: int = 1000
+    # Open event streams (/api/events, /api/jobs/ID/events): each holds a connection and
+    # gets every event, so idle ones slow every job.  A page opens one.
+    max_streams: int = 64
+    max_streams_per_client: int = 16  # per client address
 
 
 def absent_weights(name: str, target: str) -> str | None:

@@ -27,7 +27,7 @@ from ..imageio import read_metadata
 from ..memory import GB, Estimate, NotMeasured, format_seconds
 from ..weights import SOURCES
 from .decoder import Decoder
-from .events import Broker
+from .events import Broker, Message, StreamsFull, StreamSlots, encode
 from .gallery import QuotaFull, Store, UploadInUse
 from .job import TERMINAL, Job, from_row, job_json
 from .jobs import JobQueue, QueueFull
@@ -363,55 +363,85 @@ def job_routes(studio: Studio) -> APIRouter:
 
 def event_routes(studio: Studio) -> APIRouter:
     router = APIRouter()
+    slots = StreamSlots(studio.limits.max_streams, studio.limits.max_streams_per_client)
 
     @router.get("/api/events")
-    async def all_events(request: Request) -> StreamingResponse:
-        return _stream(studio.broker,
-                       [studio.queue.describe(j) for j in studio.queue.active()], None)
+    async def all_events(request: Request) -> Response:
+        return _stream(studio.broker, slots, request,
+                       lambda: [studio.queue.describe(j) for j in studio.queue.active()], None)
 
     @router.get("/api/jobs/{job_id}/events")
-    async def job_events(job_id: str) -> StreamingResponse:
-        first = studio.job_json(job_id)  # 404 for an unknown id
-        return _stream(studio.broker, [first], job_id)
+    async def job_events(request: Request, job_id: str) -> Response:
+        studio.job_json(job_id)  # 404 for an unknown id, before a slot is taken
+        return _stream(studio.broker, slots, request, lambda: [studio.job_json(job_id)],
+                       job_id)
 
     return router
 
 
-def _stream(broker: Broker, initial: list[dict[str, Any]], job_id: str | None
-            ) -> StreamingResponse:
-    """An SSE response: ``initial`` first, then live events (of one job, if given)."""
-    queue = broker.subscribe()  # before the snapshot is sent, so nothing falls between
+class _EventStream(StreamingResponse):
+    """An SSE response that runs ``done`` however it ends (finished, client gone, error)."""
+
+    def __init__(self, content: AsyncIterator[str], done: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._done = done
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._done()
+
+
+def _stream(broker: Broker, slots: StreamSlots, request: Request,
+            initial: Callable[[], list[dict[str, Any]]], job_id: str | None) -> Response:
+    """An SSE response: ``initial()`` first, then live events (of one job, if given).
+
+    Refused with 429 or 503 (a one-line detail) when no stream slot is free; the slot
+    and the subscription are given back in a ``finally`` whichever way the stream ends.
+    """
+    try:
+        give_back = slots.take(request.client.host if request.client else "")
+    except StreamsFull as e:
+        return JSONResponse({"detail": str(e)}, status_code=e.status,
+                            headers={"Retry-After": "10"})
+    queue = broker.subscribe()  # before the snapshot is taken, so nothing falls between
+
+    def done() -> None:
+        broker.unsubscribe(queue)
+        give_back()
+
+    try:
+        first = [encode(event) for event in initial()]
+    except BaseException:
+        done()
+        raise
 
     async def events() -> AsyncIterator[str]:
         try:
             yield "retry: 2000\n\n"
-            for event in initial:
-                yield _sse(event)
-                if job_id is not None and event["state"] in TERMINAL:
+            for message in first:
+                yield message.text
+                if job_id is not None and message.state in TERMINAL:
                     return
             while True:
                 try:
-                    latest: dict[str, Any] | None = await asyncio.wait_for(queue.get(),
-                                                                           KEEPALIVE_S)
+                    latest: Message | None = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                 except asyncio.TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
                 if latest is None:  # the studio is stopping
                     return
-                if job_id is not None and latest["id"] != job_id:
+                if job_id is not None and latest.job_id != job_id:
                     continue
-                yield _sse(latest)
-                if job_id is not None and latest["state"] in TERMINAL:
+                yield latest.text
+                if job_id is not None and latest.state in TERMINAL:
                     return
         finally:
-            broker.unsubscribe(queue)
+            done()
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-
-def _sse(event: dict[str, Any]) -> str:
-    return f"event: job\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+    return _EventStream(events(), done)
 
 
 def _upload_json(row: dict[str, Any]) -> dict[str, Any]:
