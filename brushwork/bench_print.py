@@ -11,7 +11,9 @@ the child's peak resident memory from ``wait4``.  The keys:
   L-BFGS history is full from its first step.  Filling it honestly takes as many
   evaluations as the history holds (hours at 4096 px on a CPU), so the run resumes a
   made checkpoint that holds that many curvature pairs (random ones: the picture it
-  paints is not the point, its memory is) and takes a few steps.
+  paints is not the point, its memory is) and takes a few steps, in the tiles and with
+  the history that a long run under that budget is planned with.  Its
+  ``estimate_memory_ratio_N`` is against that long run's estimate.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .pyramid import scales
 from .settings import Settings
 
 MB = 2 ** 20
+LONG_RUN = 500  # steps: enough to fill any L-BFGS history
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,26 @@ def run(photo: Path, style: Path, device: str, sizes: PrintSizes = FULL,
         report[f"estimate_{size}_detail"] = got
         report["commands"][f"estimate_{size}"] = got["command"]
     size = sizes.full_history_size
-    got = measure(photo, style, {"size": size, "multiscale": "off",
-                                 "iterations": sizes.full_history_iterations,
-                                 "max_memory": sizes.full_history_budget, **extra},
-                  full_history=True)
+    options = full_history_options(photo, style, {
+        "size": size, "multiscale": "off", "max_memory": sizes.full_history_budget, **extra},
+        sizes.full_history_iterations)
+    got = measure(photo, style, options, full_history=True)
     report[f"peak_rss_mb_{size}"] = round(got["peak_bytes"] / MB, 1)
+    report[f"estimate_memory_ratio_{size}"] = round(
+        got["peak_bytes"] / got["predicted_peak_bytes"], 3)
     report[f"peak_rss_mb_{size}_detail"] = got
     report["commands"][f"peak_rss_mb_{size}"] = got["command"] + " (history made full)"
     return report
+
+
+def full_history_options(photo: Path, style: Path, options: dict[str, Any],
+                         iterations: int) -> dict[str, Any]:
+    """``options`` for a few ``iterations`` with the tile size and L-BFGS history that a
+    long run (one that fills its history) gets under the same budget: a short run's own
+    plan counts only the pairs its few steps can store."""
+    long_run = estimate(photo, style, **options, iterations=LONG_RUN).scales[-1]
+    return {**options, "iterations": iterations, "tile_size": long_run.tile,
+            "history_size": long_run.history}
 
 
 def measure(photo: Path, style: Path, options: dict[str, Any],
@@ -120,7 +135,9 @@ def main(argv: list[str]) -> None:
         return
     reuse_freed_memory()  # as `brushwork stylize` does
     photo, style, options = spec["photo"], spec["style"], spec["options"]
-    est = estimate(photo, style, **options)
+    # A full history's run holds the pairs of a long run, and is estimated as one.
+    est = estimate(photo, style, **{**options, "iterations": LONG_RUN}
+                   if spec["full_history"] else options)
     t = time.perf_counter()
     result = stylize(photo, style, **options, checkpoint=spec["checkpoint"],
                      resume=spec["full_history"],
