@@ -65,6 +65,26 @@ class Checkpoint:
     losses: dict[str, float] = field(default_factory=dict)
 
 
+def tensor_bytes(checkpoint: Checkpoint) -> int:
+    """The bytes of the tensors ``checkpoint`` holds (its picture and the optimiser's
+    vectors), each storage once."""
+    storages: dict[int, int] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk([checkpoint.image, checkpoint.optimiser, checkpoint.stop_rule])
+    return sum(storages.values())
+
+
 def save(path: Path, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` to ``path`` atomically (tensors moved to the CPU)."""
     data = {"format": FORMAT, **asdict(checkpoint)}

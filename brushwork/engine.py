@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,10 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     else:
         generator.seed()
 
-    forecast = _forecast(net, settings, device, inputs.content.size)
+    # A resumed checkpoint's vectors are already resident, and become the state the
+    # forecast counts as kept: counted once.
+    held = checkpoints.tensor_bytes(resumed) if resumed is not None else 0
+    forecast = _forecast(net, settings, device, inputs.content.size, held=held)
     if log is not None:
         log(forecast.describe())
     plan = [p.scale for p in forecast.scales]
@@ -173,10 +176,16 @@ def estimate(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
 
 
 def _forecast(net: FeatureExtractor, settings: Settings, device: torch.device,
-              content_size: tuple[int, int], measure: bool = True) -> memory.Estimate:
+              content_size: tuple[int, int], measure: bool = True,
+              held: int = 0) -> memory.Estimate:
+    """The run's plan; ``held``: bytes now resident in the CPU's memory that the plan
+    counts as its own state (a resumed checkpoint's)."""
     budget = (settings.max_memory * memory.GB if settings.max_memory is not None
               else memory.default_budget(device))
     calibration = memory.calibration_for(net, settings, device, measure=measure)
+    if held and device.type == "cpu":  # a checkpoint is loaded into the CPU's memory
+        calibration = replace(calibration,
+                              resident_bytes=max(0.0, calibration.resident_bytes - held))
     return memory.plan(scales(settings, content_size), settings, calibration, net, budget,
                        settings.tile_size)
 

@@ -177,3 +177,41 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_loss(
     b = np.asarray(Image.open(out), dtype=float)
     assert np.abs(a - b).max() <= 1.0  # the same picture (PNG rounding aside)
     assert not ckpt.exists()
+
+
+def test_tensor_bytes_counts_each_storage_once():
+    from brushwork.checkpoint import tensor_bytes
+
+    image = torch.zeros(1, 3, 8, 8)
+    s = [torch.zeros(192) for _ in range(3)]
+    saved = Checkpoint(settings={}, inputs="", level=0, taken=1, step=1, work_done=0.0,
+                       elapsed=0.0, image=image,
+                       optimiser={"lbfgs": {"g": torch.zeros(192), "s": s, "y": s,
+                                            "rho": [1.0] * 3}}, stop_rule={})
+    assert tensor_bytes(saved) == (192 + 192 + 3 * 192) * 4  # y shares s's storages
+
+
+def test_a_resumed_runs_plan_counts_its_checkpoint_once(
+        use_tiny, photo_path, painting_path, tmp_path, monkeypatch):
+    """The loaded checkpoint's vectors are resident when the run plans, and are the
+    state the plan counts as kept: the resumed run's forecast is the fresh run's."""
+    import brushwork.engine as engine
+    from brushwork import memory
+    from brushwork.checkpoint import tensor_bytes
+
+    resident = {"bytes": 1e9}
+    monkeypatch.setattr(memory, "resident_bytes", lambda device: resident["bytes"])
+    forecasts = []
+    real = engine._forecast
+    monkeypatch.setattr(engine, "_forecast",
+                        lambda *a, **k: forecasts.append(real(*a, **k)) or forecasts[-1])
+    ckpt = tmp_path / "run.checkpoint"
+    with pytest.raises(Interrupted):
+        stylize(photo_path, painting_path, checkpoint=ckpt, callback=StopAt(30), **OPTS)
+    saved = load(ckpt)
+    held = tensor_bytes(saved)
+    assert held >= 4 * saved.image.numel() * 4  # the picture, g and at least one pair
+    resident["bytes"] = 1e9 + held  # as the process holds it once loaded
+    stylize(photo_path, painting_path, checkpoint=ckpt, resume=True, **OPTS)
+    fresh, resumed = forecasts
+    assert resumed.peak_bytes == pytest.approx(fresh.peak_bytes)
