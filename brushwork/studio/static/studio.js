@@ -674,9 +674,15 @@ function connect() {
     status.className = "connection live";
     resync();
   });
+  const mine = source;
   source.addEventListener("error", () => {
     status.textContent = "reconnecting…";
     status.className = "connection lost";
+    // A refused stream (429/503: the studio's stream limits) closes for good, where a
+    // dropped one retries by itself: try again after the server's Retry-After.
+    if (mine.readyState === EventSource.CLOSED && source === mine) {
+      setTimeout(connect, 10000);
+    }
   });
   source.addEventListener("job", (e) => updateJob(JSON.parse(e.data)));
 }
