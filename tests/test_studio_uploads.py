@@ -323,19 +323,6 @@ def test_the_quota_flag_sets_the_limit(tmp_path, monkeypatch, tiny_model_file):
     assert seen[0].upload_quota_bytes == 2**29
 
 
-def test_the_server_caps_connections_of_every_kind(tmp_path, monkeypatch, tiny_model_file):
-    import uvicorn
-
-    from brushwork import cli
-
-    caps: list[int | None] = []
-    monkeypatch.setattr(uvicorn.Server, "run",
-                        lambda self, sockets=None: caps.append(self.config.limit_concurrency))
-    assert cli.main(["studio", "--port", "0", "--data", str(tmp_path), "--model",
-                     str(tiny_model_file)]) == 0
-    assert caps == [Limits().max_connections]
-    assert Limits().max_connections > Limits().max_streams  # streams leave room for requests
-
 
 # ------------------------------------------------------------------------- fixtures
 

@@ -163,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5,
-                            limit_concurrency=limits.max_connections)
+                            timeout_graceful_shutdown=5)
     if not _is_loopback(args.host):
         print(f"brushwork studio: warning: listening on {args.host}, so other machines can "
               "reach it; it has no login: anyone who can connect can use it and see its "

@@ -64,9 +64,6 @@ class Limits:
     # gets every event, so idle ones slow every job.  A page opens one.
     max_streams: int = 64
     max_streams_per_client: int = 16  # per client address
-    # Connections of any kind at once (streams, requests, idle keep-alives); past it the
-    # server answers 503 at once (uvicorn's limit_concurrency).
-    max_connections: int = 256
 
 
 def absent_weights(name: str, target: str) -> str | None:
