@@ -88,6 +88,11 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     if log is not None:
         log(forecast.describe())
     plan = [p.scale for p in forecast.scales]
+    # A whole run's peak, recorded so that later estimates follow this machine (a resumed
+    # run began in another process).
+    meter = memory.PeakMeter(device) if resumed is None else None
+    if meter is not None and meter.works:
+        meter.start()
     progress = _Progress(plan, start, callback, list(forecast.step_seconds))
     if resumed is not None:
         progress.restore(resumed)
@@ -137,6 +142,8 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
                            (time.perf_counter() - began) / (steps - before))
         x = x.detach().clamp(0, 255)
     assert x is not None
+    if meter is not None and meter.works:
+        memory.observe_peak(net, settings, device, forecast, meter.peak())
     if saver is not None:
         saver.finished()
     return _result(x, inputs, settings, progress, device, interrupted=False)

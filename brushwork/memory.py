@@ -44,6 +44,10 @@ OBSERVATIONS_KEPT = 8  # the latest runs' evaluation times that estimates follow
 FIT_SPAN = 4.0  # observations this far apart in pixels get a line of their own
 MIN_HISTORY = 5  # the fewest L-BFGS pairs a budget may shrink the history to
 FLOAT = 4  # bytes per image value (float32)
+# Runs whose predicted peak above the process's start is smaller than this are not
+# recorded: their peaks are mostly the allocator's noise.
+PEAK_OBSERVED_FROM = 256 * 2**20
+PEAK_SHARE_RANGE = (0.5, 2.0)  # how far runs' peaks may move the probe's prediction
 GB = 1e9
 
 
@@ -81,6 +85,11 @@ class Calibration:
     # The share of its steps a coarse scale takes before it stops changing, in the latest
     # runs that let coarse scales stop (1.0 until one has).
     coarse_share: float = 1.0
+    # What the latest runs' peaks above the process's start were, over what the probe's
+    # lines predicted for them (the median; 1.0 until a large enough run has been seen):
+    # what the probes do not see (the allocator's holes between scales, the targets'
+    # set-up) scales the prediction.
+    peak_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,8 @@ class Estimate:
     budget_bytes: float
     scales: tuple[ScalePlan, ...]
     step_seconds: tuple[float, ...] = ()  # one evaluation at each scale
+    resident_bytes: float = 0.0  # the process when the run starts, part of peak_bytes
+    peak_share: float = 1.0  # the calibration's, by which the rest of peak_bytes is scaled
 
     @property
     def tiled(self) -> bool:
@@ -249,12 +260,15 @@ def calibration_for(net: FeatureExtractor, settings: Settings, device: torch.dev
     if entry.get("observed"):
         seconds = refit(seconds, [(float(p), float(t)) for p, t in entry["observed"]])
     shares = [float(v) for v in entry.get("coarse_taken", [])]
+    ratios = [float(v) for v in entry.get("peak_ratios", [])]
+    low, high = PEAK_SHARE_RANGE
     return Calibration(device=str(entry["device"]), resident_bytes=resident_bytes(device),
                        eval_bytes=Line(*entry["eval_bytes"]), eval_seconds=seconds,
                        forward_share=float(entry["forward_share"]),
                        tiled_bytes=float(entry["tiled_bytes"]),
                        tiled_seconds=float(entry["tiled_seconds"]),
-                       coarse_share=_median(shares) if shares else 1.0)
+                       coarse_share=_median(shares) if shares else 1.0,
+                       peak_share=min(high, max(low, _median(ratios))) if ratios else 1.0)
 
 
 def observe(net: FeatureExtractor, settings: Settings, device: torch.device, pixels: int,
@@ -262,6 +276,15 @@ def observe(net: FeatureExtractor, settings: Settings, device: torch.device, pix
     """Record what one whole-picture evaluation of ``pixels`` took in a real run (the
     optimiser's own work included), so that later estimates follow this machine."""
     _record(net, settings, device, "observed", [pixels, seconds])
+
+
+def observe_peak(net: FeatureExtractor, settings: Settings, device: torch.device,
+                 forecast: Estimate, peak_above_start: float) -> None:
+    """Record a finished run's peak memory above the process's start, as a ratio to what
+    the probe's lines predicted for it (large runs only: :data:`PEAK_OBSERVED_FROM`)."""
+    predicted = (forecast.peak_bytes - forecast.resident_bytes) / forecast.peak_share
+    if predicted >= PEAK_OBSERVED_FROM and peak_above_start > 0:
+        _record(net, settings, device, "peak_ratios", peak_above_start / predicted)
 
 
 def observe_coarse(net: FeatureExtractor, settings: Settings, device: torch.device,
@@ -317,6 +340,7 @@ def _valid(entry: object) -> bool:
         float(entry["tiled_bytes"])
         float(entry["tiled_seconds"])
         [float(v) for v in entry.get("coarse_taken", [])]
+        [float(v) for v in entry.get("peak_ratios", [])]
         return all(len(o) == 2 for o in entry.get("observed", []))
     except (KeyError, TypeError, ValueError):
         return False
@@ -537,7 +561,8 @@ def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
     iterations: float = plan.scale.iterations
     if coarse and settings.coarse_tolerance > 0:
         iterations *= calibration.coarse_share
-    return calibration.resident_bytes + kept + peak, setup + iterations * per_eval, per_eval
+    return (calibration.resident_bytes + calibration.peak_share * (kept + peak),
+            setup + iterations * per_eval, per_eval)
 
 
 def estimate(scales: Sequence[ScalePlan], settings: Settings, calibration: Calibration,
@@ -546,7 +571,9 @@ def estimate(scales: Sequence[ScalePlan], settings: Settings, calibration: Calib
              for i, p in enumerate(scales)]
     return Estimate(peak_bytes=max(c[0] for c in costs), seconds=sum(c[1] for c in costs),
                     budget_bytes=budget, scales=tuple(scales),
-                    step_seconds=tuple(c[2] for c in costs))
+                    step_seconds=tuple(c[2] for c in costs),
+                    resident_bytes=calibration.resident_bytes,
+                    peak_share=calibration.peak_share)
 
 
 def tile_sizes(long_side: int, halo: int, align: int) -> list[int]:

@@ -116,6 +116,48 @@ def test_a_short_scale_keeps_no_more_pairs_than_it_has_steps():
     assert full[0] - short[0] == pytest.approx(17 * 2 * 3 * 4 * 100 * 100)
 
 
+def test_the_peak_share_scales_all_but_the_resident_part():
+    s = Settings(size=512, multiscale="off", iterations=10)
+    net = _net(s)
+    scales = [Scale((512, 512), 10)]
+    base = plan(scales, s, CAL, net, budget=10e9)
+    more = plan(scales, s, dataclasses.replace(CAL, peak_share=1.5), net, budget=10e9)
+    assert more.peak_bytes - CAL.resident_bytes == pytest.approx(
+        1.5 * (base.peak_bytes - CAL.resident_bytes))
+    assert (more.resident_bytes, more.peak_share) == (CAL.resident_bytes, 1.5)
+    # The plan sees it too: a budget the lines alone fit is now tiled.
+    assert plan(scales, s, dataclasses.replace(CAL, peak_share=1.5), net,
+                budget=base.peak_bytes / memory.PLAN_MARGIN * 1.01).tiled
+
+
+def test_a_run_records_its_peak_and_a_resumed_one_does_not(monkeypatch, use_tiny, tmp_path,
+                                                           photo_path, painting_path):
+    monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path))
+    monkeypatch.setattr(memory, "PEAK_OBSERVED_FROM", 0)  # the tiny network's runs count
+    seen = []
+    real = memory.observe_peak
+    monkeypatch.setattr(memory, "observe_peak",
+                        lambda *a: seen.append(a[-1]) or real(*a))
+    opts = dict(size=48, multiscale="off", iterations=4, seed=1)
+    stylize(photo_path, painting_path, **opts)
+    if PeakMeter(torch.device("cpu")).works:
+        assert len(seen) == 1 and seen[0] >= 0
+    else:
+        assert seen == []
+    from brushwork import Interrupted
+
+    def stop(it):
+        if it.step == 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.checkpoint"
+    with pytest.raises(Interrupted):
+        stylize(photo_path, painting_path, checkpoint=ckpt, callback=stop, **opts)
+    before = len(seen)
+    stylize(photo_path, painting_path, checkpoint=ckpt, resume=True, **opts)
+    assert len(seen) == before
+
+
 def test_tiled_cost_by_hand_and_coarse_scales_that_stop():
     cal = dataclasses.replace(CAL, tiled_bytes=1.5, tiled_seconds=2.0, coarse_share=0.5)
     # Boxes of 100 and 400 px in a 300 px picture: the largest box's evaluation (1 MB +
@@ -175,6 +217,26 @@ def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, t
     for share in (0.5, 0.3, 0.4):
         memory.observe_coarse(net, s, torch.device("cpu"), share)
     assert memory.calibration_for(net, s, torch.device("cpu")).coarse_share == 0.4
+    # Runs' peaks above their start, over what the lines predicted: the median scales
+    # later predictions (within PEAK_SHARE_RANGE); small runs are not recorded.
+    assert follows.peak_share == 1.0
+    big = memory.Estimate(peak_bytes=100 * MB + 600 * MB, seconds=1.0, budget_bytes=1e10,
+                          scales=(), resident_bytes=100 * MB, peak_share=1.0)
+    for seen in (1.1, 1.3, 1.2):
+        memory.observe_peak(net, s, torch.device("cpu"), big, seen * 600 * MB)
+    small = dataclasses.replace(big, peak_bytes=100 * MB + 100 * MB)
+    memory.observe_peak(net, s, torch.device("cpu"), small, 5 * 100 * MB)
+    scaled = memory.calibration_for(net, s, torch.device("cpu"))
+    assert scaled.peak_share == pytest.approx(1.2)
+    # An estimate made with that share records what the lines alone predicted.
+    memory.observe_peak(net, s, torch.device("cpu"),
+                        dataclasses.replace(big, peak_bytes=100 * MB + 1.2 * 600 * MB,
+                                            peak_share=1.2), 2.0 * 600 * MB)
+    (entry,) = [e for e in json.loads(memory._calibration_file().read_text()).values()]
+    assert entry["peak_ratios"] == pytest.approx([1.1, 1.3, 1.2, 2.0])
+    for _ in range(memory.OBSERVATIONS_KEPT):
+        memory.observe_peak(net, s, torch.device("cpu"), big, 9.0 * 600 * MB)
+    assert memory.calibration_for(net, s, torch.device("cpu")).peak_share == 2.0
     # A damaged cache file is measured anew, not an error.
     (memory._calibration_file()).write_text("{not json")
     memory.calibration_for(net, s, torch.device("cpu"))
