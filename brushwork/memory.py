@@ -88,8 +88,10 @@ class Calibration:
     # What the latest runs' peaks above the process's start were, over what the probe's
     # lines predicted for them (the median; 1.0 until a large enough run has been seen):
     # what the probes do not see (the allocator's holes between scales, the targets'
-    # set-up) scales the prediction.
+    # set-up) scales the prediction.  Runs whose peak was a tiled scale have their own
+    # (the whole runs' until one has been seen: whole runs' shares are the larger).
     peak_share: float = 1.0
+    tiled_peak_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Estimate:
     step_seconds: tuple[float, ...] = ()  # one evaluation at each scale
     resident_bytes: float = 0.0  # the process when the run starts, part of peak_bytes
     peak_share: float = 1.0  # the calibration's, by which the rest of peak_bytes is scaled
+    peak_tiled: bool = False  # whether the scale with the peak is tiled
 
     @property
     def tiled(self) -> bool:
@@ -260,15 +263,28 @@ def calibration_for(net: FeatureExtractor, settings: Settings, device: torch.dev
     if entry.get("observed"):
         seconds = refit(seconds, [(float(p), float(t)) for p, t in entry["observed"]])
     shares = [float(v) for v in entry.get("coarse_taken", [])]
-    ratios = [float(v) for v in entry.get("peak_ratios", [])]
+    whole, tiled = _peak_ratios(entry)
     low, high = PEAK_SHARE_RANGE
+    whole_share = min(high, max(low, _median(whole))) if whole else 1.0
     return Calibration(device=str(entry["device"]), resident_bytes=resident_bytes(device),
                        eval_bytes=Line(*entry["eval_bytes"]), eval_seconds=seconds,
                        forward_share=float(entry["forward_share"]),
                        tiled_bytes=float(entry["tiled_bytes"]),
                        tiled_seconds=float(entry["tiled_seconds"]),
                        coarse_share=_median(shares) if shares else 1.0,
-                       peak_share=min(high, max(low, _median(ratios))) if ratios else 1.0)
+                       peak_share=whole_share,
+                       tiled_peak_share=min(high, max(low, _median(tiled))) if tiled
+                       else whole_share)
+
+
+def _peak_ratios(entry: dict) -> tuple[list[float], list[float]]:
+    """The recorded peak ratios of whole runs and of runs whose peak scale was tiled."""
+    whole: list[float] = []
+    tiled: list[float] = []
+    for v in entry.get("peak_ratios", []):
+        ratio, was_tiled = (v, False) if isinstance(v, (int, float)) else (v[0], bool(v[1]))
+        (tiled if was_tiled else whole).append(float(ratio))
+    return whole, tiled
 
 
 def observe(net: FeatureExtractor, settings: Settings, device: torch.device, pixels: int,
@@ -284,7 +300,8 @@ def observe_peak(net: FeatureExtractor, settings: Settings, device: torch.device
     the probe's lines predicted for it (large runs only: :data:`PEAK_OBSERVED_FROM`)."""
     predicted = (forecast.peak_bytes - forecast.resident_bytes) / forecast.peak_share
     if predicted >= PEAK_OBSERVED_FROM and peak_above_start > 0:
-        _record(net, settings, device, "peak_ratios", peak_above_start / predicted)
+        _record(net, settings, device, "peak_ratios",
+                [peak_above_start / predicted, int(forecast.peak_tiled)])
 
 
 def observe_coarse(net: FeatureExtractor, settings: Settings, device: torch.device,
@@ -340,7 +357,7 @@ def _valid(entry: object) -> bool:
         float(entry["tiled_bytes"])
         float(entry["tiled_seconds"])
         [float(v) for v in entry.get("coarse_taken", [])]
-        [float(v) for v in entry.get("peak_ratios", [])]
+        _peak_ratios(entry)
         return all(len(o) == 2 for o in entry.get("observed", []))
     except (KeyError, TypeError, ValueError):
         return False
@@ -561,7 +578,8 @@ def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
     iterations: float = plan.scale.iterations
     if coarse and settings.coarse_tolerance > 0:
         iterations *= calibration.coarse_share
-    return (calibration.resident_bytes + calibration.peak_share * (kept + peak),
+    share = calibration.peak_share if plan.tile is None else calibration.tiled_peak_share
+    return (calibration.resident_bytes + share * (kept + peak),
             setup + iterations * per_eval, per_eval)
 
 
@@ -569,11 +587,14 @@ def estimate(scales: Sequence[ScalePlan], settings: Settings, calibration: Calib
              net: FeatureExtractor, budget: float) -> Estimate:
     costs = [scale_cost(p, settings, calibration, net, coarse=i < len(scales) - 1)
              for i, p in enumerate(scales)]
+    top = scales[max(range(len(costs)), key=lambda i: costs[i][0])] if scales else None
+    tiled = top is not None and top.tile is not None
     return Estimate(peak_bytes=max(c[0] for c in costs), seconds=sum(c[1] for c in costs),
                     budget_bytes=budget, scales=tuple(scales),
                     step_seconds=tuple(c[2] for c in costs),
                     resident_bytes=calibration.resident_bytes,
-                    peak_share=calibration.peak_share)
+                    peak_share=calibration.tiled_peak_share if tiled
+                    else calibration.peak_share, peak_tiled=tiled)
 
 
 def tile_sizes(long_side: int, halo: int, align: int) -> list[int]:

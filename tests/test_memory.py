@@ -125,6 +125,13 @@ def test_the_peak_share_scales_all_but_the_resident_part():
     assert more.peak_bytes - CAL.resident_bytes == pytest.approx(
         1.5 * (base.peak_bytes - CAL.resident_bytes))
     assert (more.resident_bytes, more.peak_share) == (CAL.resident_bytes, 1.5)
+    # A tiled scale takes the tiled share.
+    tiles = plan(scales, s, dataclasses.replace(CAL, peak_share=3.0, tiled_peak_share=1.5),
+                 net, budget=10e9, tile=128)
+    lines = plan(scales, s, CAL, net, budget=10e9, tile=128)
+    assert tiles.peak_tiled and tiles.peak_share == 1.5
+    assert tiles.peak_bytes - CAL.resident_bytes == pytest.approx(
+        1.5 * (lines.peak_bytes - CAL.resident_bytes))
     # The plan sees it too: a budget the lines alone fit is now tiled.
     assert plan(scales, s, dataclasses.replace(CAL, peak_share=1.5), net,
                 budget=base.peak_bytes / memory.PLAN_MARGIN * 1.01).tiled
@@ -233,7 +240,17 @@ def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, t
                         dataclasses.replace(big, peak_bytes=100 * MB + 1.2 * 600 * MB,
                                             peak_share=1.2), 2.0 * 600 * MB)
     (entry,) = [e for e in json.loads(memory._calibration_file().read_text()).values()]
-    assert entry["peak_ratios"] == pytest.approx([1.1, 1.3, 1.2, 2.0])
+    assert [r for r, _ in entry["peak_ratios"]] == pytest.approx([1.1, 1.3, 1.2, 2.0])
+    # Runs whose peak scale was tiled have a share of their own; until one has been seen,
+    # tiled scales take the whole runs' (the larger, so the safer).
+    assert memory.calibration_for(net, s, torch.device("cpu")).tiled_peak_share == \
+        pytest.approx(1.25)
+    tiled = dataclasses.replace(big, peak_tiled=True)
+    for seen in (1.05, 1.15):
+        memory.observe_peak(net, s, torch.device("cpu"), tiled, seen * 600 * MB)
+    both = memory.calibration_for(net, s, torch.device("cpu"))
+    assert both.tiled_peak_share == pytest.approx(1.1)
+    assert both.peak_share == pytest.approx(1.25)
     for _ in range(memory.OBSERVATIONS_KEPT):
         memory.observe_peak(net, s, torch.device("cpu"), big, 9.0 * 600 * MB)
     assert memory.calibration_for(net, s, torch.device("cpu")).peak_share == 2.0
