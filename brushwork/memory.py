@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,7 +34,7 @@ from .pyramid import Scale
 from .settings import Settings
 from .tiling import Tile, TiledObjective, plan_tiles, strides, tile_geometry
 from .vgg import FeatureExtractor
-from .weights import cache_dir
+from .weights import cache_dir, write_cache_json
 
 PROBE_SIZES = (128, 256)  # square probes; small enough to take a second or two on a CPU
 BUDGET_SHARE = 0.8  # of the memory available when the run starts, by default
@@ -376,15 +375,7 @@ def _read_calibrations() -> dict[str, object]:
 
 
 def _write_calibrations(known: dict[str, object]) -> None:
-    path = _calibration_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False,
-                                         suffix=".tmp") as f:
-            json.dump(known, f, indent=1)
-        os.replace(f.name, path)
-    except OSError:
-        pass  # a read-only cache costs a new measurement next time, nothing else
+    write_cache_json(_calibration_file(), known)
 
 
 def _calibration_key(net: FeatureExtractor, settings: Settings, device: torch.device) -> str:

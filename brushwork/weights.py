@@ -152,6 +152,23 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "brushwork"
 
 
+def write_cache_json(path: Path, data: object) -> None:
+    """Replace the JSON file ``path`` in the cache folder atomically (a reader never sees
+    half of it).  Best effort: a read-only cache costs a new measurement or hash later,
+    nothing else."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
 # In the cache folder: the full sha256 of each known source's file as verified, with
 # the size and times it had then (see _verify).
 VERIFIED_FILE = "verified.json"
@@ -434,23 +451,14 @@ def _remember(path: Path, digest: str) -> None:
     """Record that ``path``, as it is now, has sha256 ``digest``.
 
     Best effort: if the cache folder cannot be written, later loads hash again.
-    The record is replaced atomically, so a reader never sees half of it.
     """
-    record = cache_dir() / VERIFIED_FILE
-    with contextlib.suppress(OSError):
+    try:
         st = path.stat()
-        files = _records()
-        files[str(path.resolve())] = {**_stamp(st), "sha256": digest}
-        record.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=f".{VERIFIED_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"version": 1, "files": files}, f, indent=1, sort_keys=True)
-            os.replace(tmp, record)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+    except OSError:
+        return
+    files = _records()
+    files[str(path.resolve())] = {**_stamp(st), "sha256": digest}
+    write_cache_json(cache_dir() / VERIFIED_FILE, {"version": 1, "files": files})
 
 
 def _verify(src: Source, path: Path) -> Path:
