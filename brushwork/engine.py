@@ -135,8 +135,8 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
         if steps < scale.iterations and log is not None:
             log(f"scale {level + 1}/{len(plan)}: the picture stopped changing after "
                 f"{steps} of {scale.iterations} steps; moving on")
-        if level < len(plan) - 1 and settings.coarse_tolerance > 0 and before == 0:
-            memory.observe_coarse(net, settings, device, steps / scale.iterations)
+        if level < len(plan) - 1 and before == 0 and steps < scale.iterations:
+            memory.observe_coarse(net, settings, device, steps)
         if scale_plan.tile is None and steps - before >= OBSERVE_AFTER:
             memory.observe(net, settings, device, scale.pixels,
                            (time.perf_counter() - began) / (steps - before))

@@ -81,9 +81,11 @@ class Calibration:
     # and its time (two passes, the slices).
     tiled_bytes: float = 1.0
     tiled_seconds: float = 1.0
-    # The share of its steps a coarse scale takes before it stops changing, in the latest
-    # runs that let coarse scales stop (1.0 until one has).
-    coarse_share: float = 1.0
+    # The steps after which a coarse scale's picture stopped changing, in the latest runs
+    # whose coarse scales stopped early (the median; None until one has).  The rule fires
+    # on how much the picture still changes per step, so it fires after about as many
+    # steps whatever the scale's budget: a scale is expected to take the smaller of the two.
+    coarse_steps: float | None = None
     # What the latest runs' peaks above the process's start were, over what the probe's
     # lines predicted for them (the median; 1.0 until a large enough run has been seen):
     # what the probes do not see (the allocator's holes between scales, the targets'
@@ -261,7 +263,7 @@ def calibration_for(net: FeatureExtractor, settings: Settings, device: torch.dev
     seconds = Line(*entry["eval_seconds"])
     if entry.get("observed"):
         seconds = refit(seconds, [(float(p), float(t)) for p, t in entry["observed"]])
-    shares = [float(v) for v in entry.get("coarse_taken", [])]
+    stopped = [float(v) for v in entry.get("coarse_stopped", [])]
     whole, tiled = _peak_ratios(entry)
     low, high = PEAK_SHARE_RANGE
     whole_share = min(high, max(low, _median(whole))) if whole else 1.0
@@ -270,7 +272,7 @@ def calibration_for(net: FeatureExtractor, settings: Settings, device: torch.dev
                        forward_share=float(entry["forward_share"]),
                        tiled_bytes=float(entry["tiled_bytes"]),
                        tiled_seconds=float(entry["tiled_seconds"]),
-                       coarse_share=_median(shares) if shares else 1.0,
+                       coarse_steps=_median(stopped) if stopped else None,
                        peak_share=whole_share,
                        tiled_peak_share=min(high, max(low, _median(tiled))) if tiled
                        else whole_share)
@@ -304,9 +306,9 @@ def observe_peak(net: FeatureExtractor, settings: Settings, device: torch.device
 
 
 def observe_coarse(net: FeatureExtractor, settings: Settings, device: torch.device,
-                   share: float) -> None:
-    """Record the share of its steps a coarse scale took before it stopped changing."""
-    _record(net, settings, device, "coarse_taken", share)
+                   steps: int) -> None:
+    """Record the steps after which a coarse scale stopped changing (before its last)."""
+    _record(net, settings, device, "coarse_stopped", steps)
 
 
 def _record(net: FeatureExtractor, settings: Settings, device: torch.device, name: str,
@@ -355,7 +357,7 @@ def _valid(entry: object) -> bool:
         float(entry["forward_share"])
         float(entry["tiled_bytes"])
         float(entry["tiled_seconds"])
-        [float(v) for v in entry.get("coarse_taken", [])]
+        [float(v) for v in entry.get("coarse_stopped", [])]
         _peak_ratios(entry)
         return all(len(o) == 2 for o in entry.get("observed", []))
     except (KeyError, TypeError, ValueError):
@@ -567,8 +569,8 @@ def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
         # The content targets and the style targets: a forward pass over the tiles each.
         setup = 2 * calibration.forward_share / (1 + calibration.forward_share) * per_eval
     iterations: float = plan.scale.iterations
-    if coarse and settings.coarse_tolerance > 0:
-        iterations *= calibration.coarse_share
+    if coarse and settings.coarse_tolerance > 0 and calibration.coarse_steps is not None:
+        iterations = min(iterations, calibration.coarse_steps)
     share = calibration.peak_share if plan.tile is None else calibration.tiled_peak_share
     return (calibration.resident_bytes + share * (kept + peak),
             setup + iterations * per_eval, per_eval)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -284,8 +286,9 @@ def test_cache_misses_when_the_style_or_network_changes(monkeypatch, photo_path,
     assert cache.network_loads == 3 and len(calls) == 3
 
 
-def test_stopping_rule_ends_each_scale_when_the_picture_stops_changing(use_tiny, photo_path,
-                                                                      painting_path):
+def test_stopping_rule_ends_each_scale_when_the_picture_stops_changing(
+        use_tiny, photo_path, painting_path, monkeypatch, tmp_path):
+    monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path))
     steps, said = [], []
     opts = dict(size=48, min_size=24, multiscale="on", iterations=40, seed=0,
                 coarse_tolerance=0.0)
@@ -303,6 +306,10 @@ def test_stopping_rule_ends_each_scale_when_the_picture_stops_changing(use_tiny,
     coarse_only = stylize(photo_path, painting_path,
                           **{**opts, "coarse_tolerance": 1e9})
     assert [h["scale"] for h in coarse_only.history] == [0] * (window + 1) + [1] * 40
+    # Estimates learn when coarse scales stop: after window + 1 steps, twice (the runs
+    # whose coarse scale took all its steps recorded nothing).
+    (entry,) = json.loads((tmp_path / "calibration.json").read_text()).values()
+    assert entry["coarse_stopped"] == [window + 1, window + 1]
     # A tolerance no change can fall under changes nothing.
     tiny_tol = stylize(photo_path, painting_path, stop_tolerance=1e-30, **opts)
     assert np.array_equal(np.asarray(tiny_tol.image), np.asarray(full.image))

@@ -166,7 +166,7 @@ def test_a_run_records_its_peak_and_a_resumed_one_does_not(monkeypatch, use_tiny
 
 
 def test_tiled_cost_by_hand_and_coarse_scales_that_stop():
-    cal = dataclasses.replace(CAL, tiled_bytes=1.5, tiled_seconds=2.0, coarse_share=0.5)
+    cal = dataclasses.replace(CAL, tiled_bytes=1.5, tiled_seconds=2.0, coarse_steps=5)
     # Boxes of 100 and 400 px in a 300 px picture: the largest box's evaluation (1 MB +
     # 400 * 2 kB) plus the gradient's sum (3 float32 per pixel), times 1.5; every box's
     # evaluation (0.1 s + 1 us per pixel) plus pass 1's forward (a third), times 2.
@@ -178,8 +178,15 @@ def test_tiled_cost_by_hand_and_coarse_scales_that_stop():
     est = memory.estimate([memory.ScalePlan(sc, None, 20) for sc in scales], s, cal, _net(s),
                           budget=1e10)
     per_eval = [CAL.eval_seconds(64 * 64), CAL.eval_seconds(128 * 128)]
-    # The coarse scale is expected to take half its steps; the last one all of them.
+    # Coarse scales have stopped after 5 steps: this one is expected to; the last one
+    # takes all of its steps.
     assert est.seconds == pytest.approx(sum(p / 3 for p in per_eval) + 5 * per_eval[0]
+                                        + 10 * per_eval[1])
+    # A coarse scale of 3 steps ends before the rule could fire: all 3 are counted.
+    short = [Scale((64, 64), 3), Scale((128, 128), 10)]
+    est = memory.estimate([memory.ScalePlan(sc, None, 20) for sc in short], s, cal, _net(s),
+                          budget=1e10)
+    assert est.seconds == pytest.approx(sum(p / 3 for p in per_eval) + 3 * per_eval[0]
                                         + 10 * per_eval[1])
     never = memory.estimate([memory.ScalePlan(sc, None, 20) for sc in scales],
                             Settings(iterations=10, coarse_tolerance=0.0), cal, _net(s), 1e10)
@@ -214,16 +221,16 @@ def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, t
     again = memory.calibration_for(net, s, torch.device("cpu"))
     assert len(calls) == 1 and again.eval_bytes == first.eval_bytes
     assert first.eval_seconds.slope >= 0 and 0 < first.forward_share <= 1
-    assert first.tiled_bytes >= 1 and first.tiled_seconds > 0 and first.coarse_share == 1
+    assert first.tiled_bytes >= 1 and first.tiled_seconds > 0 and first.coarse_steps is None
     # Runs report evaluations three times as slow as the probe said: the line follows.
     for pixels in (2000, 3000):
         memory.observe(net, s, torch.device("cpu"), pixels, 3 * first.eval_seconds(pixels))
     follows = memory.calibration_for(net, s, torch.device("cpu"))
     assert follows.eval_seconds(2000) == pytest.approx(3 * first.eval_seconds(2000))
-    # Coarse scales that stopped after half, a third and two fifths of their steps.
-    for share in (0.5, 0.3, 0.4):
-        memory.observe_coarse(net, s, torch.device("cpu"), share)
-    assert memory.calibration_for(net, s, torch.device("cpu")).coarse_share == 0.4
+    # Coarse scales that stopped after 110, 90 and 120 steps.
+    for steps in (110, 90, 120):
+        memory.observe_coarse(net, s, torch.device("cpu"), steps)
+    assert memory.calibration_for(net, s, torch.device("cpu")).coarse_steps == 110
     # Runs' peaks above their start, over what the lines predicted: the median scales
     # later predictions (within PEAK_SHARE_RANGE); small runs are not recorded.
     assert follows.peak_share == 1.0
