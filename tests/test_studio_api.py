@@ -520,11 +520,11 @@ def test_bad_options(client, options, needle):
 
 def test_web_options_are_the_settings_but_the_server_only_ones():
     from brushwork.settings import Settings, option_specs
-    from brushwork.studio.options import SERVER_ONLY, WEB_OPTIONS
+    from brushwork.studio.options import REGION_OPTIONS, SERVER_ONLY, WEB_OPTIONS
 
     assert sorted(SERVER_ONLY) == ["device", "max_memory", "max_pixels"]
-    assert set(WEB_OPTIONS) == {s.name for s in option_specs()} - SERVER_ONLY
-    assert set(WEB_OPTIONS) | SERVER_ONLY == set(Settings.__dataclass_fields__)
+    assert set(WEB_OPTIONS) == {s.name for s in option_specs()} - SERVER_ONLY - REGION_OPTIONS
+    assert set(WEB_OPTIONS) | SERVER_ONLY | REGION_OPTIONS == set(Settings.__dataclass_fields__)
 
 
 def test_nan_and_infinity_in_json_are_refused(client):
