@@ -381,6 +381,37 @@ def _cpu_model() -> str:
     return platform.processor() or "cpu"
 
 
+def halves(height: int, width: int) -> torch.Tensor:
+    """Two masks ``(2, 1, H, W)``: the left half of the picture and the right half."""
+    left = torch.zeros(1, 1, height, width)
+    left[..., : width // 2] = 1.0
+    return torch.cat([left, 1 - left])
+
+
+def mask_cost(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
+              style: torch.Tensor, device: torch.device, reps: int) -> dict[str, float]:
+    """Seconds per evaluation (forward and backward) with one style over the whole picture
+    and with two styles, each masked to one half (brushwork.regions), interleaved round by
+    round, best of ``reps``; ``ratio`` is the masked over the plain."""
+    h, w = photo.shape[-2:]
+    objectives = {
+        "one_style": Objective.for_styles(net, settings, photo, [style]),
+        "two_masked_styles": Objective.for_styles(net, settings, photo, [style, style.flip(-1)],
+                                                  masks=halves(h, w).to(device)),
+    }
+    best = dict.fromkeys(objectives, float("inf"))
+    for r in range(reps + 1):  # the first round warms up
+        for name, objective in objectives.items():
+            x = photo.clone().requires_grad_(True)
+            _sync(device)
+            t = time.perf_counter()
+            objective(x)["total"].backward()
+            _sync(device)
+            if r:
+                best[name] = min(best[name], time.perf_counter() - t)
+    return {**best, "ratio": best["two_masked_styles"] / best["one_style"]}
+
+
 def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path,
          sizes: Sizes | None, model: str | None) -> dict[str, Any]:
     cfg = sizes or (QUICK if quick else FULL)
@@ -425,6 +456,13 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path,
         name: {"seconds": round(v["seconds"], 3), "ratio": round(v["ratio"], 3),
                "speedup": round(v["speedup"], 2)} for name, v in ablation.items()}}
     report["commands"]["eval_ablation"] = "brushwork.bench.eval_ablation (in process)"
+    masks = mask_cost(net, settings, photo, style, device, reps=3)
+    report["mask_cost_ratio"] = round(masks["ratio"], 3)
+    report["mask_cost_detail"] = {"size": f"{wh[0]}x{wh[1]}",
+                                  **{k: round(v, 3) for k, v in masks.items() if k != "ratio"}}
+    report["commands"]["mask_cost_ratio"] = (
+        "brushwork.bench.mask_cost (in process): one style against two, each masked to one "
+        "half, seconds per evaluation, best of 3")
     # malloc's defaults always mmap blocks over 32 MB, so the effect shows at the larger
     # sizes (docs/benchmarks.md).
     alloc_size = cfg.allocator_size
@@ -534,6 +572,11 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append(("eval_ablation", f"at {ab['size']}: " + ", ".join(
             f"{name} {v['seconds']} s ({v['ratio']}, x{v['speedup']})"
             for name, v in ab.items() if name != "size")))
+    if "mask_cost_ratio" in report:
+        d = report["mask_cost_detail"]
+        rows.append(("mask_cost_ratio", f"{report['mask_cost_ratio']}  (at {d['size']}: two "
+                     f"masked styles {d['two_masked_styles']} s/eval, one style "
+                     f"{d['one_style']} s)"))
     if "allocator_effect" in report:
         al = report["allocator_effect"]
         off, on = al["malloc_default"], al["reuse_freed_memory"]

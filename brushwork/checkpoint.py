@@ -38,14 +38,18 @@ def path_for(output: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + SUFFIX)
 
 
-def fingerprint(images: Sequence[Image.Image], blend: Sequence[float]) -> str:
-    """A digest of the decoded input images (and the styles' blend), so that a checkpoint
-    is refused for other pictures even under the same file names."""
+def fingerprint(images: Sequence[Image.Image], blend: Sequence[float],
+                masks: torch.Tensor | None = None) -> str:
+    """A digest of the decoded input images (and the styles' blend and regions), so that a
+    checkpoint is refused for other pictures even under the same file names."""
     h = hashlib.sha256()
     for im in images:
         h.update(f"{im.mode} {im.size}".encode())
         h.update(im.tobytes())
     h.update(repr([round(b, 12) for b in blend]).encode())
+    if masks is not None:
+        h.update(f"masks {tuple(masks.shape)}".encode())
+        h.update(masks.to(torch.float32).cpu().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -30,9 +30,11 @@ from .color import luminance_transfer, match_color
 from .device import resolve_device
 from .errors import BrushworkError, DivergedError
 from .imageio import load_image, resize_to, scaled_size, to_image, to_tensor
-from .objective import Objective, blend_grams, style_grams
+from .masks import load_masks
+from .objective import Objective, blend_grams, region_targets, style_grams
 from .optimise import Optimiser
 from .pyramid import Scale, scales
+from .regions import recolour_by_region, region_weights, resize_masks
 from .result import Interrupted, Iterate, Result
 from .settings import Settings
 from .stopping import StopRule
@@ -72,6 +74,9 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     settings = Settings(**_normalise(options))
     device = resolve_device(settings.device)
     inputs = _Inputs.load(content, style, settings)
+    if log is not None:
+        for note in inputs.notes:
+            log(note)
     saver, resumed = _checkpointing(checkpoint, checkpoint_every, resume, settings, inputs)
     net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
     # A private generator: the library does not touch the caller's global RNG state.
@@ -137,12 +142,14 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
                 f"{steps} of {scale.iterations} steps; moving on")
         if level < len(plan) - 1 and before == 0 and steps < scale.iterations:
             memory.observe_coarse(net, settings, device, steps)
-        if scale_plan.tile is None and steps - before >= OBSERVE_AFTER:
+        # A masked run's evaluations cost more (a Gram matrix per region) than the plain
+        # ones the estimate predicts: it is not recorded as one of them.
+        if scale_plan.tile is None and steps - before >= OBSERVE_AFTER and inputs.masks is None:
             memory.observe(net, settings, device, scale.pixels,
                            (time.perf_counter() - began) / (steps - before))
         x = x.detach().clamp(0, 255)
     assert x is not None
-    if meter is not None and meter.works:
+    if meter is not None and meter.works and inputs.masks is None:
         memory.observe_peak(net, settings, device, forecast, meter.peak())
     if saver is not None:
         saver.finished()
@@ -158,7 +165,8 @@ def _checkpointing(path: str | os.PathLike[str] | None, every: float, resume: bo
             raise BrushworkError("resume needs the checkpoint to continue from")
         return None, None
     fingerprint = checkpoints.fingerprint(
-        [inputs.content, *inputs.styles, *([inputs.init] if inputs.init else [])], inputs.blend)
+        [inputs.content, *inputs.styles, *([inputs.init] if inputs.init else [])], inputs.blend,
+        inputs.masks)
     saver = checkpoints.Saver(Path(path), every, settings.to_dict(), fingerprint)
     if not resume:
         return saver, None
@@ -218,6 +226,9 @@ class _Inputs:
     init: Image.Image | None
     blend: list[float]
     described: dict[str, Any]
+    # The styles' regions (R, 1, H, W) in 0..1, one per style, at the masks' own size.
+    masks: torch.Tensor | None = None
+    notes: list[str] = field(default_factory=list)  # worth telling the user
 
     @classmethod
     def load(cls, content: ImageInput, style: ImageInput | Sequence[ImageInput],
@@ -235,10 +246,12 @@ class _Inputs:
         init = None
         if settings.init not in ("content", "noise"):
             init = load_image(settings.init, role="init", max_pixels=limit)
+        masks, notes = load_masks(settings, content_img, len(style_imgs))
         return cls(content=content_img, styles=style_imgs, init=init,
                    blend=[b / sum(blend) for b in blend],
                    described={"content": _describe(content),
-                              "style": [_describe(s) for s in styles_in]})
+                              "style": [_describe(s) for s in styles_in]},
+                   masks=masks, notes=notes)
 
 
 def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: FeatureExtractor,
@@ -252,16 +265,22 @@ def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: Fea
     style_long = max(1, round(settings.style_scale * max(w, h)))
     style_ts = [to_tensor(resize_to(im, scaled_size(im.size, style_long))).to(device)
                 for im in inputs.styles]
+    masks = None if inputs.masks is None else resize_masks(inputs.masks, (w, h)).to(device)
     if settings.preserve_colors == "histogram":
         style_ts = [match_color(t, photo) for t in style_ts]
+    elif settings.preserve_colors == "histogram-to-style" and masks is not None:
+        photo = recolour_by_region(photo, style_ts, masks, match_color)
     elif settings.preserve_colors == "histogram-to-style":
         main = max(range(len(inputs.blend)), key=inputs.blend.__getitem__)
         photo = match_color(photo, style_ts[main])
     if tile is None:
-        return Objective.for_styles(net, settings, photo, style_ts, inputs.blend, cache)
+        return Objective.for_styles(net, settings, photo, style_ts, inputs.blend, cache, masks)
     layers = settings.style_layers
     grams = [tiled_style_grams(net, t, layers, tile) if max(t.shape[-2:]) > tile
              else style_grams(net, t, layers) for t in style_ts]
+    if masks is not None:
+        return TiledObjective(net, settings, photo, region_targets(grams), tile, masks,
+                              region_weights(inputs.blend))
     return TiledObjective(net, settings, photo, blend_grams(grams, inputs.blend), tile)
 
 

@@ -95,11 +95,13 @@ def style_layer_loss(
     gram_x: torch.Tensor,
     gram_target: torch.Tensor,
     channels: int,
-    positions: int,
+    positions: float,
     norm: str = "paper",
     image_pixels: int | None = None,
 ) -> torch.Tensor:
     """``E_l = 1/(4 N_l^2 M_l^2) * sum (G_l - A_l)^2`` (``norm="paper"``).
+
+    ``positions`` is ``M_l``; a region's (brushwork.regions) is the sum of its soft mask.
 
     The normalisation is applied to the difference before squaring, which gives the
     same value but keeps float32 sums far from overflow at large sizes.

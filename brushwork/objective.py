@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .losses import content_loss, gram, style_layer_loss, tv_loss
+from .regions import guided_grams, guided_style_loss, guides, region_weights
 from .settings import Settings
 from .vgg import FeatureExtractor
 
@@ -35,6 +36,12 @@ def blend_grams(per_style: Sequence[Sequence[torch.Tensor]],
     """
     return [sum((g * b for g, b in zip(layer, blend, strict=True)), torch.zeros_like(layer[0]))
             for layer in zip(*per_style, strict=True)]
+
+
+def region_targets(per_style: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+    """Per layer, the styles' Gram matrices stacked ``(R, C, C)``: style ``r`` is region
+    ``r``'s target."""
+    return [torch.stack(list(layer)) for layer in zip(*per_style, strict=True)]
 
 
 def size_invariant_weight(content_weight: float, long_side: int) -> float:
@@ -65,9 +72,15 @@ class Objective(nn.Module):
     photo: torch.Tensor
 
     def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
-                 style_targets: Sequence[torch.Tensor]) -> None:
+                 style_targets: Sequence[torch.Tensor], masks: torch.Tensor | None = None,
+                 weights: Sequence[float] | None = None) -> None:
         """``style_targets``: one Gram matrix per style layer, per position
-        (:func:`style_grams`, or :func:`blend_grams` of several)."""
+        (:func:`style_grams`, or :func:`blend_grams` of several).
+
+        With ``masks`` ``(R, 1, H, W)`` (in 0..1, at ``content``'s size), each target is
+        ``(R, C, C)``, region ``r``'s painting's Gram matrix, and the style loss is the
+        guided one of brushwork.regions, region ``r`` weighted by ``weights[r]``
+        (default 1 each)."""
         super().__init__()
         self.net = net
         self.s = settings
@@ -86,17 +99,30 @@ class Objective(nn.Module):
             self.register_buffer(f"content_{i}", feats[name].detach().clone())
         for i, g in enumerate(style_targets):
             self.register_buffer(f"gram_{i}", g)
+        self.guided = masks is not None
+        if masks is not None:
+            self.region_weights = list(weights) if weights is not None else [1.0] * len(masks)
+            layer_guides = guides(masks, net.steps, settings.style_layers, settings.mask_mode)
+            self.areas = [g.areas for g in layer_guides]
+            for i, guide in enumerate(layer_guides):
+                self.register_buffer(f"roots_{i}", guide.roots, persistent=False)
 
     @classmethod
     def for_styles(cls, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
                    styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None,
-                   cache: GramCache | None = None) -> Objective:
+                   cache: GramCache | None = None,
+                   masks: torch.Tensor | None = None) -> Objective:
         """The objective for style images (already at their size for this scale),
-        blended by ``blend`` (default: equally); targets from ``cache`` when given."""
+        blended by ``blend`` (default: equally); targets from ``cache`` when given.
+        With ``masks`` ``(R, 1, H, W)``, one per style at the photo's size, each style
+        paints its own region instead, weighted by its blend (1 each when equal)."""
         blend = list(blend) if blend is not None else [1.0 / len(styles)] * len(styles)
         layers = settings.style_layers
         grams = [cache.style_grams(net, t, layers) if cache else style_grams(net, t, layers)
                  for t in styles]
+        if masks is not None:
+            return cls(net, settings, content, region_targets(grams), masks,
+                       region_weights(blend))
         return cls(net, settings, content, blend_grams(grams, blend))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,6 +136,12 @@ class Objective(nn.Module):
         for i, name in enumerate(s.style_layers):
             f = feats[name]
             channels, positions = f.shape[1], f.shape[2] * f.shape[3]
+            if self.guided:
+                style = style + self.layer_weights[i] * guided_style_loss(
+                    guided_grams(f, getattr(self, f"roots_{i}"), self.gram),
+                    getattr(self, f"gram_{i}"), self.areas[i], self.region_weights, channels,
+                    positions, s.style_norm, self.image_pixels)
+                continue
             target = getattr(self, f"gram_{i}") * positions
             style = style + self.layer_weights[i] * style_layer_loss(
                 self.gram(f)[0], target, channels, positions, s.style_norm, self.image_pixels)

@@ -13,6 +13,8 @@ from typing import Any
 from .errors import BrushworkError
 from .imageio import DEFAULT_MAX_PIXELS
 from .losses import CONTENT_NORMS, STYLE_NORMS
+from .masks import parse_color
+from .regions import MASK_MODES
 from .strength import DEFAULT_STRENGTH, KNOBS, knobs
 
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
@@ -127,6 +129,23 @@ class Settings:
         "none", "luminance = keep the photo's colours; histogram = recolour the painting to "
         "the photo's palette first; histogram-to-style = recolour the photo to the painting's",
         choices=COLOR_MODES)
+    # Which style goes where (brushwork.masks, brushwork.regions; docs/masks.md).
+    style_masks: tuple[str, ...] | None = _opt(
+        None, "one mask image per style image, in their order: white = that style paints "
+        "there, black = not, grey = a soft share; where no mask is white the photo is kept",
+        metavar="M,M,...", shown="none: the styles blend over the whole picture")
+    region_map: str | None = _opt(
+        None, "instead of --style-masks, one colour-coded map of the regions (the photo's "
+        "shape), with --region-colors; other colours keep the photo", metavar="PATH",
+        shown="none")
+    region_colors: tuple[str, ...] | None = _opt(
+        None, "the colour of each style image's region in --region-map, in their order",
+        metavar="#RRGGBB,...", shown="none")
+    mask_mode: str = _opt(
+        "resize", "how a region's mask reaches each layer: resize = averaged down to the "
+        "layer's grid (soft borders); inside = also eroded by the layer's receptive field, so "
+        "a region's style sees only its own pixels (the paper's 'inside' masks)",
+        choices=MASK_MODES)
     multiscale: str = _opt("auto", "coarse-to-fine pyramid: auto = when size >= 2 * --min-size",
                            choices=MULTISCALE_MODES)
     min_size: int | None = _opt(None, "long side of the coarsest pyramid scale (the scales "
@@ -241,6 +260,7 @@ def validate(s: Settings) -> None:
         for i, layer in enumerate(layers):
             if layer in layers[:i]:  # each entry keeps its own targets: a repeat costs memory
                 raise BrushworkError(f"{name} names {layer!r} more than once")
+    _check_regions(s)
     _choice("optimizer", s.optimizer, OPTIMIZERS)
     _choice("preserve_colors", s.preserve_colors, COLOR_MODES)
     _choice("multiscale", s.multiscale, MULTISCALE_MODES)
@@ -252,6 +272,28 @@ def validate(s: Settings) -> None:
     if s.seed is not None and (isinstance(s.seed, bool) or not isinstance(s.seed, int)
                                or not 0 <= s.seed <= MAX_SEED):
         raise BrushworkError(f"seed must be an integer from 0 to {MAX_SEED}, not {s.seed!r}")
+
+
+def _check_regions(s: Settings) -> None:
+    _choice("mask_mode", s.mask_mode, MASK_MODES)
+    for name in ("style_masks", "region_colors"):
+        values = getattr(s, name)
+        if values is not None and (not values or not all(isinstance(v, str) and v
+                                                          for v in values)):
+            raise BrushworkError(f"{name} must be a list of "
+                                 f"{'files' if name == 'style_masks' else 'colours'}, "
+                                 f"not {values!r}")
+    if s.region_map is not None and (not isinstance(s.region_map, str) or not s.region_map):
+        raise BrushworkError(f"region_map must be an image file, not {s.region_map!r}")
+    if s.style_masks is not None and s.region_map is not None:
+        raise BrushworkError("give style_masks or region_map, not both")
+    if s.region_colors is not None:
+        if s.region_map is None:
+            raise BrushworkError("region_colors needs region_map, the map they colour")
+        for color in s.region_colors:
+            parse_color(color)
+    elif s.region_map is not None:
+        raise BrushworkError("region_map needs region_colors, one colour per style image")
 
 
 def resolve_strength(s: Settings) -> dict[str, Any]:
@@ -301,8 +343,8 @@ def flag_of(f: Field[Any]) -> str:
 _KINDS: dict[str, tuple[str, bool]] = {
     "int": ("int", False), "int | None": ("int", True),
     "float": ("float", False), "float | None": ("float", True),
-    "bool": ("bool", False), "str": ("str", False),
-    "tuple[str, ...]": ("strs", False),
+    "bool": ("bool", False), "str": ("str", False), "str | None": ("str", True),
+    "tuple[str, ...]": ("strs", False), "tuple[str, ...] | None": ("strs", True),
     "tuple[float, ...] | None": ("floats", True),
 }
 

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .engine import Cache, ImageInput, Interrupted, Iterate, Result, stylize
 from .errors import BrushworkError, DivergedError
 from .imageio import load_image
+from .masks import load_masks
 from .settings import Settings, to_cli_args
 from .vgg import check_layers
 
@@ -176,10 +177,11 @@ def check_inputs(planned: SweepResult, content: ImageInput,
     model (read once, into the cache) and its layers."""
     settings = Settings(**_tuples(planned.options))
     limit = settings.max_pixels
-    load_image(content, role="content", max_pixels=limit)
+    photo = load_image(content, role="content", max_pixels=limit)
     styles: list[ImageInput] = list(style) if isinstance(style, (list, tuple)) else [style]
     for s in styles:
         load_image(s, role="style", max_pixels=limit)
+    load_masks(settings, photo, len(styles))
     if settings.init not in ("content", "noise"):
         load_image(settings.init, role="init", max_pixels=limit)
     for cell in all_cells(planned):

@@ -32,6 +32,7 @@ from torch import nn
 from .errors import BrushworkError
 from .losses import gram, style_layer_loss, tv_loss
 from .objective import size_invariant_weight
+from .regions import LayerGuide, guided_grams, guided_style_loss, guides
 from .settings import Settings
 from .vgg import FeatureExtractor
 
@@ -159,12 +160,25 @@ def tiled_grams(net: FeatureExtractor, image: torch.Tensor, layers: Sequence[str
 
 def _add_owned_grams(grams: list[torch.Tensor | None], t: Tile,
                      feats: dict[str, torch.Tensor], layers: Sequence[str],
-                     stride: dict[str, int]) -> None:
-    """Add the Gram matrices of the positions ``t`` owns into ``grams`` (in place)."""
+                     stride: dict[str, int],
+                     layer_guides: Sequence[LayerGuide] | None = None) -> None:
+    """Add the Gram matrices of the positions ``t`` owns into ``grams`` (in place); with
+    ``layer_guides``, each region's guided Gram matrix ``(R, C, C)``."""
     for i, name in enumerate(layers):
-        g = gram(t.owned(feats[name], stride[name]))[0]
+        g = _owned_gram(t, feats[name], stride[name],
+                        layer_guides[i] if layer_guides is not None else None)
         prev = grams[i]
         grams[i] = g if prev is None else prev.add_(g)
+
+
+def _owned_gram(t: Tile, features: torch.Tensor, stride: int,
+                guide: LayerGuide | None) -> torch.Tensor:
+    """The Gram matrix of the positions ``t`` owns in ``features``; with ``guide``, each
+    region's, from the tile's slice of the whole picture's masks at this layer."""
+    owned = t.owned(features, stride)
+    if guide is None:
+        return gram(owned)[0]
+    return guided_grams(owned, _owned_target(guide.roots, t, stride))
 
 
 def tiled_style_grams(net: FeatureExtractor, style: torch.Tensor, layers: Sequence[str],
@@ -185,7 +199,12 @@ class TiledObjective(nn.Module):
     photo: torch.Tensor
 
     def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
-                 style_targets: Sequence[torch.Tensor], tile: int) -> None:
+                 style_targets: Sequence[torch.Tensor], tile: int,
+                 masks: torch.Tensor | None = None,
+                 weights: Sequence[float] | None = None) -> None:
+        """``masks`` and ``weights``: regions, as for Objective; the masks are carried
+        down the layers on the whole picture (one channel each), and each tile takes its
+        slice of them."""
         super().__init__()
         self.net = net
         self.s = settings
@@ -203,6 +222,10 @@ class TiledObjective(nn.Module):
         self.tiles = plan_tiles(height, width, tile, halo, align)
         self.stride = strides(net.steps)
         self.style_targets = [g.detach() for g in style_targets]
+        self.guides: list[LayerGuide] | None = None
+        if masks is not None:
+            self.guides = guides(masks, net.steps, settings.style_layers, settings.mask_mode)
+            self.region_weights = list(weights) if weights is not None else [1.0] * len(masks)
         # The photo's content features, whole, assembled from the tiles' owned positions.
         self.content_targets = [_assemble(net, content, name, self.stride[name], self.tiles)
                                 for name in settings.content_layers]
@@ -226,7 +249,7 @@ class TiledObjective(nn.Module):
         content = 0.0
         for t in self.tiles:
             feats = self.net(t.box(x))
-            _add_owned_grams(grams, t, feats, s.style_layers, self.stride)
+            _add_owned_grams(grams, t, feats, s.style_layers, self.stride, self.guides)
             for name, target in zip(s.content_layers, self.content_targets, strict=True):
                 diff = t.owned(feats[name], self.stride[name]) - _owned_target(
                     target, t, self.stride[name])
@@ -245,8 +268,14 @@ class TiledObjective(nn.Module):
         with torch.enable_grad():
             style = leaves[0].new_zeros(())
             for i, name in enumerate(s.style_layers):
-                channels = leaves[i].shape[0]
                 positions = self._positions(name)
+                channels = leaves[i].shape[-1]
+                if self.guides is not None:
+                    style = style + self.layer_weights[i] * guided_style_loss(
+                        leaves[i], self.style_targets[i], self.guides[i].areas,
+                        self.region_weights, channels, positions, s.style_norm,
+                        self.image_pixels)
+                    continue
                 target = self.style_targets[i] * positions
                 style = style + self.layer_weights[i] * style_layer_loss(
                     leaves[i], target, channels, positions, s.style_norm, self.image_pixels)
@@ -264,8 +293,9 @@ class TiledObjective(nn.Module):
                 feats = self.net(xt)
                 share = xt.new_zeros(())
                 if g_style:
-                    for name, d in zip(s.style_layers, d_grams, strict=True):
-                        g = gram(t.owned(feats[name], self.stride[name]))[0]
+                    for i, (name, d) in enumerate(zip(s.style_layers, d_grams, strict=True)):
+                        g = _owned_gram(t, feats[name], self.stride[name],
+                                        self.guides[i] if self.guides is not None else None)
                         share = share + g_style * (d * g).sum()
                 if g_content:
                     for name, target in zip(s.content_layers, self.content_targets,

@@ -107,6 +107,8 @@ def test_the_whole_bench_runs_on_the_tiny_network_and_names_what_it_measured(
     assert not any(k.endswith(("_512", "_1024")) for k in report)
     assert report["eval_ablation"]["size"] == report["eval_ratio_40_detail"]["size"]
     assert max(map(int, report["allocator_effect"]["size"].split("x"))) == 32
+    assert report["mask_cost_detail"]["size"] == report["eval_ratio_40_detail"]["size"]
+    assert report["mask_cost_ratio"] > 0
     assert report["model"] == str(tiny_model_file)
     assert report["time_to_quality_detail"]["size"] == 32
     assert report["time_to_quality_detail"]["reference_iterations"] == 6
@@ -129,7 +131,7 @@ def test_the_whole_bench_runs_on_the_tiny_network_and_names_what_it_measured(
     table = bench.format_table(report)
     for key in ("eval_ratio_24", "eval_ratio_40", "eval_ablation", "allocator_effect",
                 "time_to_quality_ratio", "peak_rss_mb_24", "peak_rss_mb_40",
-                "coarse_stop_time_ratio_48"):
+                "coarse_stop_time_ratio_48", "mask_cost_ratio"):
         assert key in table
 
 

@@ -139,7 +139,8 @@ NOT_DEFAULT: dict[str, Any] = {
     "normalize_gradients": False, "init": "noise", "preserve_colors": "histogram-to-style",
     "multiscale": "on", "min_size": 100, "photo_detail": 0.5, "model": "some dir/w.pth",
     "pooling": "avg", "device": "cpu", "seed": 11, "max_pixels": 12345, "max_memory": 2.5,
-    "tile_size": 256,
+    "tile_size": 256, "style_masks": ("sky.png", "the sea.png"), "region_map": "map.png",
+    "region_colors": ("#ff0000", "#0000ff"), "mask_mode": "inside",
 }
 
 
@@ -157,6 +158,9 @@ def test_every_option_round_trips_through_its_flag(name):
     options = {name: NOT_DEFAULT[name]}
     if name in ("style_layer_weights",):  # one weight per layer
         options["style_layers"] = NOT_DEFAULT["style_layers"]
+    if name in ("region_map", "region_colors"):  # a map needs its colours
+        options.update(region_map=NOT_DEFAULT["region_map"],
+                       region_colors=NOT_DEFAULT["region_colors"])
     flags = to_cli_args(options)
     assert flags, f"{name} was left out"
     assert parse_stylize(flags) == options

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -520,11 +521,11 @@ def test_bad_options(client, options, needle):
 
 def test_web_options_are_the_settings_but_the_server_only_ones():
     from brushwork.settings import Settings, option_specs
-    from brushwork.studio.options import SERVER_ONLY, WEB_OPTIONS
+    from brushwork.studio.options import REGION_OPTIONS, SERVER_ONLY, WEB_OPTIONS
 
     assert sorted(SERVER_ONLY) == ["device", "max_memory", "max_pixels"]
-    assert set(WEB_OPTIONS) == {s.name for s in option_specs()} - SERVER_ONLY
-    assert set(WEB_OPTIONS) | SERVER_ONLY == set(Settings.__dataclass_fields__)
+    assert set(WEB_OPTIONS) == {s.name for s in option_specs()} - SERVER_ONLY - REGION_OPTIONS
+    assert set(WEB_OPTIONS) | SERVER_ONLY | REGION_OPTIONS == set(Settings.__dataclass_fields__)
 
 
 def test_nan_and_infinity_in_json_are_refused(client):
@@ -996,3 +997,57 @@ def test_results_and_their_settings_carry_upload_ids_never_server_paths(client, 
     assert str(tmp_path) not in settings.text
     assert settings.json()["inputs"]["style"] == [{"upload": style, "name": "painting.png"}]
     assert settings.json()["settings"]["model"] == "tiny"
+
+
+# ------------------------------------------------------------------------- regions
+
+
+def test_a_job_with_region_masks_stores_them_and_refuses_bad_ones(client, gate):
+    content, style = uploaded_pair(client)
+    other = upload(client, png_bytes(painting_array(seed=5)), "other.png").json()["id"]
+    left = np.zeros((32, 40), np.uint8)
+    left[:, :16] = 255
+    masks = [upload(client, png_bytes(m), f"mask{k}.png").json()["id"]
+             for k, m in enumerate((left, 255 - left))]
+    black = upload(client, png_bytes(np.zeros((32, 40), np.uint8)), "black.png").json()["id"]
+    square = upload(client, png_bytes(np.full((40, 40), 255, np.uint8)), "sq.png").json()["id"]
+    for bad, needle in [([masks[0]], "one per painting"), ("x", "one per painting"),
+                        ([masks[0], "0123456789abcdef"], "no upload with id"),
+                        ([masks[0], black], "style mask 2 .* is all black"),
+                        ([masks[0], square], r"is 40x40 .* the photo is 40x32")]:
+        r = client.post("/api/jobs", json={"content": content, "styles": [style, other],
+                                           "options": FAST, "masks": bad})
+        assert r.status_code == 422 and re.search(needle, r.json()["detail"]), r.text
+        assert "/data/" not in r.text  # the server's folders are not named
+    r = client.post("/api/jobs", json={"content": content, "styles": [style, other],
+                                       "options": FAST, "masks": masks})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    assert r.json()["masks"] == masks
+    # A mask a waiting or running job needs cannot be deleted.
+    assert client.delete(f"/api/uploads/{masks[1]}").status_code == 409
+    gate[1].set()
+    job = wait_for(client, job_id)
+    assert job["state"] == "done" and job["masks"] == masks
+    assert job["settings"]["style_masks"] == masks
+    assert read_metadata(client.app.state.store.result_path(job_id))["settings"][
+        "style_masks"] == masks
+
+
+def test_a_data_folder_from_before_regions_gains_the_masks_column(tmp_path):
+    import sqlite3
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "studio.db")
+    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, created REAL "
+               "NOT NULL, started REAL, finished REAL, content TEXT NOT NULL, styles TEXT "
+               "NOT NULL, options TEXT NOT NULL, settings TEXT, error TEXT, losses TEXT, "
+               "history TEXT, total INTEGER, elapsed REAL, width INTEGER, height INTEGER)")
+    db.execute("INSERT INTO jobs (id, state, created, content, styles, options) VALUES "
+               "('0123456789abcdef', 'done', 1.0, 'aaaaaaaaaaaaaaaa', '[]', '{}')")
+    db.commit()
+    db.close()
+    store = Store(data)
+    assert store.job("0123456789abcdef")["masks"] is None
+    store.close()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -245,4 +246,99 @@ def test_queue_places_cancel_and_a_refused_upload(browser_page, pictures, tmp_pa
             assert page.locator("#queue li[data-state='queued']").count() == 0
         finally:
             release.set()  # before the server stops: the held job must be able to end
+    assert page.errors == []
+
+
+def _stroke(page, box, x0: float, x1: float, rows=(0.1, 0.3, 0.5, 0.7, 0.9)):
+    """Drag the mouse across the canvas from x0 to x1 (shares of its width), at each row."""
+    for fy in rows:
+        y = box["y"] + fy * box["height"]
+        page.mouse.move(box["x"] + x0 * box["width"], y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1 * box["width"], y, steps=8)
+        page.mouse.up()
+
+
+def _stored_mask(data_dir: Path, upload_id: str) -> np.ndarray:
+    (path,) = [p for p in (data_dir / "uploads").glob(f"{upload_id}.*")
+               if not p.name.endswith(".thumb.jpg")]
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"))
+
+
+LAYER_ALPHA = ("([k, x, y]) => "
+               "regions.layers[k].getContext('2d').getImageData(x, y, 1, 1).data[3]")
+
+
+def test_paint_regions_with_the_mouse_store_them_and_get_them_back(browser_page, tmp_path,
+                                                                  tiny_model_file):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    photo, first, second = tmp_path / "photo.png", tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(photo_array(64, 48)).save(photo)
+    Image.fromarray(painting_array(48, 48)).save(first)
+    Image.fromarray(painting_array(48, 48, seed=3)[:, ::-1].copy()).save(second)
+    data = tmp_path / "data"
+    app = make_app(data, tiny_model_file)
+    with running_server(app) as url:
+        _open(page, url)
+        page.set_input_files("#content-input", str(photo))
+        page.set_input_files("#style-input", [str(first), str(second)])
+        expect(page.locator("#style-thumbs .thumb")).to_have_count(2, timeout=TIMEOUT_MS)
+        for name, value in (("size", 48), ("iterations", 4)):
+            page.fill(f"#{name}", str(value))
+            page.dispatch_event(f"#{name}", "change")
+        page.check("#regions-on")
+        canvas = page.locator("#region-canvas")
+        # The layers are the photo's thumbnail's size: 64x48.
+        expect(canvas).to_have_attribute("width", "64", timeout=TIMEOUT_MS)
+        # A painting left unpainted is refused on the page, before anything is sent.
+        page.click("#start")
+        expect(page.locator("#form-error")).to_contain_text("paint where a.png goes",
+                                                            timeout=TIMEOUT_MS)
+        # 60 px of brush on a canvas about 280 px wide: about 7 px of the 64 px layers.
+        page.evaluate("() => { document.getElementById('brush-size').value = 60; }")
+        box = canvas.bounding_box()
+        assert box is not None
+        page.click("#region-tools [data-tool='0']")
+        _stroke(page, box, 0.0, 0.35)
+        page.click("#region-tools [data-tool='1']")
+        _stroke(page, box, 0.3, 1.0)  # over the first region's right edge, then ...
+        page.click("#region-tools [data-tool='-1']")  # ... "keep the photo" erases the middle
+        _stroke(page, box, 0.4, 0.6, rows=(0.5,))
+        assert page.evaluate(LAYER_ALPHA, [0, 4, 24]) == 255
+        assert page.evaluate(LAYER_ALPHA, [0, 32, 24]) == 0  # the second brush took it
+        assert page.evaluate(LAYER_ALPHA, [1, 60, 24]) == 255
+        assert page.evaluate(LAYER_ALPHA, [1, 32, 24]) == 0
+        page.click("#region-undo")  # brings back what the eraser took
+        assert page.evaluate(LAYER_ALPHA, [1, 32, 24]) == 255
+        _stroke(page, box, 0.4, 0.6)
+        assert page.evaluate(LAYER_ALPHA, [1, 32, 24]) == 0
+        page.click("#start")
+        page.wait_for_selector("#download:not([hidden])")
+
+        newest = httpx.get(f"{url}/api/gallery").json()["results"][0]
+        job = httpx.get(f"{url}/api/jobs/{newest['id']}").json()
+        assert len(job["masks"]) == 2
+        left, right = (_stored_mask(data, m) for m in job["masks"])
+        assert left.shape == right.shape == (48, 64)
+        assert left[24, 4] > 250 and left[24, 60] == 0 and left[24, 32] == 0
+        assert right[24, 60] > 250 and right[24, 4] == 0 and right[24, 32] == 0
+        # The picture's settings name the masks by upload id, never a path of the server.
+        assert job["settings"]["style_masks"] == job["masks"]
+
+        # "Use these settings" brings the regions back onto a fresh page.
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+        assert not page.locator("#regions-on").is_checked()
+        page.click("#gallery button")
+        page.wait_for_selector("#reopen:not([hidden])")
+        page.click("#reopen")
+        expect(page.locator("#regions-on")).to_be_checked(timeout=TIMEOUT_MS)
+        expect(page.locator("#region-tools button")).to_have_count(3, timeout=TIMEOUT_MS)
+        page.wait_for_function("() => regions.layers.length === 2 && regions.photo")
+        assert page.evaluate(LAYER_ALPHA, [0, 4, 24]) > 240
+        assert page.evaluate(LAYER_ALPHA, [0, 60, 24]) < 15
+        assert page.evaluate(LAYER_ALPHA, [1, 60, 24]) > 240
     assert page.errors == []

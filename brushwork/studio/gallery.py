@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     content TEXT NOT NULL,       -- upload id
     styles TEXT NOT NULL,        -- JSON list of upload ids
+    masks TEXT,                  -- JSON list of upload ids, one region mask per style
     options TEXT NOT NULL,       -- JSON: the options as the API received them
     settings TEXT,               -- JSON: the full settings the run used
     error TEXT,
@@ -81,7 +82,7 @@ CREATE TABLE IF NOT EXISTS job_points (
 CREATE INDEX IF NOT EXISTS job_points_job ON job_points(job_id);
 """
 
-_JSON_COLUMNS = ("styles", "options", "settings", "losses", "history")
+_JSON_COLUMNS = ("styles", "masks", "options", "settings", "losses", "history")
 
 
 def new_id() -> str:
@@ -123,6 +124,9 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            if "masks" not in columns:  # a data folder from before regions
+                self._db.execute("ALTER TABLE jobs ADD COLUMN masks TEXT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             raise BrushworkError(f"database {str(self.dir / 'studio.db')!r} cannot be "
@@ -233,7 +237,9 @@ class Store:
             user = self._db.execute(
                 "SELECT id, state FROM jobs WHERE state IN ('queued', 'running') AND "
                 "(content = ? OR EXISTS (SELECT 1 FROM json_each(jobs.styles) "
-                "WHERE json_each.value = ?)) LIMIT 1", (upload_id, upload_id)).fetchone()
+                "WHERE json_each.value = ?) OR EXISTS (SELECT 1 FROM "
+                "json_each(COALESCE(jobs.masks, '[]')) WHERE json_each.value = ?)) LIMIT 1",
+                (upload_id, upload_id, upload_id)).fetchone()
             if user is not None:
                 raise UploadInUse(f"job {user['id']} ({user['state']}) uses this image; "
                                   "cancel it or wait for it to end")
@@ -262,10 +268,12 @@ class Store:
     def add_job(self, job: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (id, state, created, content, styles, options, total) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, state, created, content, styles, masks, options, total) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (job["id"], job["state"], job["created"], job["content"],
-                 json.dumps(job["styles"]), json.dumps(job["options"]), job.get("total")))
+                 json.dumps(job["styles"]),
+                 json.dumps(job["masks"]) if job.get("masks") else None,
+                 json.dumps(job["options"]), job.get("total")))
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Set a job's fields; a whole ``history`` replaces the points saved so far."""
@@ -403,7 +411,8 @@ class Store:
 
 
 def _columns() -> list[str]:
-    return ["id", "state", "created", "started", "finished", "content", "styles", "options",
+    return ["id", "state", "created", "started", "finished", "content", "styles", "masks",
+            "options",
             "settings", "error", "losses", "history", "total", "elapsed", "width", "height"]
 
 

@@ -23,6 +23,7 @@ class Job:
     options: dict[str, Any]  # as the request gave them (model by name)
     run_options: dict[str, Any]  # what stylize gets
     total: int
+    masks: list[str] | None = None  # upload ids: each painting's region over the photo
     created: float = field(default_factory=time.time)
     state: str = "queued"
     started: float | None = None
@@ -49,6 +50,7 @@ def from_row(row: dict[str, Any]) -> Job:
     done = row["state"] == "done"
     return Job(
         row["id"], row["content"], row["styles"], row["options"], {}, row["total"],
+        masks=row.get("masks"),
         created=row["created"], state=row["state"], started=row["started"],
         finished=row["finished"], error=row["error"],
         step=history[-1]["step"] if history else (row["total"] if done else 0),
@@ -69,7 +71,8 @@ def job_json(job: Job, *, place: int | None, result: bool,
     out: dict[str, Any] = {
         "id": job.id, "state": job.state, "place": place,
         "created": job.created, "started": job.started, "finished": job.finished,
-        "content": job.content, "styles": job.styles, "options": job.options,
+        "content": job.content, "styles": job.styles, "masks": job.masks,
+        "options": job.options,
         "error": job.error, "step": job.step, "total": job.total,
         "progress": job.progress, "scale": job.scale, "scales": job.scales,
         "size": list(job.size) if job.size else None, "losses": job.losses,

@@ -60,9 +60,9 @@ class JobQueue:
 
     # -- requests ------------------------------------------------------------------------
 
-    def submit(self, content: Any, styles: Any, options: Any) -> Job:
+    def submit(self, content: Any, styles: Any, options: Any, masks: Any = None) -> Job:
         """Queue a job; raises OptionsError for a request the studio refuses."""
-        return self.enqueue(self.prepare(content, styles, options))
+        return self.enqueue(self.prepare(content, styles, options, masks))
 
     def enqueue(self, job: Job) -> Job:
         """Queue a job :meth:`prepare` made (and the caller checked further)."""
@@ -73,7 +73,8 @@ class JobQueue:
                 raise QueueFull(f"{len(self._queue)} jobs are waiting already; try later")
             self.store.add_job({"id": job.id, "state": "queued", "created": job.created,
                                 "content": job.content, "styles": job.styles,
-                                "options": job.options, "total": job.total})
+                                "masks": job.masks, "options": job.options,
+                                "total": job.total})
             self._queue.append(job)
             self._wake.notify_all()
         self.events.changed(job)
@@ -84,14 +85,21 @@ class JobQueue:
         with self._lock:
             return self._running is None and not self._queue
 
-    def prepare(self, content: Any, styles: Any, options: Any) -> Job:
-        """The job a request asks for, checked but not queued; raises OptionsError."""
+    def prepare(self, content: Any, styles: Any, options: Any, masks: Any = None) -> Job:
+        """The job a request asks for, checked but not queued; raises OptionsError.
+
+        ``masks``: None, or one upload id per painting, each a greyscale mask over the
+        photo (white = that painting; black everywhere = the photo kept)."""
         if not isinstance(content, str) or not valid_id(content):
             raise OptionsError("content must be an upload id")
         if not isinstance(styles, list) or not 1 <= len(styles) <= MAX_STYLES or \
                 not all(isinstance(s, str) and valid_id(s) for s in styles):
             raise OptionsError(f"styles must be a list of 1 to {MAX_STYLES} upload ids")
-        for upload_id in [content, *styles]:
+        if masks is not None and (
+                not isinstance(masks, list) or len(masks) != len(styles)
+                or not all(isinstance(m, str) and valid_id(m) for m in masks)):
+            raise OptionsError("masks must be a list of upload ids, one per painting")
+        for upload_id in [content, *styles, *(masks or [])]:
             if self.store.upload_file(upload_id) is None:
                 raise OptionsError(f"no upload with id {upload_id!r}")
         opts, settings = check_options(options, models=self.models,
@@ -100,10 +108,13 @@ class JobQueue:
         run_options = settings.to_dict() | {"model": self.models[opts["model"]],
                                             "device": self.device,
                                             "max_pixels": self.limits.max_pixels}
+        if masks:
+            run_options["style_masks"] = [str(self.store.upload_file(m)) for m in masks]
         up = self.store.upload(content)
         assert up is not None  # checked above
         total = count_steps(settings, (up["width"], up["height"]))
-        return Job(new_id(), content, list(styles), opts, run_options, total)
+        return Job(new_id(), content, list(styles), opts, run_options, total,
+                   masks=list(masks) if masks else None)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job; False if it is not active."""

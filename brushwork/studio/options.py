@@ -1,8 +1,8 @@
 """What a web request may ask for: the options (derived from Settings) and the limits.
 
-Every Settings field is a web option except the server-only ones below; each option's
-JSON type, default and choices come from :func:`brushwork.settings.option_specs`, the
-same place the CLI's flags come from.
+Every Settings field is a web option except the server-only and region ones below;
+each option's JSON type, default and choices come from
+:func:`brushwork.settings.option_specs`, the same place the CLI's flags come from.
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ UPLOAD_MAX_PIXELS = 25_000_000
 # ``model`` and ``init`` are web options, but only by name: a model the operator offered,
 # and "content" or "noise", never a path on the server's disk.
 SERVER_ONLY = frozenset({"device", "max_pixels", "max_memory"})
+# Masks and region maps name files on the disk where the run happens: the studio does not
+# take them (nor the mode of masks it cannot have).
+REGION_OPTIONS = frozenset({"style_masks", "region_map", "region_colors", "mask_mode"})
 WEB_OPTIONS: dict[str, OptionSpec] = {
-    spec.name: spec for spec in option_specs() if spec.name not in SERVER_ONLY}
+    spec.name: spec for spec in option_specs()
+    if spec.name not in SERVER_ONLY | REGION_OPTIONS}
 WEB_INITS = ("content", "noise")
 MAX_TEXT = 100  # characters in a string option
 MAX_ITEMS = 64  # entries in a list option

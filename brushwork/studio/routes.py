@@ -40,7 +40,7 @@ STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css
           "index.html": "text/html; charset=utf-8"}
 KEEPALIVE_S = 15.0
 MAX_OFFSET = 10**9  # past SQLite's 64-bit integers an OFFSET overflows (a 500)
-JOB_KEYS = {"content", "styles", "options"}
+JOB_KEYS = {"content", "styles", "options", "masks"}
 
 
 @dataclass
@@ -207,7 +207,7 @@ async def _job_request(request: Request) -> dict[str, Any]:
     unknown = set(data) - JOB_KEYS
     if unknown:
         raise HTTPException(422, f"unknown field(s): {', '.join(sorted(unknown))}; "
-                                 "expected content, styles, options")
+                                 "expected content, styles, options, masks")
     return data
 
 
@@ -218,7 +218,8 @@ def job_routes(studio: Studio) -> APIRouter:
     async def prepared(data: dict[str, Any]) -> Job:
         try:
             return await run_in_threadpool(queue.prepare, data.get("content"),
-                                           data.get("styles"), data.get("options", {}))
+                                           data.get("styles"), data.get("options", {}),
+                                           data.get("masks"))
         except OptionsError as e:
             raise HTTPException(422, str(e)) from None
 

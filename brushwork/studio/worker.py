@@ -71,11 +71,12 @@ class Worker:
                 self.queue.release(job)
 
     def _run(self, job: Job) -> None:
-        files = [self.store.upload_file(u) for u in (job.content, *job.styles)]
+        files = [self.store.upload_file(u) for u in (job.content, *job.styles,
+                                                      *(job.masks or []))]
         if None in files:
             self.queue.finish(job, "failed", error="an uploaded image is no longer stored")
             return
-        content, *styles = [f for f in files if f is not None]
+        content, *styles = [f for f in files if f is not None][:1 + len(job.styles)]
         missing = absent_weights(job.options["model"], job.run_options["model"])
         if missing is not None:  # removed since the job was queued: never fetched from here
             self.queue.finish(job, "failed", error=missing)
@@ -119,6 +120,8 @@ class Worker:
         result.inputs = {"content": upload_ref(self.store, job.content),
                          "style": [upload_ref(self.store, s) for s in job.styles]}
         result.settings = dict(result.settings, model=job.options["model"])
+        if job.masks:  # the masks' upload ids, not where this machine keeps them
+            result.settings["style_masks"] = list(job.masks)
         result.save(self.store.result_path(job.id), force=True)  # atomic: temp file renamed
         self.store.write_atomic(self.store.result_thumb(job.id), thumbnail_jpeg(result.image))
         self.queue.painted(job, result, _jpeg(result.image))

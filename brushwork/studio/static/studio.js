@@ -221,6 +221,8 @@ function thumbFor(kind, item, index) {
 function renderUploads() {
   $("content-thumbs").replaceChildren(...(state.content ? [thumbFor("content", state.content, 0)] : []));
   $("style-thumbs").replaceChildren(...state.styles.map((s, i) => thumbFor("style", s, i)));
+  loadRegionPhoto();
+  renderRegions();
   scheduleEstimate();
 }
 
@@ -252,6 +254,259 @@ async function refreshEstimate() {
   }
 }
 
+// ---------------------------------------------------------------- regions
+
+// Each painting's region over the photo is a layer whose alpha is that painting's
+// share (white = all of it); the brush paints one layer and wipes the others, the
+// eraser ("keep the photo") wipes them all.  The layers are the size of the photo's
+// thumbnail; each is sent as a greyscale mask upload (brushwork --style-masks).
+const REGION_COLORS = ["#e4572e", "#2e86ab", "#f3a712", "#6a994e", "#a23b72", "#3d5a80",
+                       "#c44536", "#8d6a9f"];
+const KEEP_PHOTO = -1;
+const regions = {
+  photoId: null, photo: null, width: 0, height: 0,
+  layers: [],          // one canvas per painting, in the order of state.styles
+  byStyle: new Map(),  // painting's upload id -> its layer
+  stylesKey: null,     // the paintings the layers were made for
+  tool: 0,             // the painting the brush paints, or KEEP_PHOTO
+  undo: [],            // snapshots of every layer, before each stroke
+  last: null,          // the stroke's previous point
+  sent: null,          // {key, ids}: the masks as last uploaded
+  loading: Promise.resolve(),  // the photo's thumbnail, until it has loaded
+  version: 0,          // bumped by every change of the layers
+};
+const UNDO_DEPTH = 30;
+
+function setupRegions() {
+  $("regions-on").addEventListener("change", () => {
+    $("regions").hidden = !$("regions-on").checked;
+    renderRegions();
+  });
+  const canvas = $("region-canvas");
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!regions.layers.length) return;
+    canvas.setPointerCapture(e.pointerId);
+    pushUndo();
+    regions.last = canvasPoint(e);
+    dab(regions.last);
+    drawRegions();
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!regions.last) return;
+    const p = canvasPoint(e);
+    const r = brushRadius();
+    const dist = Math.hypot(p.x - regions.last.x, p.y - regions.last.y);
+    const n = Math.max(1, Math.ceil(dist / Math.max(1, r / 4)));
+    for (let i = 1; i <= n; i++) {
+      dab({ x: regions.last.x + (p.x - regions.last.x) * i / n,
+            y: regions.last.y + (p.y - regions.last.y) * i / n });
+    }
+    regions.last = p;
+    drawRegions();
+  });
+  for (const ev of ["pointerup", "pointercancel"]) {
+    canvas.addEventListener(ev, () => { regions.last = null; });
+  }
+  $("region-undo").addEventListener("click", () => {
+    const snap = regions.undo.pop();
+    if (snap) {
+      snap.forEach((data, k) => { if (regions.layers[k]) regions.layers[k].getContext("2d").putImageData(data, 0, 0); });
+      regions.version++;
+    }
+    drawRegions();
+  });
+  $("region-clear").addEventListener("click", () => {
+    pushUndo();
+    for (const layer of regions.layers) layer.getContext("2d").clearRect(0, 0, layer.width, layer.height);
+    regions.version++;
+    drawRegions();
+  });
+}
+
+function canvasPoint(e) {
+  const canvas = $("region-canvas"), box = canvas.getBoundingClientRect();
+  return { x: (e.clientX - box.left) * canvas.width / box.width,
+           y: (e.clientY - box.top) * canvas.height / box.height };
+}
+
+// The brush's radius in layer pixels: the slider is in pixels of the canvas on screen.
+function brushRadius() {
+  const canvas = $("region-canvas");
+  const scale = canvas.width / (canvas.getBoundingClientRect().width || canvas.width);
+  return Number($("brush-size").value) / 2 * scale;
+}
+
+function dab(p) {
+  const r = brushRadius(), soft = Number($("brush-softness").value);
+  regions.layers.forEach((layer, k) => {
+    const g = layer.getContext("2d");
+    const grad = g.createRadialGradient(p.x, p.y, r * (1 - soft), p.x, p.y, r);
+    grad.addColorStop(0, "rgba(255,255,255,1)");
+    grad.addColorStop(1, "rgba(255,255,255,0)");
+    g.globalCompositeOperation = k === regions.tool ? "source-over" : "destination-out";
+    g.fillStyle = grad;
+    g.beginPath(); g.arc(p.x, p.y, r, 0, 2 * Math.PI); g.fill();
+    g.globalCompositeOperation = "source-over";
+  });
+  regions.version++;
+}
+
+function pushUndo() {
+  regions.undo.push(regions.layers.map((l) => l.getContext("2d").getImageData(0, 0, l.width, l.height)));
+  if (regions.undo.length > UNDO_DEPTH) regions.undo.shift();
+}
+
+function newLayer() {
+  const c = document.createElement("canvas");
+  c.width = regions.width; c.height = regions.height;
+  return c;
+}
+
+// The photo under the brush: its thumbnail, loaded when the photo changes.
+function loadRegionPhoto() {
+  const id = state.content ? state.content.id : null;
+  if (id === regions.photoId) return regions.loading;
+  regions.photoId = id;
+  regions.photo = null; regions.layers = []; regions.undo = []; regions.version++;
+  regions.byStyle = new Map(); regions.stylesKey = null;
+  if (!id) { renderRegions(); regions.loading = Promise.resolve(); return regions.loading; }
+  regions.loading = new Promise((resolve) => {
+    const img = new Image();
+    img.onload = () => {
+      if (regions.photoId !== id) { resolve(); return; }
+      regions.photo = img;
+      regions.width = img.naturalWidth; regions.height = img.naturalHeight;
+      renderRegions();
+      resolve();
+    };
+    img.onerror = () => resolve();
+    img.src = `/api/uploads/${id}/thumb`;
+  });
+  return regions.loading;
+}
+
+// One layer per painting, following its painting when others are added or removed.
+function syncLayers() {
+  if (!regions.photo) { regions.layers = []; regions.byStyle = new Map(); regions.stylesKey = null; return; }
+  const ids = state.styles.map((s) => s.id);
+  if (ids.join(",") === regions.stylesKey) return;
+  regions.stylesKey = ids.join(",");
+  const kept = new Map();
+  regions.layers = ids.map((id) => {
+    const layer = regions.byStyle.get(id) || newLayer();
+    kept.set(id, layer);
+    return layer;
+  });
+  regions.byStyle = kept;
+  regions.undo = [];  // snapshots are by position
+  regions.version++;
+  if (regions.tool >= ids.length) regions.tool = ids.length ? 0 : KEEP_PHOTO;
+}
+
+function renderRegions() {
+  syncLayers();
+  const tools = state.styles.map((s, k) => ({ k, label: s.name, color: REGION_COLORS[k % REGION_COLORS.length] }));
+  tools.push({ k: KEEP_PHOTO, label: "keep the photo", color: "#ffffff" });
+  $("region-tools").replaceChildren(...tools.map((t) => el("button", {
+    type: "button", role: "radio", "aria-checked": String(t.k === regions.tool),
+    class: t.k === regions.tool ? "selected" : "", "data-tool": String(t.k), title: t.label,
+    onclick: () => { regions.tool = t.k; renderRegions(); },
+  }, [el("span", { class: "chip" }), el("span", { class: "label", text: t.label })])));
+  $("region-tools").querySelectorAll(".chip").forEach((chip, i) => { chip.style.background = tools[i].color; });
+  drawRegions();
+}
+
+function drawRegions() {
+  const canvas = $("region-canvas");
+  $("region-undo").disabled = !regions.undo.length;
+  if (!regions.photo) { canvas.width = 0; canvas.height = 0; return; }
+  if (canvas.width !== regions.width) canvas.width = regions.width;
+  if (canvas.height !== regions.height) canvas.height = regions.height;
+  const g = canvas.getContext("2d");
+  g.globalAlpha = 1;
+  g.drawImage(regions.photo, 0, 0, regions.width, regions.height);
+  const tint = newLayer(), t = tint.getContext("2d");
+  regions.layers.forEach((layer, k) => {
+    t.globalCompositeOperation = "source-over";
+    t.clearRect(0, 0, tint.width, tint.height);
+    t.fillStyle = REGION_COLORS[k % REGION_COLORS.length];
+    t.fillRect(0, 0, tint.width, tint.height);
+    t.globalCompositeOperation = "destination-in";
+    t.drawImage(layer, 0, 0);
+    g.globalAlpha = 0.55;
+    g.drawImage(tint, 0, 0);
+  });
+  g.globalAlpha = 1;
+  canvas.dataset.version = String(regions.version);
+}
+
+function regionsWanted() { return $("regions-on").checked && state.styles.length > 0; }
+
+function layerPainted(layer) {
+  const d = layer.getContext("2d").getImageData(0, 0, layer.width, layer.height).data;
+  for (let i = 3; i < d.length; i += 4) if (d[i] > 0) return true;
+  return false;
+}
+
+// Each layer as a greyscale PNG (its alpha over black), uploaded; the same ids again
+// while nothing changed.
+async function uploadMasks() {
+  if (!regions.photo || regions.layers.length !== state.styles.length) {
+    throw new Error("Regions: the photo is still loading.");
+  }
+  regions.layers.forEach((layer, k) => {
+    if (!layerPainted(layer)) {
+      throw new Error(`Regions: paint where ${state.styles[k].name} goes, or turn regions off.`);
+    }
+  });
+  const key = `${regions.photoId}:${regions.version}:${regions.layers.length}`;
+  if (regions.sent && regions.sent.key === key) return regions.sent.ids;
+  const ids = [];
+  for (const [k, layer] of regions.layers.entries()) {
+    const out = newLayer(), g = out.getContext("2d");
+    g.fillStyle = "#000"; g.fillRect(0, 0, out.width, out.height);
+    g.drawImage(layer, 0, 0);
+    const blob = await new Promise((resolve) => out.toBlob(resolve, "image/png"));
+    const form = new FormData();
+    form.append("file", blob, `region-${k + 1}.png`);
+    const up = await api("/api/upload", { method: "POST", body: form });
+    ids.push(up.id);
+  }
+  regions.sent = { key, ids };
+  return ids;
+}
+
+// A stored job's masks back into the layers (their thumbnails: luminance -> alpha).
+async function loadMasks(ids) {
+  await loadRegionPhoto();
+  syncLayers();
+  regions.undo = [];
+  await Promise.all(ids.map((id, k) => new Promise((resolve) => {
+    const layer = regions.layers[k];
+    if (!layer) { resolve(); return; }
+    const img = new Image();
+    img.onload = () => {
+      const g = layer.getContext("2d");
+      g.clearRect(0, 0, layer.width, layer.height);
+      g.drawImage(img, 0, 0, layer.width, layer.height);
+      const data = g.getImageData(0, 0, layer.width, layer.height), d = data.data;
+      for (let i = 0; i < d.length; i += 4) {
+        const grey = (d[i] + d[i + 1] + d[i + 2]) / 3;
+        d[i] = d[i + 1] = d[i + 2] = 255; d[i + 3] = Math.round(grey);
+      }
+      g.putImageData(data, 0, 0);
+      resolve();
+    };
+    img.onerror = () => resolve();
+    img.src = `/api/uploads/${id}/thumb`;
+  })));
+  regions.version++;
+  regions.sent = { key: `${regions.photoId}:${regions.version}:${regions.layers.length}`, ids };
+  $("regions-on").checked = true;
+  $("regions").hidden = false;
+  renderRegions();
+}
+
 // ---------------------------------------------------------------- jobs
 
 async function startJob() {
@@ -264,10 +519,12 @@ async function startJob() {
   const button = $("start");
   button.disabled = true;
   try {
+    const request = { content: state.content.id, styles: state.styles.map((s) => s.id), options };
+    if (regionsWanted()) request.masks = await uploadMasks();
     const job = await api("/api/jobs", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ content: state.content.id, styles: state.styles.map((s) => s.id), options }),
+      body: JSON.stringify(request),
     });
     state.history.set(job.id, []);
     updateJob(job);
@@ -367,6 +624,13 @@ async function reopen() {
   };
   state.content = await fetchUpload(job.content);
   state.styles = (await Promise.all(job.styles.map(fetchUpload))).filter(Boolean);
+  if (job.masks && job.masks.length === state.styles.length && state.content) {
+    renderUploads();
+    await loadMasks(job.masks);
+  } else {
+    $("regions-on").checked = false;
+    $("regions").hidden = true;
+  }
   const model = job.options && job.options.model;
   if (model && ![...$("model").options].some((o) => o.value === model)) {
     note.push(`network ${model} is not offered by this studio now`);
@@ -702,6 +966,7 @@ async function init() {
   setupForm();
   setupDrop("content");
   setupDrop("style");
+  setupRegions();
   $("cancel").addEventListener("click", cancelJob);
   $("delete").addEventListener("click", deleteJob);
   $("reopen").addEventListener("click", reopen);
