@@ -64,7 +64,7 @@ class _Bar:
         if self.bar is None:
             self.bar = tqdm(total=s.frames, initial=s.frame, unit="frame", file=sys.stderr,
                             dynamic_ncols=True,
-                            bar_format="{l_bar}{bar}| {postfix} [{elapsed}]")
+                            bar_format="{l_bar}{bar}| [{elapsed}{postfix}]")
         if s.frame != self.frame:
             if self.frame >= 0:
                 self.times.append((self.frame, time.perf_counter() - self.frame_began))

@@ -21,10 +21,12 @@ class VideoSettings:
         "they start from the previous frame's painting carried along the motion, so they "
         "need far fewer than the first frame, which gets --iterations over the whole pyramid",
         metavar="N")
+    # On the scale of the style loss (beta = 1e4 with the paper's normalisation), which is
+    # size-invariant as this mean is: docs/video.md has the sweep behind the default.
     temporal_weight: float = _opt(
-        50.0, "weight of the temporal loss: the mean squared difference (in grey levels) "
-        "to the earlier frames' paintings carried along the motion, where it is reliable; "
-        "0 = frame by frame", metavar="W")
+        1e6, "gamma, the weight of the temporal loss: the mean squared difference (grey "
+        "levels of 0..255) to the earlier frames' paintings carried along the motion, where "
+        "that is reliable; 0 = frame by frame", metavar="W")
     temporal_frames: tuple[int, ...] = _opt(
         (1, 2, 4), "earlier frames the temporal loss compares with, in frames back: 1 is the "
         "short-term term, the others long-term ones (each pixel counts from the nearest "
