@@ -22,9 +22,10 @@ class VideoSettings:
         "need far fewer than the first frame, which gets --iterations over the whole pyramid",
         metavar="N")
     # On the scale of the style loss (beta = 1e4 with the paper's normalisation), which is
-    # size-invariant as this mean is: docs/video.md has the sweep behind the default.
+    # size-invariant as this mean is.  1e6 froze the painting (it softened frame after
+    # frame); 1e5 kept it sharp with the flicker still 0.03x frame by frame (docs/video.md).
     temporal_weight: float = _opt(
-        1e6, "gamma, the weight of the temporal loss: the mean squared difference (grey "
+        1e5, "gamma, the weight of the temporal loss: the mean squared difference (grey "
         "levels of 0..255) to the earlier frames' paintings carried along the motion, where "
         "that is reliable; 0 = frame by frame", metavar="W")
     temporal_frames: tuple[int, ...] = _opt(
