@@ -23,7 +23,7 @@ class VideoSettings:
         metavar="N")
     # On the scale of the style loss (beta = 1e4 with the paper's normalisation), which is
     # size-invariant as this mean is.  1e6 froze the painting (it softened frame after
-    # frame); 1e5 kept it sharp with the flicker still 0.03x frame by frame (docs/video.md).
+    # frame); 1e5 kept it sharp with the flicker still 0.025x frame by frame (docs/video.md).
     temporal_weight: float = _opt(
         1e5, "gamma, the weight of the temporal loss: the mean squared difference (grey "
         "levels of 0..255) to the earlier frames' paintings carried along the motion, where "
