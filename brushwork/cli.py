@@ -135,6 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(sw, sweepable=SWEEPABLE)
     sw.set_defaults(func=cmd_sweep)
 
+    vid = sub.add_parser(
+        "video", help="paint a video (MP4 or PNG frames) in the style of one or more STYLE "
+        "images, without flicker (Ruder et al. 2016); needs brushwork[video]",
+        description="Paint INPUT frame by frame; each frame after the first starts from the "
+        "previous painting carried along the optical flow (--init prev-warped) and is held "
+        "to the earlier paintings by a temporal loss where the motion is reliable.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    vid.add_argument("input", help="the video (anything FFmpeg reads)")
+    vid.add_argument("style", nargs="+", help="one or more paintings (blended by --style-weights)")
+    vid.add_argument("-o", "--output", required=True,
+                     help="OUT.mp4 (.mov, .mkv; H.264 with the input's audio), or a folder for "
+                     "numbered PNG frames")
+    vid.add_argument("--force", action="store_true", help="overwrite existing output files")
+    vid.add_argument("--resume", action="store_true",
+                     help="continue an unfinished run into the same OUTPUT after its last "
+                     "finished frame (same options and inputs)")
+    vid.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    from .video.command import add_video_options
+
+    add_video_options(vid)
+    add_settings_options(vid, overrides={"init": "prev-warped"})
+    vid.set_defaults(func=cmd_video)
+
     bench = sub.add_parser("bench", help="measure speed and memory (prints figures, never fails)")
     from .bench import add_arguments as add_bench_arguments
 
@@ -258,6 +281,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep(args, axes, {**options, **fixed})
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    from .video.command import run_video
+
+    return run_video(args, settings_from_args(args))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_cli
 
@@ -283,7 +312,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # The painting commands, which run and exit: they keep freed memory for reuse.
-ONE_SHOT = (cmd_stylize, cmd_demo, cmd_sweep, cmd_bench)
+ONE_SHOT = (cmd_stylize, cmd_demo, cmd_sweep, cmd_video, cmd_bench)
 
 
 if __name__ == "__main__":  # pragma: no cover

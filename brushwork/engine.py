@@ -31,7 +31,7 @@ from .device import resolve_device
 from .errors import BrushworkError, DivergedError
 from .imageio import load_image, resize_to, scaled_size, to_image, to_tensor
 from .masks import load_masks
-from .objective import Objective, blend_grams, region_targets, style_grams
+from .objective import ExtraTerms, Objective, WithTerms, blend_grams, region_targets, style_grams
 from .optimise import Optimiser
 from .pyramid import Scale, scales
 from .regions import recolour_by_region, region_weights, resize_masks
@@ -55,6 +55,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             callback: Callback | None = None, log: Log | None = None,
             cache: Cache | None = None, checkpoint: str | os.PathLike[str] | None = None,
             checkpoint_every: float = checkpoints.EVERY, resume: bool = False,
+            start: torch.Tensor | None = None, terms: ExtraTerms | None = None,
             **options: Any) -> Result:
     """Paint ``content`` in the style of ``style`` (one image or several, blended).
 
@@ -69,8 +70,18 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     seconds and on Ctrl-C (brushwork.checkpoint), and removed when the run ends;
     ``resume=True`` continues the run saved there, which must have the same settings and
     input images, and ends where the uninterrupted run would have.
+
+    ``start``: the picture to begin from, (1, 3, H, W) in 0..255 at any size (resized to
+    the first scale), instead of ``init``.  ``terms``: more loss terms, a callable from the
+    picture to named weighted terms that are added to the objective's total at every
+    scale (brushwork.video's temporal loss).  A checkpoint records neither, so neither
+    goes with ``checkpoint``.
     """
-    start = time.perf_counter()
+    run_began = time.perf_counter()
+    if checkpoint is not None and (start is not None or terms is not None):
+        raise BrushworkError("a checkpointed run cannot take a start picture or extra terms")
+    if start is not None and (start.dim() != 4 or tuple(start.shape[:2]) != (1, 3)):
+        raise BrushworkError(f"start must be a (1, 3, H, W) picture, not {tuple(start.shape)}")
     settings = Settings(**_normalise(options))
     device = resolve_device(settings.device)
     inputs = _Inputs.load(content, style, settings)
@@ -98,7 +109,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     meter = memory.PeakMeter(device) if resumed is None else None
     if meter is not None and meter.works:
         meter.start()
-    progress = _Progress(plan, start, callback, list(forecast.step_seconds))
+    progress = _Progress(plan, run_began, callback, list(forecast.step_seconds))
     if resumed is not None:
         progress.restore(resumed)
     x: torch.Tensor | None = None
@@ -107,14 +118,17 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
         if resumed is not None and level < resumed.level:
             continue
         scale = scale_plan.scale
-        objective = _scale_objective(inputs, settings, scale, net, device, cache,
-                                     scale_plan.tile)
+        objective: Objective | TiledObjective | WithTerms = _scale_objective(
+            inputs, settings, scale, net, device, cache, scale_plan.tile)
         photo = objective.photo
+        if terms is not None:
+            objective = WithTerms(objective, terms)
         here = resumed if resumed is not None and level == resumed.level else None
         if here is not None:
             x = here.image.to(device)
         elif x is None or prev_photo is None:
-            x = _first_image(settings, inputs, photo, generator)
+            x = _first_image(settings, inputs, photo, generator) if start is None \
+                else _resized(start.to(device, torch.float32), photo)
         else:
             x = enlarge(x, prev_photo, photo, settings.knob("photo_detail"))
         prev_photo = photo
@@ -284,6 +298,14 @@ def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: Fea
     return TiledObjective(net, settings, photo, blend_grams(grams, inputs.blend), tile)
 
 
+def _resized(picture: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """``picture`` at ``photo``'s size."""
+    if picture.shape[-2:] == photo.shape[-2:]:
+        return picture.clone()
+    return F.interpolate(picture, size=photo.shape[-2:], mode="bicubic",
+                         align_corners=False).clamp(0, 255)
+
+
 def _first_image(settings: Settings, inputs: _Inputs, photo: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
     """The coarsest scale's starting picture."""
@@ -394,7 +416,8 @@ def _result(pixels: torch.Tensor, inputs: _Inputs, settings: Settings, progress:
         out = luminance_transfer(out, photo)
     return Result(image=to_image(out), settings=settings.to_dict(), losses=dict(progress.losses),
                   history=progress.history, elapsed=time.perf_counter() - progress.start,
-                  inputs=inputs.described, device=str(device), interrupted=interrupted)
+                  inputs=inputs.described, device=str(device), interrupted=interrupted,
+                  pixels=pixels.detach().to("cpu", torch.float32))
 
 
 def _describe(source: ImageInput) -> Any:

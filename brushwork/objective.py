@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -14,6 +14,9 @@ from .settings import Settings
 from .vgg import FeatureExtractor
 
 REFERENCE_LONG_SIDE = 256  # the size at which content_weight applies as given
+# More loss terms for a run: the picture -> named weighted terms (brushwork.video's temporal
+# loss), each added to the total.
+ExtraTerms = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -149,4 +152,28 @@ class Objective(nn.Module):
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
                  "tv": s.tv_weight * tv}
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms
+
+
+class WithTerms(nn.Module):
+    """An objective with more weighted terms (:data:`ExtraTerms`) added to its total."""
+
+    def __init__(self, objective: nn.Module, extra: ExtraTerms) -> None:
+        super().__init__()
+        self.objective = objective
+        self.extra = extra
+
+    @property
+    def photo(self) -> torch.Tensor:
+        photo = self.objective.photo
+        assert isinstance(photo, torch.Tensor)
+        return photo
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.objective(x)
+        total = terms.pop("total")
+        for name, value in self.extra(x).items():
+            terms[name] = value
+            total = total + value
+        terms["total"] = total  # last, as the objective's own
         return terms

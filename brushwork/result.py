@@ -43,6 +43,9 @@ class Result:
     inputs: dict[str, Any]
     device: str
     interrupted: bool = False
+    # The optimised picture, (1, 3, H, W) in 0..255, before any colour transfer: what a
+    # later run continues from (brushwork.video warps it into the next frame).
+    pixels: torch.Tensor | None = field(default=None, repr=False)
 
     def metadata(self) -> dict[str, Any]:
         """Everything needed to reproduce the picture; stored inside the saved file."""
