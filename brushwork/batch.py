@@ -19,6 +19,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,6 +52,7 @@ SHEET = "sheet.png"
 # in a screenful.
 MAX_PROBLEMS_SHOWN = 20
 MAX_SHEET_CELLS = 400
+INDEX_EVERY_S = 1.0  # the shortest time between two rewrites of index.json
 # Row states in index.json.
 PENDING, RUNNING, DONE, SKIPPED, FAILED, INTERRUPTED = (
     "pending", "running", "done", "skipped", "failed", "interrupted")
@@ -688,7 +690,8 @@ def run(batch: Batch, backend: Backend | None = None, *, force: bool = False,
         progress: Progress | None = None, on_row: Callable[[Row], None] | None = None) -> Batch:
     """Paint the batch's pending rows (after :func:`check`) with ``backend`` (here by
     default), writing each picture atomically as it arrives, with its settings, inputs and
-    where it ran inside, and ``index.json`` after each.  A failed picture is recorded with
+    where it ran inside, and ``index.json`` as they finish (at most once a second, and at
+    the end).  A failed picture is recorded with
     its error and the others go on.  Ctrl-C raises :class:`BatchInterrupted` once the
     index says which rows finished; a rerun then paints the rest."""
     backend = backend or LocalBackend()
@@ -697,10 +700,16 @@ def run(batch: Batch, backend: Backend | None = None, *, force: bool = False,
     todo = [row for row in batch.rows if row.state == PENDING]
     batch.directory.mkdir(parents=True, exist_ok=True)
     write_index(batch)
+    written = time.monotonic()
     try:
         for row, outcome in backend.paint(batch, todo, progress):
             record(batch, row, outcome, force=force)
-            write_index(batch)
+            # Each picture carries its own record, so the index may lag a little: it is
+            # rewritten whole, which for a batch of thousands on many machines would
+            # otherwise cost the driver more than the pictures do.
+            if time.monotonic() - written >= INDEX_EVERY_S:
+                write_index(batch)
+                written = time.monotonic()
             if on_row is not None:
                 on_row(row)
     except KeyboardInterrupt:
@@ -708,8 +717,9 @@ def run(batch: Batch, backend: Backend | None = None, *, force: bool = False,
             if row.state == RUNNING:
                 row.state = INTERRUPTED
         batch.interrupted = True
-        write_index(batch)
         raise BatchInterrupted(batch) from None
+    finally:
+        write_index(batch)
     return batch
 
 
