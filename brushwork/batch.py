@@ -792,7 +792,8 @@ def contact_sheet(batch: Batch, *, thumb: int = 192) -> Image.Image:
             except OSError as e:
                 notes[r][c] = f"cannot read {row.output}: {e}"
     size = batch.options.get("size", Settings().size)
-    title = (f"{len(photos)} photos x {len(paintings)} paintings, {size} px"
+    title = (f"{_count(len(photos), 'photo')} x {_count(len(paintings), 'painting')}, "
+             f"{size} px"
              + (" (interrupted)" if batch.interrupted else ""))
     return grid_sheet(pics, [Path(p).name for p in photos],
                       ["+".join(Path(s).name for s in styles) for styles in paintings],
@@ -852,6 +853,10 @@ def paint(directory: str | os.PathLike[str], *, content: Sequence[str] = (),
         if close is not None:
             close()
     return batch
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _tuples(options: dict[str, Any]) -> dict[str, Any]:
