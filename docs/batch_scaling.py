@@ -170,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     # the network) and w the driver's own time per picture (receiving and writing it; the
     # index is rewritten at most once a second, so its cost per picture is that of one
     # rewrite times the pictures arriving per second, or one rewrite a second).
-    t = per_picture
+    # t: the median picture of both runs (a first run on a machine also measures the
+    # device once, a few minutes on a busy one); S: what the Ray run spent besides its
+    # pictures (it paints one at a time with the default tasks).
+    t = statistics.median([r.elapsed or 0.0 for r in (*local.rows, *on_ray.rows)])
     o = rt_carry
-    start = max(0.0, t_ray - n * (t + o))
+    start = max(0.0, t_ray - sum(r.elapsed or 0.0 for r in on_ray.rows) - n * o)
     p_total = 1500
     print(f"\nexpected wall time for P = {p_total} pictures ({args.size} px), t = {t:.2f} s, "
           f"o = {o * 1e3:.1f} ms, S = {start:.1f} s, w = {write * 1e3:.1f} ms + index:")
