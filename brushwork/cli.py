@@ -157,6 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_video_options(vid)
     add_settings_options(vid, overrides={"init": "prev-warped"})
     vid.set_defaults(func=cmd_video)
+    ba = sub.add_parser("batch", help="paint many pictures: every photo with every painting, or "
+                        "the rows of a plan file; here or on a Ray cluster",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ba.add_argument("--content", nargs="+", metavar="PATH", default=[],
+                    help="photos: files or folders (every image in a folder)")
+    ba.add_argument("--style", nargs="+", metavar="PATH", default=[],
+                    help="paintings: files or folders; each photo is painted in each")
+    ba.add_argument("--plan", metavar="FILE", help="a .csv or .jsonl file, one picture per row: "
+                    "content, styles (';' between several in a CSV), output, and any option "
+                    "below by name; instead of --content and --style")
+    ba.add_argument("-o", "--output", required=True, metavar="DIR",
+                    help="folder for the pictures, index.json and sheet.png")
+    ba.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS",
+                    help="paint on Ray (pip install 'brushwork[ray]'): a cluster started here, "
+                    "or the one at ADDRESS (HOST:PORT, ray://HOST:PORT or auto)")
+    ba.add_argument("--cpus-per-task", type=int, metavar="N",
+                    help="with --ray: CPUs each picture asks for (default: all of the smallest "
+                    "node's; on GPU nodes a picture takes one GPU and one CPU)")
+    ba.add_argument("--force", action="store_true", help="paint again pictures that are "
+                    "already there, and replace other existing files")
+    ba.add_argument("--sheet", action="store_true", help="also write DIR/sheet.png, the "
+                    "pictures with photos down and paintings across")
+    ba.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    add_settings_options(ba)
+    ba.set_defaults(func=cmd_batch)
 
     bench = sub.add_parser("bench", help="measure speed and memory (prints figures, never fails)")
     from .bench import add_arguments as add_bench_arguments
@@ -285,6 +310,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     from .video.command import run_video
 
     return run_video(args, settings_from_args(args))
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .run import run_batch
+
+    return run_batch(args, settings_from_args(args))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -312,7 +341,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # The painting commands, which run and exit: they keep freed memory for reuse.
-ONE_SHOT = (cmd_stylize, cmd_demo, cmd_sweep, cmd_video, cmd_bench)
+ONE_SHOT = (cmd_stylize, cmd_demo, cmd_sweep, cmd_video, cmd_batch, cmd_bench)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ or :class:`OutputError` (outputs) that names the role and the path.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import stat
@@ -33,6 +34,7 @@ __all__ = [
     "OUTPUT_FORMATS",
     "BrushworkWarning",
     "load_image",
+    "load_image_bytes",
     "check_output_path",
     "save_image",
     "read_metadata",
@@ -127,31 +129,47 @@ def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) ->
         raise ImageError(f"{name} cannot be read ({_reason(e)})") from None
 
     with f:
-        # Image.open only reads the header, so sizes are checked before decoding.
-        with pillow_limit(None):
-            try:
-                im = Image.open(f, formats=list(INPUT_FORMATS))
-            except UnidentifiedImageError:
-                raise unaccepted_format(f, name) from None
-            except Exception as e:  # Pillow raises many types on malformed headers
-                raise ImageError(f"{name} is corrupt ({_reason(e)})") from None
-        _check_size(im.size, name, max_pixels)
+        return _decode(f, name, max_pixels)
 
-        # Decode everything now, with Pillow's own bomb check set to our limit.
-        with pillow_limit(max_pixels):
-            try:
-                frames = getattr(im, "n_frames", 1)
-                if frames > 1:
-                    im.seek(0)
-                rgb = _to_rgb(ImageOps.exif_transpose(im))
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise _too_large(name, max_pixels) from None
-            except Exception as e:  # truncated data, bad chunks, odd modes ...
-                raise ImageError(f"{name} is truncated or corrupt ({_reason(e)})") from None
+
+def load_image_bytes(data: bytes, *, name: str, role: str = "content",
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image file's bytes exactly as :func:`load_image` decodes the file (an
+    image shipped to another machine, say); ``name``: the file they came from, for
+    messages."""
+    label = f"{role} image {_quote(name)}"
+    if not data:
+        raise ImageError(f"{label} is empty (0 bytes)")
+    return _decode(io.BytesIO(data), label, max_pixels)
+
+
+def _decode(f: Any, name: str, max_pixels: int) -> Image.Image:
+    """Check and decode an open image file (accepted formats only) to 8-bit RGB."""
+    # Image.open only reads the header, so sizes are checked before decoding.
+    with pillow_limit(None):
+        try:
+            im = Image.open(f, formats=list(INPUT_FORMATS))
+        except UnidentifiedImageError:
+            raise unaccepted_format(f, name) from None
+        except Exception as e:  # Pillow raises many types on malformed headers
+            raise ImageError(f"{name} is corrupt ({_reason(e)})") from None
+    _check_size(im.size, name, max_pixels)
+
+    # Decode everything now, with Pillow's own bomb check set to our limit.
+    with pillow_limit(max_pixels):
+        try:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                im.seek(0)
+            rgb = _to_rgb(ImageOps.exif_transpose(im))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_large(name, max_pixels) from None
+        except Exception as e:  # truncated data, bad chunks, odd modes ...
+            raise ImageError(f"{name} is truncated or corrupt ({_reason(e)})") from None
 
     if frames > 1:
         message = f"{name} has {frames} frames; using the first"
-        warnings.warn(message, BrushworkWarning, stacklevel=3)
+        warnings.warn(message, BrushworkWarning, stacklevel=4)
     return rgb
 
 

@@ -257,3 +257,83 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
               file=sys.stderr)
     return 0
 
+
+
+def run_batch(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """`brushwork batch`: one bar over all the pictures, a line as each one finishes."""
+    from .batch import DONE, FAILED, Batch, BatchInterrupted, Row, paint
+
+    if args.plan and (args.content or args.style):
+        raise BrushworkError("give --plan, or --content and --style, not both")
+    if not args.plan and not (args.content and args.style):
+        raise BrushworkError("batch needs --content and --style (files or folders), "
+                             "or --plan FILE")
+    quiet = args.quiet
+    bar: tqdm | None = None
+    total = finished = 0
+    share: dict[int, float] = {}  # the rows being painted: how much of each is done
+
+    def say(message: str) -> None:
+        if not quiet:
+            (bar.write if bar is not None else print)(message, file=sys.stderr)
+
+    def on_start(batch: Batch) -> None:
+        nonlocal bar, total
+        total = sum(row.state == "pending" for row in batch.rows)
+        there = len(batch.rows) - total
+        where = "on Ray" if args.ray is not None else "here"
+        say(f"batch: {len(batch.rows)} pictures"
+            + (f", {there} already in {args.output} with the same settings" if there else "")
+            + f"; painting {total} {where}")
+        if not quiet and total:
+            bar = tqdm(total=total, unit="picture", file=sys.stderr, dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| {n:.2f}/{total} [{elapsed}<{remaining}]")
+
+    def progress(row: Row, done: float) -> None:
+        share[row.number] = done
+        if bar is not None:
+            bar.update(finished + sum(share.values()) - bar.n)
+
+    def on_row(row: Row) -> None:
+        nonlocal finished
+        finished += 1
+        share.pop(row.number, None)
+        if bar is not None:
+            bar.update(finished + sum(share.values()) - bar.n)
+        ran = row.ran_on or {}
+        place = " ".join(str(ran[k]) for k in ("host", "device") if ran.get(k))
+        if row.state == DONE:
+            losses = "  ".join(f"{k} {v:.4g}" for k, v in (row.losses or {}).items())
+            say(f"{finished}/{total} {row.output}: {row.elapsed:.1f} s on {place}  {losses}")
+        else:
+            say(f"{finished}/{total} {row.where}: failed: {row.error}")
+
+    try:
+        batch = paint(args.output, content=args.content, style=args.style, plan=args.plan,
+                      ray=args.ray, cpus_per_task=args.cpus_per_task, force=args.force,
+                      sheet=args.sheet, on_start=on_start, progress=progress, on_row=on_row,
+                      log=say, **options)
+    except BatchInterrupted as stop:
+        if bar is not None:
+            bar.close()
+            bar = None
+        counts = stop.batch.counts()
+        print(f"interrupted: {counts.get(DONE, 0)} pictures painted, "
+              f"{counts.get('pending', 0) + counts.get('interrupted', 0)} left; the same "
+              f"command continues (index: {Path(args.output) / 'index.json'})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # during the check, or while joining the cluster
+        print("interrupted before the first picture; nothing painted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = [row for row in batch.rows if row.state == FAILED]
+    if not quiet:
+        counts = batch.counts()
+        print(f"wrote {counts.get(DONE, 0)} pictures to {args.output}"
+              + (f" ({counts.get('skipped', 0)} already there)" if counts.get("skipped") else "")
+              + (f"; {len(failed)} failed" if failed else "")
+              + "; index.json" + (" and sheet.png" if args.sheet else "") + " there",
+              file=sys.stderr)
+    return 1 if failed else 0  # the CLI's error status: a script sees that some failed

@@ -251,7 +251,22 @@ def contact_sheet(result: SweepResult, *, thumb: int = THUMB_LONG_SIDE) -> Image
     Pictures are shown with a long side between MIN_THUMB and ``thumb`` (each cell's
     file keeps its full size); a column is as wide as its label needs.
     """
-    pics = [[c.result.image if c.result else None for c in row] for row in result.cells]
+    return grid_sheet([[c.result.image if c.result else None for c in row] for row in result.cells],
+                      [result.row_label(r) for r in range(len(result.cells))],
+                      [result.col_label(c) for c in range(len(result.cells[0]))],
+                      title=result.title,
+                      notes=[[c.error for c in row] for row in result.cells], thumb=thumb)
+
+
+def grid_sheet(pics: Sequence[Sequence[Image.Image | None]], row_labels: Sequence[str],
+               col_labels: Sequence[str], *, title: str = "",
+               notes: Sequence[Sequence[str | None]] | None = None,
+               thumb: int = THUMB_LONG_SIDE) -> Image.Image:
+    """Pictures in a labelled grid (a sweep's contact sheet, a batch's sheet).
+
+    Pictures are shown with a long side between MIN_THUMB and ``thumb``; a missing one
+    is a grey box holding its note (an error, in red) or "not run".
+    """
     sizes = [p.size for row in pics for p in row if p is not None]
     if not sizes:
         w, h = thumb, thumb * 3 // 4
@@ -262,20 +277,18 @@ def contact_sheet(result: SweepResult, *, thumb: int = THUMB_LONG_SIDE) -> Image
     font, small, bold = _font(15), _font(12), _font(17)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     gap, pad = 8, 12
-    n_rows, n_cols = len(result.cells), len(result.cells[0])
-    row_labels = [result.row_label(r) for r in range(n_rows)]
-    col_labels = [result.col_label(c) for c in range(n_cols)]
+    n_rows, n_cols = len(pics), len(col_labels)
     cw = max([w] + [_text_size(probe, t, font)[0] + gap for t in col_labels])
     left = max([_text_size(probe, t, font)[0] for t in row_labels if t] + [0])
     left = left + 2 * pad if left else pad
     head = max([_text_size(probe, t, font)[1] for t in col_labels if t] + [0]) + 2 * pad
-    title_w, title_h = _text_size(probe, result.title or "Ag", bold)
+    title_w, title_h = _text_size(probe, title or "Ag", bold)
     title_h += 2 * pad
     width = max(left + n_cols * (cw + gap) + pad, title_w + 2 * pad)
     height = title_h + head + n_rows * (h + gap) + pad
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((pad, pad), result.title, fill="black", font=bold)
+    draw.text((pad, pad), title, fill="black", font=bold)
     for c, text in enumerate(col_labels):
         tw, _ = _text_size(draw, text, font)
         draw.text((left + c * (cw + gap) + (cw - tw) // 2, title_h + pad // 2), text,
@@ -284,20 +297,31 @@ def contact_sheet(result: SweepResult, *, thumb: int = THUMB_LONG_SIDE) -> Image
         _, th = _text_size(draw, text, font)
         draw.multiline_text((pad, title_h + head + r * (h + gap) + (h - th) // 2), text,
                             fill="black", font=font)
-    for r, row in enumerate(result.cells):
-        for c, cell in enumerate(row):
+    for r, row in enumerate(pics):
+        for c, pic in enumerate(row):
             x, y = left + c * (cw + gap) + (cw - w) // 2, title_h + head + r * (h + gap)
-            pic = pics[r][c]
             if pic is not None:
-                pic = pic.resize((w, h), Image.Resampling.LANCZOS) if pic.size != (w, h) else pic
-                sheet.paste(pic, (x, y))
+                fw, fh = _fit(pic.size, (w, h))
+                if pic.size != (fw, fh):
+                    pic = pic.resize((fw, fh), Image.Resampling.LANCZOS)
+                sheet.paste(pic, (x + (w - fw) // 2, y + (h - fh) // 2))
             else:
+                note = notes[r][c] if notes is not None else None
                 draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(235, 235, 235),
                                outline=(200, 200, 200))
-                msg = _wrap(cell.error or "not run", max(10, w // 8))
-                colour = (150, 30, 30) if cell.error else "grey"
+                msg = _wrap(note or "not run", max(10, w // 8))
+                colour = (150, 30, 30) if note else "grey"
                 draw.multiline_text((x + 8, y + 8), msg, fill=colour, font=small)
     return sheet
+
+
+def _fit(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """``size`` scaled to fit ``box`` keeping its shape; the box itself when the two differ
+    only by rounding (a sweep's cells, all one size)."""
+    (pw, ph), (w, h) = size, box
+    s = min(w / pw, h / ph)
+    fw, fh = max(1, round(pw * s)), max(1, round(ph * s))
+    return (w, h) if abs(fw - w) <= 1 and abs(fh - h) <= 1 else (fw, fh)
 
 
 def _wrap(text: str, width: int) -> str:
