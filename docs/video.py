@@ -162,9 +162,9 @@ def main() -> int:
     for i, k in enumerate(picks):
         for r, row in enumerate([photos, solo, painted]):
             strip.paste(row[k], (i * (w + 4), r * (h + 4)))
-    strip.save(args.out / "video_frames_coffee_starry_night.png")
+    strip.save(args.out / "video_frames_coffee_starry_night.jpg", quality=85, optimize=True)
     print(f"\nwrote {args.out / 'video_coffee_starry_night.gif'} and "
-          f"{args.out / 'video_frames_coffee_starry_night.png'}; frames in {work}")
+          f"{args.out / 'video_frames_coffee_starry_night.jpg'}; frames in {work}")
     return 0
 
 
