@@ -185,21 +185,6 @@ class _AutogradGramObjective(Objective):
     gram = staticmethod(gram_autograd)
 
 
-def _evaluation_round(objectives: dict[str, Any], photo: torch.Tensor,
-                      device: torch.device) -> dict[str, float]:
-    """Seconds of one evaluation (forward and backward from ``photo``) with each of
-    ``objectives``, one after another."""
-    seconds = {}
-    for name, objective in objectives.items():
-        x = photo.clone().requires_grad_(True)
-        _sync(device)
-        t = time.perf_counter()
-        objective(x)["total"].backward()
-        _sync(device)
-        seconds[name] = time.perf_counter() - t
-    return seconds
-
-
 def eval_ablation(weights: VGGWeights, settings: Settings, photo: torch.Tensor, style: torch.Tensor,
                   device: torch.device, reps: int,
                   dense_size: tuple[int, int] = (2048, 128)) -> dict[str, dict[str, float]]:
@@ -216,9 +201,14 @@ def eval_ablation(weights: VGGWeights, settings: Settings, photo: torch.Tensor, 
     flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
     dense = 0.0
     for r in range(reps + 1):  # the first round warms up
-        for name, seconds in _evaluation_round(objectives, photo, device).items():
+        for name, objective in objectives.items():
+            x = photo.clone().requires_grad_(True)
+            _sync(device)
+            t = time.perf_counter()
+            objective(x)["total"].backward()
+            _sync(device)
             if r:
-                best[name] = min(best[name], seconds)
+                best[name] = min(best[name], time.perf_counter() - t)
         dense = max(dense, dense_rates(device, *dense_size)["dense"])
     return {name: {"seconds": sec, "ratio": flops / sec / dense, "speedup": best["stock"] / sec}
             for name, sec in best.items()}
@@ -411,9 +401,14 @@ def mask_cost(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
     }
     best = dict.fromkeys(objectives, float("inf"))
     for r in range(reps + 1):  # the first round warms up
-        for name, seconds in _evaluation_round(objectives, photo, device).items():
+        for name, objective in objectives.items():
+            x = photo.clone().requires_grad_(True)
+            _sync(device)
+            t = time.perf_counter()
+            objective(x)["total"].backward()
+            _sync(device)
             if r:
-                best[name] = min(best[name], seconds)
+                best[name] = min(best[name], time.perf_counter() - t)
     return {**best, "ratio": best["two_masked_styles"] / best["one_style"]}
 
 
