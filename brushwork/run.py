@@ -258,7 +258,6 @@ def run_sweep(args: argparse.Namespace, axes: dict[str, list], options: dict[str
     return 0
 
 
-
 def run_batch(args: argparse.Namespace, options: dict[str, Any]) -> int:
     """`brushwork batch`: one bar over all the pictures, a line as each one finishes."""
     from .batch import DONE, FAILED, Batch, BatchInterrupted, Row, paint
