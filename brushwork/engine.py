@@ -34,7 +34,7 @@ from .masks import load_masks
 from .objective import ExtraTerms, Objective, WithTerms, blend_grams, region_targets, style_grams
 from .optimise import Optimiser
 from .pyramid import Scale, scales
-from .regions import recolour_by_region, region_weights, resize_masks
+from .regions import recolour_by_region, region_weights, resize_masks, split_regions
 from .result import Interrupted, Iterate, Result
 from .settings import Settings
 from .stopping import StopRule
@@ -56,7 +56,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             cache: Cache | None = None, checkpoint: str | os.PathLike[str] | None = None,
             checkpoint_every: float = checkpoints.EVERY, resume: bool = False,
             start: torch.Tensor | None = None, terms: ExtraTerms | None = None,
-            **options: Any) -> Result:
+            fresh: torch.Tensor | None = None, **options: Any) -> Result:
     """Paint ``content`` in the style of ``style`` (one image or several, blended).
 
     ``options`` are the fields of :class:`brushwork.settings.Settings`. ``callback`` is
@@ -74,17 +74,26 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     ``start``: the picture to begin from, (1, 3, H, W) in 0..255 at any size (resized to
     the first scale), instead of ``init``.  ``terms``: more loss terms, a callable from the
     picture to named weighted terms that are added to the objective's total at every
-    scale (brushwork.video's temporal loss).  A checkpoint records neither, so neither
-    goes with ``checkpoint``.
+    scale (brushwork.video's temporal loss).  ``fresh``: (1, 1, H, W) in 0..1 at any size,
+    where the picture is new (a video frame's disocclusions, which the temporal terms do
+    not reach): there the style is matched by Gram matrices of its own
+    (:func:`brushwork.regions.split_regions`), so a small new part is painted as fully as
+    a whole picture would be.  A checkpoint records none of these, so none goes with
+    ``checkpoint``.
     """
     run_began = time.perf_counter()
-    if checkpoint is not None and (start is not None or terms is not None):
-        raise BrushworkError("a checkpointed run cannot take a start picture or extra terms")
+    if checkpoint is not None and (start is not None or terms is not None
+                                   or fresh is not None):
+        raise BrushworkError("a checkpointed run cannot take a start picture, extra terms "
+                             "or fresh regions")
+    if fresh is not None and (fresh.dim() != 4 or tuple(fresh.shape[:2]) != (1, 1)):
+        raise BrushworkError(f"fresh must be a (1, 1, H, W) mask, not {tuple(fresh.shape)}")
     if start is not None and (start.dim() != 4 or tuple(start.shape[:2]) != (1, 3)):
         raise BrushworkError(f"start must be a (1, 3, H, W) picture, not {tuple(start.shape)}")
     settings = Settings(**_normalise(options))
     device = resolve_device(settings.device)
     inputs = _Inputs.load(content, style, settings)
+    guided = inputs.masks is not None or fresh is not None  # evaluated by regions
     if log is not None:
         for note in inputs.notes:
             log(note)
@@ -119,7 +128,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             continue
         scale = scale_plan.scale
         objective: Objective | TiledObjective | WithTerms = _scale_objective(
-            inputs, settings, scale, net, device, cache, scale_plan.tile)
+            inputs, settings, scale, net, device, cache, scale_plan.tile, fresh)
         photo = objective.photo
         if terms is not None:
             objective = WithTerms(objective, terms)
@@ -158,12 +167,12 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             memory.observe_coarse(net, settings, device, steps)
         # A masked run's evaluations cost more (a Gram matrix per region) than the plain
         # ones the estimate predicts: it is not recorded as one of them.
-        if scale_plan.tile is None and steps - before >= OBSERVE_AFTER and inputs.masks is None:
+        if scale_plan.tile is None and steps - before >= OBSERVE_AFTER and not guided:
             memory.observe(net, settings, device, scale.pixels,
                            (time.perf_counter() - began) / (steps - before))
         x = x.detach().clamp(0, 255)
     assert x is not None
-    if meter is not None and meter.works and inputs.masks is None:
+    if meter is not None and meter.works and not guided:
         memory.observe_peak(net, settings, device, forecast, meter.peak())
     if saver is not None:
         saver.finished()
@@ -269,11 +278,11 @@ class _Inputs:
 
 
 def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: FeatureExtractor,
-                     device: torch.device, cache: Cache | None,
-                     tile: int | None) -> Objective | TiledObjective:
+                     device: torch.device, cache: Cache | None, tile: int | None,
+                     fresh: torch.Tensor | None = None) -> Objective | TiledObjective:
     """The objective at this scale: its photo, and the styles at the size
     ``style_scale`` asks for (recoloured if asked); evaluated in tiles of ``tile`` px
-    when given."""
+    when given.  ``fresh``: where the picture is new (:func:`stylize`), its own region."""
     w, h = scale.size
     photo = to_tensor(resize_to(inputs.content, (w, h))).to(device)
     style_long = max(1, round(settings.style_scale * max(w, h)))
@@ -287,15 +296,28 @@ def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: Fea
     elif settings.preserve_colors == "histogram-to-style":
         main = max(range(len(inputs.blend)), key=inputs.blend.__getitem__)
         photo = match_color(photo, style_ts[main])
-    if tile is None:
-        return Objective.for_styles(net, settings, photo, style_ts, inputs.blend, cache, masks)
     layers = settings.style_layers
-    grams = [tiled_style_grams(net, t, layers, tile) if max(t.shape[-2:]) > tile
-             else style_grams(net, t, layers) for t in style_ts]
-    if masks is not None:
-        return TiledObjective(net, settings, photo, region_targets(grams), tile, masks,
-                              region_weights(inputs.blend))
-    return TiledObjective(net, settings, photo, blend_grams(grams, inputs.blend), tile)
+    if tile is not None:
+        grams = [tiled_style_grams(net, t, layers, tile) if max(t.shape[-2:]) > tile
+                 else style_grams(net, t, layers) for t in style_ts]
+    else:
+        grams = [cache.style_grams(net, t, layers) if cache else style_grams(net, t, layers)
+                 for t in style_ts]
+    if masks is None and fresh is None:
+        targets = blend_grams(grams, inputs.blend)
+        weights = None
+    elif masks is None:  # the whole picture as one region, with the styles' blend
+        targets = [g.unsqueeze(0) for g in blend_grams(grams, inputs.blend)]
+        masks, weights = photo.new_ones(1, 1, h, w), [1.0]
+    else:
+        targets, weights = region_targets(grams), region_weights(inputs.blend)
+    if fresh is not None:
+        assert masks is not None and weights is not None
+        masks, targets, weights = split_regions(
+            masks, targets, weights, resize_masks(fresh.to(device, torch.float32), (w, h)))
+    if tile is None:
+        return Objective(net, settings, photo, targets, masks, weights)
+    return TiledObjective(net, settings, photo, targets, tile, masks, weights)
 
 
 def _resized(picture: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:

@@ -146,6 +146,24 @@ def region_weights(blend: Sequence[float]) -> list[float]:
     return [b * len(blend) / total for b in blend]
 
 
+def split_regions(masks: torch.Tensor, targets: Sequence[torch.Tensor],
+                  weights: Sequence[float], fresh: torch.Tensor
+                  ) -> tuple[torch.Tensor, list[torch.Tensor], list[float]]:
+    """Each region split in two: its part outside ``fresh`` ``(1, 1, H, W)`` (in 0..1, at
+    the masks' size) and its part inside, both with the region's target and weight.
+
+    A region's Gram matrix is normalised by its own area, so a small new part of the
+    picture (what a video frame shows for the first time) is held to the painting's
+    statistics on its own, with each of its pixels pulled as hard as on a whole picture,
+    instead of moving the whole picture's Gram matrix by its small share: there the
+    gradient per pixel is that share times smaller.  ``masks`` ``(R, 1, H, W)``,
+    ``targets`` per layer ``(R, C, C)``; returns ``2R`` of each, the outside parts first."""
+    keep = masks * (1 - fresh)
+    new = masks * fresh
+    return (torch.cat([keep, new]), [torch.cat([t, t]) for t in targets],
+            [*weights, *weights])
+
+
 def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The masks ``(R, 1, H, W)`` at ``size`` (width, height), antialiased, in 0..1."""
     w, h = size
