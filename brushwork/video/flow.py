@@ -9,6 +9,8 @@ frame (or its painting) holds there: :func:`warp`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,15 +31,51 @@ def grey(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
 
 
-def optical_flow(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+def optical_flow(a: np.ndarray, b: np.ndarray, guess: torch.Tensor | None = None) -> torch.Tensor:
     """The dense flow from grey frame ``a`` to grey frame ``b`` (same size), by OpenCV's
     DIS (Kroeger et al. 2016) at its medium preset, refined down to full resolution (the
-    preset stops at half, which blurs a small frame's motion boundaries): (1, 2, H, W)."""
+    preset stops at half, which blurs a small frame's motion boundaries): (1, 2, H, W).
+
+    ``guess``: a flow to start from instead of none.  DIS searches from its coarsest
+    scale down, and from nothing it can miss a small object moving fast (its motion is
+    lost in the coarse scales' averaging); started from the motion the object had a
+    frame earlier, it keeps it."""
     cv2 = need("cv2")
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     dis.setFinestScale(0)
-    flow = dis.calc(a, b, None)  # (H, W, 2)
+    start = None if guess is None else np.ascontiguousarray(
+        guess[0].permute(1, 2, 0).numpy(), dtype=np.float32)
+    flow = dis.calc(a, b, start)  # (H, W, 2); DIS refines ``start`` in place when given
     return torch.from_numpy(np.ascontiguousarray(flow)).permute(2, 0, 1).unsqueeze(0)
+
+
+@dataclass
+class Motion:
+    """How an earlier frame's content reaches frame i: the flow from frame i back to the
+    earlier frame (what :func:`warp` uses) and where it can be trusted
+    (:func:`reliability`)."""
+
+    backward: torch.Tensor  # (1, 2, H, W)
+    weights: torch.Tensor  # (1, 1, H, W), 0..1
+
+
+def motion(frame: np.ndarray, earlier: np.ndarray, guess: torch.Tensor | None = None) -> Motion:
+    """The :class:`Motion` from grey frame ``frame`` back to grey frame ``earlier``.
+
+    With ``guess`` (the backward flow expected, such as the last frame pair's, scaled by
+    how many frames back ``earlier`` is), the flows are also found starting from it (and
+    from its opposite for the forward flow), and each pixel keeps the candidate whose
+    forward-backward check it passes better: the check is local, so a guess that does
+    not fit a pixel (a scene cut, a change of direction) loses there to the unguided flow.
+    """
+    backward = optical_flow(frame, earlier)
+    weights = reliability(backward, optical_flow(earlier, frame))
+    if guess is None:
+        return Motion(backward, weights)
+    guided = optical_flow(frame, earlier, guess)
+    guided_weights = reliability(guided, optical_flow(earlier, frame, -guess))
+    better = guided_weights > weights
+    return Motion(torch.where(better, guided, backward), torch.maximum(weights, guided_weights))
 
 
 def _grid(flow: torch.Tensor) -> torch.Tensor:

@@ -25,10 +25,10 @@ from ..result import Iterate, Result
 from ..settings import Settings
 from .clip import Clip, open_clip, read_frames
 from .encode import VIDEO_FORMATS, encoder_check, write_video
-from .flow import grey
+from .flow import Motion, grey, motion
 from .frames import FrameStore, fingerprint, folder_for
 from .settings import VideoSettings, video_fields
-from .temporal import Earlier, TemporalTerms, carry, warped_start
+from .temporal import Earlier, TemporalTerms, carried, warped_start
 
 StepCallback = Callable[["FrameStep"], None]
 FrameCallback = Callable[[int, int, Result], None]
@@ -206,9 +206,20 @@ class _FramePainter:
         depth = max(video.temporal_frames)
         self.greys: deque[np.ndarray] = deque(maxlen=depth)
         self.paintings: deque[torch.Tensor] = deque(maxlen=depth)
+        self.last_flow: torch.Tensor | None = None  # the last frame back to the one before
+
+    def _step_back(self, frame: np.ndarray) -> Motion:
+        """The motion from ``frame`` back to the last frame, guessed from the last pair's
+        (objects keep moving as they moved)."""
+        m = motion(frame, self.greys[-1], self.last_flow)
+        self.last_flow = m.backward
+        return m
 
     def remember(self, photo: Image.Image, painting: torch.Tensor) -> None:
-        self.greys.append(grey(np.asarray(photo)))
+        frame = grey(np.asarray(photo))
+        if self.greys:  # the flow the next frame's is guessed from, as when painted
+            self._step_back(frame)
+        self.greys.append(frame)
         self.paintings.append(painting)
 
     def paint(self, photo: Image.Image, step: Callable[[Iterate], None]) -> Result:
@@ -217,13 +228,19 @@ class _FramePainter:
             result = stylize(photo, self.styles, callback=step, log=self.log, cache=self.cache,
                              **self.first.to_dict())
         else:
-            earlier = [carry(frame, self.greys[-j], self.paintings[-j], j)
-                       for j in sorted(self.video.temporal_frames) if j <= len(self.paintings)]
+            back = self._step_back(frame)
+            # Frames further back: their motion guessed as the last step's, that many times.
+            earlier = [carried(self.paintings[-j], back if j == 1 else motion(
+                frame, self.greys[-j], j * back.backward), j)
+                for j in sorted(self.video.temporal_frames) if j <= len(self.paintings)]
             start = warped_start(to_tensor(photo), earlier[0]) if self.carry_start else None
+            # With no temporal weight nothing holds the frame to the earlier ones: no region
+            # of it is newer than another.
             terms = TemporalTerms(earlier, self.video.temporal_weight) \
                 if self.video.temporal_weight > 0 else None
             result = stylize(photo, self.styles, callback=step, cache=self.cache, start=start,
-                             terms=terms, **self.later.to_dict())
+                             terms=terms, fresh=terms.fresh() if terms else None,
+                             **self.later.to_dict())
         if result.pixels is None:  # pragma: no cover - the engine always sets it
             raise BrushworkError("the engine returned no picture")
         self.greys.append(frame)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .flow import optical_flow, reliability, warp
+from .flow import Motion, motion, warp
 
 
 def temporal_loss(x: torch.Tensor, warped: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -45,13 +45,19 @@ class Earlier:
     back: int  # frames back
     warped: torch.Tensor  # (1, 3, H, W), 0..255
     weights: torch.Tensor  # (1, 1, H, W), 0..1
+    flow: torch.Tensor | None = None  # (1, 2, H, W), this frame back to the earlier one
 
 
-def carry(frame: np.ndarray, earlier: np.ndarray, painting: torch.Tensor, back: int) -> Earlier:
-    """``painting`` of the grey frame ``earlier`` carried to the grey frame ``frame``."""
-    backward = optical_flow(frame, earlier)
-    forward = optical_flow(earlier, frame)
-    return Earlier(back, warp(painting, backward), reliability(backward, forward))
+def carry(frame: np.ndarray, earlier: np.ndarray, painting: torch.Tensor, back: int,
+          guess: torch.Tensor | None = None) -> Earlier:
+    """``painting`` of the grey frame ``earlier`` carried to the grey frame ``frame``;
+    ``guess``: the flow expected (:func:`brushwork.video.flow.motion`)."""
+    return carried(painting, motion(frame, earlier, guess), back)
+
+
+def carried(painting: torch.Tensor, m: Motion, back: int) -> Earlier:
+    """``painting`` of the frame ``back`` frames earlier, carried along ``m``."""
+    return Earlier(back, warp(painting, m.backward), m.weights, m.backward)
 
 
 class TemporalTerms:
@@ -77,6 +83,12 @@ class TemporalTerms:
             self._sized[size] = ([fit(t) for t in self.warped], [fit(t) for t in self.weights])
         return self._sized[size]
 
+    def fresh(self) -> torch.Tensor:
+        """``(1, 1, H, W)`` in 0..1: where no earlier frame's painting reaches this frame
+        reliably (what the frame shows for the first time); 1 - the long-term weights'
+        sum."""
+        return 1 - torch.stack(self.weights).sum(dim=0).clamp(0, 1)
+
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         warped, weights = self.targets((x.shape[-2], x.shape[-1]), x.device)
         total = x.new_zeros(())
@@ -97,10 +109,13 @@ def warped_start(photo: torch.Tensor, nearest: Earlier) -> torch.Tensor:
 def warping_error(paintings: Sequence[torch.Tensor], frames: Sequence[np.ndarray]) -> list[float]:
     """Flicker, per frame after the first: the mean squared difference (grey levels^2, over
     the three channels) between each painting and the previous painting carried to it
-    along the flow of the grey ``frames``, over reliable pixels (weighted by c)."""
+    along the flow of the grey ``frames``, over reliable pixels (weighted by c).  The
+    flows are found as a video run finds them (each pair's guessed from the last)."""
     errors = []
+    guess = None
     for t in range(1, len(paintings)):
-        earlier = carry(frames[t], frames[t - 1], paintings[t - 1], 1)
+        earlier = carry(frames[t], frames[t - 1], paintings[t - 1], 1, guess)
+        guess = earlier.flow
         c = earlier.weights
         diff = (c * (paintings[t] - earlier.warped).pow(2)).sum() / (3 * c.sum().clamp(min=1))
         errors.append(float(diff))
