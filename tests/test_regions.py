@@ -14,8 +14,8 @@ from brushwork.errors import BrushworkError
 from brushwork.imageio import read_metadata
 from brushwork.losses import gram
 from brushwork.masks import check_aspect, parse_color, regions_of_map
-from brushwork.objective import Objective, style_grams
-from brushwork.regions import guided_grams, layer_masks, recolour_by_region
+from brushwork.objective import Objective, blend_grams, style_grams
+from brushwork.regions import guided_grams, layer_masks, recolour_by_region, split_regions
 from brushwork.settings import Settings
 from brushwork.tiling import receptive_radius
 from brushwork.vgg import FeatureExtractor
@@ -94,6 +94,58 @@ def test_one_region_over_everything_is_the_unmasked_objective():
     got["total"].backward()
     assert got["style"].item() == pytest.approx(want["style"].item(), rel=1e-5)
     torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4 * float(a.grad.abs().max()))
+
+
+def test_split_regions_cover_each_region_twice_with_its_target():
+    masks = _halves(6, 8, 3)
+    fresh = torch.zeros(1, 1, 6, 8)
+    fresh[..., 2:5, 1:6] = 0.75
+    targets = [torch.arange(8.0).view(2, 2, 2)]
+    out, got, weights = split_regions(masks, targets, [2.0, 0.5], fresh)
+    assert out.shape == (4, 1, 6, 8) and weights == [2.0, 0.5, 2.0, 0.5]
+    torch.testing.assert_close(out[:2] + out[2:], masks)  # each region, split in two
+    torch.testing.assert_close(out[2:], masks * fresh)
+    torch.testing.assert_close(got[0], torch.cat([targets[0], targets[0]]))
+
+
+def _one_region(s, net, photo, style, fresh):
+    """The whole picture as one region, split by ``fresh``, as the engine builds it."""
+    targets = [g.unsqueeze(0) for g in blend_grams([style_grams(net, style, s.style_layers)],
+                                                   [1.0])]
+    masks, targets, weights = split_regions(torch.ones(1, 1, *photo.shape[-2:]), targets,
+                                            [1.0], fresh)
+    return Objective(net, s, photo, targets, masks, weights)
+
+
+def test_nothing_fresh_is_the_plain_objective_and_a_fresh_patch_is_pulled_harder():
+    s = Settings(content_weight=0.0, style_weight=1e4)
+    net = _net(s)
+    g = torch.Generator().manual_seed(3)
+    h, w = 64, 64
+    photo, style = torch.rand(1, 3, h, w, generator=g) * 255, torch.rand(
+        1, 3, 48, 48, generator=g) * 255
+    x = torch.rand(1, 3, h, w, generator=g) * 255
+
+    def grad(objective):
+        y = x.clone().requires_grad_(True)
+        objective(y)["style"].backward()
+        return y.grad
+
+    plain = grad(Objective.for_styles(net, s, photo, [style]))
+    none = grad(_one_region(s, net, photo, style, torch.zeros(1, 1, h, w)))
+    torch.testing.assert_close(none, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+    # A patch of 1/16 of the picture, new: its Gram matrices are its own, so its pixels
+    # are pulled towards the painting several times harder than through the whole
+    # picture's (where its mismatch counts by its share); the rest about as before.
+    fresh = torch.zeros(1, 1, h, w)
+    fresh[..., 24:40, 24:40] = 1.0
+    split = grad(_one_region(s, net, photo, style, fresh))
+    inside = (..., slice(28, 36), slice(28, 36))
+    ratio = float(split[inside].abs().mean() / plain[inside].abs().mean())
+    assert ratio > 2.5, ratio
+    outside = (..., slice(0, 16), slice(0, 64))
+    far = float(split[outside].abs().mean() / plain[outside].abs().mean())
+    assert 0.5 < far < 2, far
 
 
 def _style_grad(s, photo, styles, masks, x, weights=None):

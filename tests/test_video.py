@@ -123,6 +123,25 @@ def test_engine_starts_from_a_given_picture_and_adds_extra_terms(use_tiny, photo
         stylize(photo_path, painting_path, start=torch.zeros(3, 26, 32), size=32)
 
 
+def test_engine_paints_a_fresh_region_on_its_own(use_tiny, photo_path, painting_path,
+                                                 tmp_path):
+    from brushwork import stylize
+
+    run = dict(size=32, iterations=4, multiscale="off", seed=1)
+    plain = stylize(photo_path, painting_path, **run)
+    nothing_new = stylize(photo_path, painting_path, fresh=torch.zeros(1, 1, 13, 16), **run)
+    torch.testing.assert_close(nothing_new.pixels, plain.pixels, rtol=0, atol=0.05)
+    fresh = torch.zeros(1, 1, 26, 32)
+    fresh[..., 8:20, 10:24] = 1.0
+    split = stylize(photo_path, painting_path, fresh=fresh, **run)
+    assert split.pixels is not None and plain.pixels is not None
+    assert float((split.pixels - plain.pixels).abs().max()) > 1.0
+    with pytest.raises(BrushworkError, match="fresh must be"):
+        stylize(photo_path, painting_path, fresh=torch.zeros(26, 32), **run)
+    with pytest.raises(BrushworkError, match="fresh regions"):
+        stylize(photo_path, painting_path, fresh=fresh, checkpoint=tmp_path / "c.pt", **run)
+
+
 # Flow on a real (synthetic) clip ----------------------------------------------------------
 
 @pytest.fixture
@@ -153,6 +172,28 @@ def test_flow_recovers_the_motion_and_warping_moves_the_previous_frame_by_it(pac
     err_warped = float((c * (moved - pb).abs()).sum() / c.sum())
     err_still = float((c * (pa - pb).abs()).sum() / c.sum())
     assert err_warped < 4 and err_warped < err_still / 3
+
+
+def test_a_fast_object_is_found_from_the_last_motion_and_a_wrong_guess_loses_nothing(
+        packages):
+    from brushwork.video.flow import grey, motion
+
+    step = 12  # a 12 px square moving 12 px a frame: DIS from nothing loses it here
+    a, b = grey(clip_frame(1, step=step)), grey(clip_frame(2, step=step))
+    sx = square_x(2, step)
+    inside = (0, 0, slice(SQUARE_Y + 2, SQUARE_Y + SQUARE - 2), slice(sx + 2, sx + SQUARE - 2))
+    unguided = motion(b, a)
+    assert float(unguided.weights[inside].mean()) < 0.5
+    last = torch.zeros(1, 2, 48, 64)
+    last[:, 0] = -step  # the motion of the frame pair before (all of it, for simplicity)
+    guided = motion(b, a, last)
+    assert abs(float(guided.backward[inside].median()) + step) < 0.5
+    assert float(guided.weights[inside].mean()) > 0.95
+    assert float(guided.backward[0, :, 36:, :].abs().max()) < 0.5  # the still background
+    # A guess that fits nothing: each pixel keeps the unguided flow's check, or better.
+    wrong = motion(b, a, -last)
+    assert bool((wrong.weights >= unguided.weights).all())
+    assert float(wrong.weights[0, 0, 36:, 4:-4].mean()) > 0.95
 
 
 # The run ----------------------------------------------------------------------------------
@@ -210,6 +251,35 @@ def test_killed_run_resumes_from_the_next_frame(packages, use_tiny, tmp_path, pa
                            on_frame=lambda k, n, r: painted.append(k), **FAST)
     assert painted == [2, 3, 4] and result.frames == 5 and result.painted == 3
     assert len(read_video(out)[0]) == 5
+
+
+@pytest.mark.parametrize("colors", ["none", "luminance"])
+def test_resumed_frames_are_the_uninterrupted_runs(packages, use_tiny, tmp_path, painting_path,
+                                                   colors):
+    """What the resumed frames are compared with (the earlier paintings, before any colour
+    change, and the motion the flows are guessed from) is rebuilt exactly."""
+    from PIL import Image
+
+    from brushwork.video import stylize_video
+
+    clip = write_clip(tmp_path / "in.mkv", frames=4, step=6)
+    run = {**FAST, "preserve_colors": colors}
+
+    def crash(k, n, result):
+        if k == 1:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        stylize_video(clip, painting_path, tmp_path / "resumed", on_frame=crash, **run)
+    kept = sorted(p.name for p in (tmp_path / "resumed").glob("painting_*.png"))
+    assert kept == ([] if colors == "none" else ["painting_00001.png", "painting_00002.png"])
+    stylize_video(clip, painting_path, tmp_path / "resumed", resume=True, **run)
+    stylize_video(clip, painting_path, tmp_path / "whole", **run)
+    assert not list((tmp_path / "resumed").glob("painting_*.png"))  # gone when finished
+    for k in range(1, 5):
+        resumed, whole = (np.asarray(Image.open(tmp_path / f / f"frame_{k:05d}.png"))
+                          for f in ("resumed", "whole"))
+        assert np.array_equal(resumed, whole), k
 
 
 def test_ctrl_c_leaves_a_playable_video_and_resume_finishes_it(packages, use_tiny, tmp_path,

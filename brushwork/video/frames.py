@@ -27,6 +27,9 @@ from .clip import Clip
 
 MANIFEST = "brushwork-video.json"
 FRAME = re.compile(r"frame_(\d{5,})\.png")
+# A frame's painting before --preserve-colors luminance, when that differs from the frame:
+# what the next frames' temporal terms compare with, kept until the run is finished.
+PAINTING = re.compile(r"painting_(\d{5,})\.png")
 FOLDER_SUFFIX = ".frames"
 
 
@@ -64,6 +67,9 @@ class FrameStore:
 
     def path(self, k: int) -> Path:
         return self.folder / frame_name(k)
+
+    def painting_path(self, k: int) -> Path:
+        return self.folder / f"painting_{k + 1:05d}.png"
 
     def check(self, *, resume: bool, force: bool) -> int:
         """How many frames are already finished (only with ``resume``), touching nothing;
@@ -124,10 +130,10 @@ class FrameStore:
                                      f"{key} {theirs!r}, now {mine!r}; resume with the same "
                                      f"options, or start over with --force")
 
-    def _frames(self) -> Iterator[Path]:
+    def _frames(self, paintings: bool = True) -> Iterator[Path]:
         if self.folder.is_dir():
             for entry in self.folder.iterdir():
-                if FRAME.fullmatch(entry.name):
+                if FRAME.fullmatch(entry.name) or (paintings and PAINTING.fullmatch(entry.name)):
                     yield entry
 
     def finished(self) -> int:
@@ -137,15 +143,28 @@ class FrameStore:
             k += 1
         return k
 
-    def write(self, k: int, picture: Image.Image) -> Path:
+    def write(self, k: int, picture: Image.Image, painting: Image.Image | None = None) -> Path:
+        """Frame k, and its painting when the frame is not it (written first: a frame on
+        disk is a finished one)."""
+        if painting is not None:
+            save_image(painting, self.painting_path(k), force=True)
         return save_image(picture, self.path(k), force=True)
 
     def read(self, k: int) -> Image.Image:
+        return self._read(self.path(k))
+
+    def read_painting(self, k: int) -> Image.Image:
+        """Frame k's painting: its own file when one was kept, else the frame."""
+        path = self.painting_path(k)
+        return self._read(path if path.is_file() else self.path(k))
+
+    @staticmethod
+    def _read(path: Path) -> Image.Image:
         try:
-            with Image.open(self.path(k), formats=["PNG"]) as im:
+            with Image.open(path, formats=["PNG"]) as im:
                 return im.convert("RGB")
         except (OSError, ValueError) as e:
-            raise BrushworkError(f"finished frame '{self.path(k)}' cannot be read ({e}); "
+            raise BrushworkError(f"finished frame '{path}' cannot be read ({e}); "
                                  f"delete it and the frames after it to paint them again"
                                  ) from None
 
@@ -155,7 +174,9 @@ class FrameStore:
 
     def finish_in_place(self) -> None:
         """The frames are the output: the manifest stays, marked finished, as the record
-        of the settings that painted them."""
+        of the settings that painted them; the paintings kept for resuming go."""
+        for painting in set(self._frames()) - set(self._frames(paintings=False)):
+            painting.unlink()
         save_text(json.dumps({**self.record, "finished": True}, indent=1) + "\n",
                   self.folder / MANIFEST, force=True)
 

@@ -20,7 +20,7 @@ from ..cache import Cache
 from ..device import resolve_device
 from ..engine import stylize
 from ..errors import BrushworkError, OutputError
-from ..imageio import check_side_file, load_image, to_tensor
+from ..imageio import check_side_file, load_image, to_image, to_tensor
 from ..result import Iterate, Result
 from ..settings import Settings
 from .clip import Clip, open_clip, read_frames
@@ -148,7 +148,7 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
     try:
         for k, photo in read_frames(clip, size) if done < clip.frames else ():
             if k < done:  # resumed: only what the next frames compare with
-                painter.remember(photo, to_tensor(store.read(k)))
+                painter.remember(photo, to_tensor(store.read_painting(k)))
                 continue
             t0 = time.perf_counter()
 
@@ -157,7 +157,7 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
                     callback(FrameStep(k, clip.frames, it))
 
             result = painter.paint(photo, step)
-            store.write(k, result.image)
+            store.write(k, result.image, painter.kept_painting(result))
             finished = k + 1
             timings.append(time.perf_counter() - t0)
             if on_frame is not None:
@@ -215,6 +215,14 @@ class _FramePainter:
         self.last_flow = m.backward
         return m
 
+    def kept_painting(self, result: Result) -> Image.Image | None:
+        """The painting to keep beside the frame for a resumed run, when the frame is not
+        the painting (its colours changed after painting)."""
+        if self.first.preserve_colors != "luminance":
+            return None
+        assert result.pixels is not None
+        return to_image(result.pixels)
+
     def remember(self, photo: Image.Image, painting: torch.Tensor) -> None:
         frame = grey(np.asarray(photo))
         if self.greys:  # the flow the next frame's is guessed from, as when painted
@@ -244,7 +252,9 @@ class _FramePainter:
         if result.pixels is None:  # pragma: no cover - the engine always sets it
             raise BrushworkError("the engine returned no picture")
         self.greys.append(frame)
-        self.paintings.append(result.pixels)
+        # As written to disk (8 bits), so that a resumed run, which reads it back, paints
+        # the next frames exactly as an uninterrupted one.
+        self.paintings.append(to_tensor(to_image(result.pixels)))
         return result
 
 
