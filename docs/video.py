@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from brushwork import Cache, stylize
 from brushwork.imageio import to_tensor
+from brushwork.result import Result
 from brushwork.video import stylize_video
 from brushwork.video.flow import grey
 from brushwork.video.temporal import warping_error
@@ -70,15 +71,19 @@ def make_clip(path: Path, frames: int, size: int) -> Path:
             y0 = (photo.height - ch) * (0.3 + 0.3 * s)
             frame = photo.resize((w, h), Image.Resampling.LANCZOS,
                                  box=(x0, y0, x0 + cw, y0 + ch))
-            # The cat: left to right across the frame, a little downwards.
-            fx = round(-face.width * 0.3 + (w - face.width * 0.4) * s)
-            fy = round(h * 0.15 + h * 0.1 * s)
-            frame.paste(face, (fx, fy), mask)
+            frame.paste(face, face_at(k, frames, w, h, face.width), mask)
             vf = av.VideoFrame.from_image(frame)
             vf.pts, vf.time_base = k, Fraction(1, RATE)
             out.mux(stream.encode(vf))
         out.mux(stream.encode(None))
     return path
+
+
+def face_at(k: int, frames: int, w: int, h: int, face_w: int) -> tuple[int, int]:
+    """Where the cat's face is pasted in frame k: left to right across the frame, a
+    little downwards."""
+    s = k / max(frames - 1, 1)
+    return round(-face_w * 0.3 + (w - face_w * 0.4) * s), round(h * 0.15 + h * 0.1 * s)
 
 
 def frames_of(folder: Path) -> list[Image.Image]:
@@ -122,11 +127,12 @@ def main() -> int:
     runs = []
     for gamma in gammas:
         video_out = work / ("video" if gamma == gammas[0] else f"video_{gamma:g}")
-        result = stylize_video(
-            clip, style, video_out, force=True, temporal_weight=gamma,
-            on_frame=lambda k, n, r, g=gamma: print(f"video (gamma {g:g}): {k + 1}/{n} "
-                                                    f"{r.elapsed:.1f} s", flush=True),
-            **options)
+
+        def done(k: int, n: int, r: Result, g: float = gamma) -> None:
+            print(f"video (gamma {g:g}): {k + 1}/{n} {r.elapsed:.1f} s", flush=True)
+
+        result = stylize_video(clip, style, video_out, force=True, temporal_weight=gamma,
+                               on_frame=done, **options)
         runs.append((gamma, result, frames_of(video_out)))
     painted = runs[0][2]
     photos = [Image.open(p).convert("RGB") for p in _photo_frames(clip, work, painted[0].size)]

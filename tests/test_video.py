@@ -196,6 +196,72 @@ def test_a_fast_object_is_found_from_the_last_motion_and_a_wrong_guess_loses_not
     assert float(wrong.weights[0, 0, 36:, 4:-4].mean()) > 0.95
 
 
+def test_decoded_frames_are_matched_by_time_when_the_decoder_skips_one(packages, tmp_path,
+                                                                       monkeypatch):
+    from brushwork.video import clip as clips
+    from brushwork.video.settings import VideoSettings
+
+    path = write_clip(tmp_path / "in.mkv", frames=5)  # lossless
+    clip = clips.open_clip(path, VideoSettings())
+    opened = clips._open
+
+    class Skipping:
+        """The file's container, whose decoder loses the third frame."""
+
+        def __init__(self, container):
+            self.container = container
+            self.streams = container.streams
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.container.close()
+
+        def decode(self, stream):
+            for n, frame in enumerate(self.container.decode(stream)):
+                if n != 2:
+                    yield frame
+
+    monkeypatch.setattr(clips, "_open", lambda p: Skipping(opened(p)))
+    got = list(clips.read_frames(clip, (64, 48)))
+    assert [k for k, _ in got] == [0, 1, 2, 3, 4]
+    shown = [int(np.argmin([np.abs(np.asarray(picture, float) - clip_frame(j)).mean()
+                            for j in range(5)])) for _, picture in got]
+    assert shown == [0, 1, 3, 3, 4]  # each frame in its place; the lost one shows the next
+
+
+def test_a_guided_flow_that_agrees_with_itself_but_fetches_the_wrong_pixels_is_refused(
+        monkeypatch):
+    from brushwork.video import flow
+
+    # A still, textured scene; the unguided flows find it still except in columns 10-19,
+    # where the forward flow is off (so the check fails there).  The guided pair carries
+    # those columns 6 px along, consistently, as it would carry on an object that has
+    # left: it passes the check, but fetches pixels 6 px away.
+    earlier = np.random.default_rng(0).integers(0, 256, (24, 32), dtype=np.uint8)
+    frame = earlier.copy()
+    zero = torch.zeros(1, 2, 24, 32)
+    unguided_forward, guided_backward, guided_forward = zero.clone(), zero.clone(), zero.clone()
+    unguided_forward[:, 0, :, 10:20] = 6
+    guided_backward[:, 0, :, 10:20] = -6
+    guided_forward[:, 0, :, 4:14] = 6
+
+    def scripted(a, b, guess=None):
+        backward = a is frame
+        if guess is None:
+            return zero.clone() if backward else unguided_forward
+        return guided_backward if backward else guided_forward
+
+    monkeypatch.setattr(flow, "optical_flow", scripted)
+    band = (0, 0, slice(None), slice(12, 18))
+    assert float(flow.reliability(guided_backward, guided_forward)[band].mean()) > 0.9
+    m = flow.motion(frame, earlier, torch.full((1, 2, 24, 32), -6.0))
+    assert float(m.weights[band].mean()) < 0.2  # left to the unguided flow, unreliable
+    assert float(m.backward[0, 0][band[2:]].abs().max()) == 0
+    assert float(m.weights[0, 0, :, 24:].mean()) > 0.9  # elsewhere both agree: still
+
+
 # The run ----------------------------------------------------------------------------------
 
 def test_video_run_writes_every_frame_with_audio(packages, use_tiny, tmp_path, painting_path):
@@ -384,6 +450,7 @@ def _no_frames(path):
     ("not-a-video", "cannot be read as a video"),
     ("no-video-stream", "has no video stream"),
     ("zero-frames", "has no frames"),
+    ("text-named-png", "is not a video: FFmpeg finds no pictures in it"),
     ("range", "--frames 10:20 is outside the clip, which has 3 frames"),
     ("past-the-end", "--start 9 s is past the end"),
     ("extension", "has extension '.avi'"),
@@ -398,6 +465,9 @@ def test_bad_input_is_one_line(packages, capsys, tiny_model_file, tmp_path, pain
     if case == "not-a-video":
         clip = tmp_path / "notes.mp4"
         clip.write_text("not a video")
+    elif case == "text-named-png":  # FFmpeg's image reader takes it by its name
+        clip = tmp_path / "notimg.png"
+        clip.write_text("not a picture either")
     elif case == "no-video-stream":
         clip = _audio_only(tmp_path / "sound.m4a")
     elif case == "zero-frames":

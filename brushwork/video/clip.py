@@ -38,6 +38,9 @@ class Clip:
     start_time: float  # seconds from the stream's first frame to output frame 0
     first_pts_time: float  # the stream's first frame, in the file's clock (for the audio)
     has_audio: bool
+    # Each source frame's presentation time, from the first frame's, in order: decoded
+    # frames are matched to them, so a frame the decoder drops does not shift the rest.
+    times: tuple[float, ...] = ()
 
     @property
     def frames(self) -> int:
@@ -99,7 +102,9 @@ def open_clip(path: str | os.PathLike[str], video: VideoSettings) -> Clip:
         width, height = stream.codec_context.width, stream.codec_context.height
         rate = stream.average_rate or stream.guessed_rate
         has_audio = bool(container.streams.audio)
-    if not times or not width or not height:
+    if not width or not height:  # FFmpeg guessed a format but found no picture in it
+        raise BrushworkError(f"{name} is not a video: FFmpeg finds no pictures in it")
+    if not times:
         raise BrushworkError(f"{name} has no frames")
     if not rate or rate <= 0:
         rate = _rate_from(times)
@@ -128,7 +133,7 @@ def open_clip(path: str | os.PathLike[str], video: VideoSettings) -> Clip:
                              f"{len(picks)} frames (0:{len(picks)})")
     picks = picks[a:b]
     start_time = rel[picks[0]] if not video.fps else start + a / float(out_rate)
-    return Clip(p, (width, height), out_rate, picks, start_time, first, has_audio)
+    return Clip(p, (width, height), out_rate, picks, start_time, first, has_audio, tuple(rel))
 
 
 def _frame_times(container: Any, stream: Any) -> list[float]:
@@ -155,26 +160,42 @@ def _rate_from(times: list[float]) -> Fraction:
 
 def read_frames(clip: Clip, size: tuple[int, int]) -> Iterator[tuple[int, Image.Image]]:
     """Output frames ``(k, picture)`` in order, each resized to ``size`` (width, height);
-    a source frame shown several times is decoded once."""
+    a source frame shown several times is decoded once.  Decoded frames are matched to
+    the source frames by their timestamps; one the decoder skips (a damaged packet) is
+    shown as the next frame decoded."""
     av = need("av")
     wanted: dict[int, list[int]] = {}
     for k, source in enumerate(clip.picks):
         wanted.setdefault(source, []).append(k)
-    last = max(wanted)
+    pending = sorted(wanted)  # source frames not yet yielded, in order (k rises with them)
     with _open(clip.path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         index = -1
         try:
-            for index, frame in enumerate(container.decode(stream)):
-                if index in wanted:
-                    picture = resize_to(frame.to_image().convert("RGB"), size)
-                    for k in wanted[index]:
+            for n, frame in enumerate(container.decode(stream)):
+                index = n if frame.time is None or not clip.times else \
+                    _nearest(clip.times, frame.time - clip.first_pts_time)
+                if not pending or pending[0] > index:
+                    continue
+                picture = resize_to(frame.to_image().convert("RGB"), size)
+                while pending and pending[0] <= index:
+                    for k in wanted[pending.pop(0)]:
                         yield k, picture
-                if index >= last:
+                if not pending:
                     return
         except av.FFmpegError as e:
             raise BrushworkError(f"{_name(clip.path)} could not be decoded after frame {index} "
                                  f"({_reason(e)})") from None
-    raise BrushworkError(f"{_name(clip.path)} ended before frame {last}, which its index "
-                         f"lists")
+    raise BrushworkError(f"{_name(clip.path)} ended before frame {pending[0]}, which its "
+                         f"index lists")
+
+
+def _nearest(times: tuple[float, ...], t: float) -> int:
+    """The index of the time in the sorted ``times`` nearest to ``t``."""
+    i = bisect.bisect_left(times, t)
+    if i == 0:
+        return 0
+    if i == len(times):
+        return len(times) - 1
+    return i if times[i] - t < t - times[i - 1] else i - 1

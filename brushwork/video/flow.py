@@ -23,6 +23,11 @@ BOUNDARY_SLACK = (0.01, 0.002)  # |grad u|^2 + |grad v|^2 > 0.01 |w^|^2 + 0.002
 # Their checker blurs the weights (sigma 0.8) after marking failures below zero, so that a
 # failure spreads outwards and a reliable pixel next to one counts a little less.
 SMOOTH_SIGMA = 0.8
+# A guided flow is taken at a pixel only if what it fetches is at most this many grey
+# levels further from the frame than what the unguided flow fetches (averaged with this
+# blur): video compression alone moves pixels by a few levels.
+PHOTOMETRIC_SLACK = 4.0
+PHOTOMETRIC_SIGMA = 1.5
 
 
 def grey(frame: np.ndarray) -> np.ndarray:
@@ -64,9 +69,12 @@ def motion(frame: np.ndarray, earlier: np.ndarray, guess: torch.Tensor | None = 
 
     With ``guess`` (the backward flow expected, such as the last frame pair's, scaled by
     how many frames back ``earlier`` is), the flows are also found starting from it (and
-    from its opposite for the forward flow), and each pixel keeps the candidate whose
-    forward-backward check it passes better: the check is local, so a guess that does
-    not fit a pixel (a scene cut, a change of direction) loses there to the unguided flow.
+    from its opposite for the forward flow), and a pixel takes that candidate where it
+    passes the forward-backward check better and fetches what the frame shows there
+    about as well (:func:`photometric_error`).  Both flows started from one guess can
+    agree with each other and both be wrong: where a moving object left, they carry it
+    on, and only the frames' pixels tell.  A guess that fits nowhere (a scene cut, a
+    change of direction) thus loses everywhere to the unguided flow.
     """
     backward = optical_flow(frame, earlier)
     weights = reliability(backward, optical_flow(earlier, frame))
@@ -74,8 +82,24 @@ def motion(frame: np.ndarray, earlier: np.ndarray, guess: torch.Tensor | None = 
         return Motion(backward, weights)
     guided = optical_flow(frame, earlier, guess)
     guided_weights = reliability(guided, optical_flow(earlier, frame, -guess))
-    better = guided_weights > weights
-    return Motion(torch.where(better, guided, backward), torch.maximum(weights, guided_weights))
+    now, then = _grey_tensor(frame), _grey_tensor(earlier)
+    better = (guided_weights > weights) & (
+        photometric_error(now, then, guided)
+        <= photometric_error(now, then, backward) + PHOTOMETRIC_SLACK)
+    return Motion(torch.where(better, guided, backward), torch.where(better, guided_weights,
+                                                                     weights))
+
+
+def _grey_tensor(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frame).to(torch.float32)[None, None]
+
+
+def photometric_error(frame: torch.Tensor, earlier: torch.Tensor,
+                      backward: torch.Tensor) -> torch.Tensor:
+    """How far the grey ``earlier`` frame fetched along ``backward`` is from ``frame``,
+    ``(1, 1, H, W)`` grey levels, averaged over a few pixels around each (so a single
+    noisy pixel does not decide)."""
+    return _blur((warp(earlier, backward) - frame).abs(), PHOTOMETRIC_SIGMA)
 
 
 def _grid(flow: torch.Tensor) -> torch.Tensor:
