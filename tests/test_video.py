@@ -174,6 +174,20 @@ def test_flow_recovers_the_motion_and_warping_moves_the_previous_frame_by_it(pac
     assert err_warped < 4 and err_warped < err_still / 3
 
 
+def test_only_wide_new_parts_are_painted_on_their_own(packages):
+    from brushwork.video.temporal import Earlier
+
+    h, w = 64, 96
+    weights = torch.ones(1, 1, h, w)
+    weights[..., 10:50, 5:9] = 0  # a strip 4 px wide: what a moving edge uncovers
+    weights[..., 20:56, 40:80] = 0  # a wide new part: an object that came into view
+    terms = TemporalTerms([Earlier(1, torch.zeros(1, 3, h, w), weights)], 1e5)
+    fresh = terms.fresh()  # parts narrower than 1/8 of the short side (8 px) dropped
+    assert float(fresh[..., 10:50, 5:9].max()) == 0
+    assert float(fresh[..., 20:56, 40:80].mean()) > 0.95  # (its corners rounded)
+    assert float(fresh.sum()) == pytest.approx(36 * 40, rel=0.05)
+
+
 def test_a_fast_object_is_found_from_the_last_motion_and_a_wrong_guess_loses_nothing(
         packages):
     from brushwork.video.flow import grey, motion

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .deps import need
 from .flow import Motion, motion, warp
 
 
@@ -60,6 +61,14 @@ def carried(painting: torch.Tensor, m: Motion, back: int) -> Earlier:
     return Earlier(back, warp(painting, m.backward), m.weights, m.backward)
 
 
+# The narrowest new part of a frame painted as a region of its own, as a share of the
+# frame's short side.  A region matched to the painting's Gram matrices on its own must
+# hold all of the painting's colours and strokes; a sliver (the strip an object uncovers
+# as it moves) cannot, and crammed with them it shows as a blotch.  Slivers are painted
+# with the rest of the frame.
+FRESH_MIN_WIDTH = 1 / 8
+
+
 class TemporalTerms:
     """The temporal terms of one frame: ``weight * sum_j L_temporal(x, w_j, c_j')`` over
     the earlier frames (nearest first, with long-term weights).  A callable for
@@ -84,10 +93,11 @@ class TemporalTerms:
         return self._sized[size]
 
     def fresh(self) -> torch.Tensor:
-        """``(1, 1, H, W)`` in 0..1: where no earlier frame's painting reaches this frame
-        reliably (what the frame shows for the first time); 1 - the long-term weights'
-        sum."""
-        return 1 - torch.stack(self.weights).sum(dim=0).clamp(0, 1)
+        """``(1, 1, H, W)`` in 0..1: the parts of this frame that no earlier frame's
+        painting reaches reliably (1 - the long-term weights' sum) and that are wide
+        enough to be painted as a region of their own (:func:`wide_parts`)."""
+        new = 1 - torch.stack(self.weights).sum(dim=0).clamp(0, 1)
+        return wide_parts(new, max(1, round(min(new.shape[-2:]) * FRESH_MIN_WIDTH / 2)))
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         warped, weights = self.targets((x.shape[-2], x.shape[-1]), x.device)
@@ -95,6 +105,17 @@ class TemporalTerms:
         for w, c in zip(warped, weights, strict=True):
             total = total + temporal_loss(x, w, c)
         return {"temporal": self.weight * total}
+
+
+def wide_parts(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """``mask`` ``(1, 1, H, W)`` without its parts narrower than a disc of ``radius``:
+    a grey-level opening by that disc (OpenCV's), which keeps the outline and the soft
+    edges of what is wider."""
+    cv2 = need("cv2")
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    plane = np.ascontiguousarray(mask[0, 0].detach().cpu().numpy(), dtype=np.float32)
+    opened = cv2.morphologyEx(plane, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(opened)[None, None].to(mask)
 
 
 def warped_start(photo: torch.Tensor, nearest: Earlier) -> torch.Tensor:
