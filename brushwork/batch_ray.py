@@ -22,7 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .batch import RUNNING, Batch, Outcome, Progress, Row, _tuples
+from .batch.painting import Outcome, Progress
+from .batch.plan import RUNNING, Batch, Row, _tuples
 from .cache import Cache
 from .errors import BrushworkError, out_of_memory
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import brushwork.batch as batch_module
+import brushwork.batch.painting as painting_module
 import brushwork.cache as cache_module
 from brushwork import cli
 from brushwork.batch import (
@@ -111,8 +111,9 @@ def test_a_rerun_skips_what_is_done_and_force_paints_again(capsys, folders, use_
     assert cli_run(capsys, *args)[0] == 0
     before = {p.name: p.read_bytes() for p in out.glob("*.png")}
     calls = []
-    real = batch_module.stylize
-    monkeypatch.setattr(batch_module, "stylize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = painting_module.stylize
+    monkeypatch.setattr(painting_module, "stylize",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     code, _, err = cli_run(capsys, *args)
     assert code == 0 and calls == [] and "2 already in" in err
     assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before
@@ -235,7 +236,7 @@ def test_usage_mistakes_are_one_line(capsys, folders, use_tiny, tmp_path):
 def test_ctrl_c_stops_cleanly_and_a_rerun_continues(capsys, monkeypatch, folders,
                                                     use_tiny, tmp_path):
     photos, paintings = folders
-    real = batch_module.stylize
+    real = painting_module.stylize
     calls = []
 
     def second_interrupted(*a, **options):
@@ -244,7 +245,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_continues(capsys, monkeypatch, folders
             raise Interrupted(Result(Image.new("RGB", (4, 4)), {}, {}, [], 0, {}, "cpu"))
         return real(*a, **options)
 
-    monkeypatch.setattr(batch_module, "stylize", second_interrupted)
+    monkeypatch.setattr(painting_module, "stylize", second_interrupted)
     out = tmp_path / "out"
     args = ["batch", "--content", photos, "--style", paintings, "-o", out, *FAST, "--sheet"]
     code, _, err = cli_run(capsys, *args)
