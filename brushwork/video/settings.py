@@ -22,8 +22,9 @@ class VideoSettings:
         "need far fewer than the first frame, which gets --iterations over the whole pyramid",
         metavar="N")
     # On the scale of the style loss (beta = 1e4 with the paper's normalisation), which is
-    # size-invariant as this mean is.  1e6 froze the painting (it softened frame after
-    # frame); 1e5 kept it sharp with the flicker still 0.025x frame by frame (docs/video.md).
+    # size-invariant as this mean is.  1e6 holds too hard: new parts' edges cannot settle
+    # in a frame's steps and leave speckles; 1e4 flickers 4x more than 1e5, which keeps
+    # both clean (the sweep in docs/video.md).
     temporal_weight: float = _opt(
         1e5, "gamma, the weight of the temporal loss: the mean squared difference (grey "
         "levels of 0..255) to the earlier frames' paintings carried along the motion, where "
