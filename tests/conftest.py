@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -124,8 +126,10 @@ def use_tiny(monkeypatch):
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Calibrations and downloads go to a folder of the test session, not the user's cache."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BRUSHWORK_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
+    """Calibrations and downloads go to a folder of the test session, not the user's cache.
+
+    Set for the rest of the process, never restored: a thread that outlives its test (a
+    studio worker still measuring the device when its app's shutdown stopped waiting for
+    it) would otherwise write its calibration into the user's cache after the session;
+    keys naming pytest's folders were found there once."""
+    os.environ["BRUSHWORK_CACHE"] = str(tmp_path_factory.mktemp("cache"))
