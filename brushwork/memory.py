@@ -47,6 +47,11 @@ FLOAT = 4  # bytes per image value (float32)
 # recorded: their peaks are mostly the allocator's noise.
 PEAK_OBSERVED_FROM = 256 * 2**20
 PEAK_SHARE_RANGE = (0.5, 2.0)  # how far runs' peaks may move the probe's prediction
+# Where runs' peaks are recorded, as ratios to the evaluation's predicted peak.  (Until
+# 2026-11-30 "peak_ratios" held ratios to the evaluation and kept vectors together,
+# which scaled the exactly known vectors by what the evaluations showed; those are not
+# read.)
+PEAK_RATIOS = "eval_peak_ratios"
 GB = 1e9
 
 
@@ -114,8 +119,11 @@ class Estimate:
     scales: tuple[ScalePlan, ...]
     step_seconds: tuple[float, ...] = ()  # one evaluation at each scale
     resident_bytes: float = 0.0  # the process when the run starts, part of peak_bytes
-    peak_share: float = 1.0  # the calibration's, by which the rest of peak_bytes is scaled
+    peak_share: float = 1.0  # the calibration's, by which the evaluation's part is scaled
     peak_tiled: bool = False  # whether the scale with the peak is tiled
+    # The peak scale's picture and L-BFGS vectors, part of peak_bytes: known exactly, so
+    # not scaled by the share.
+    kept_bytes: float = 0.0
 
     @property
     def tiled(self) -> bool:
@@ -282,7 +290,7 @@ def _peak_ratios(entry: dict) -> tuple[list[float], list[float]]:
     """The recorded peak ratios of whole runs and of runs whose peak scale was tiled."""
     whole: list[float] = []
     tiled: list[float] = []
-    for v in entry.get("peak_ratios", []):
+    for v in entry.get(PEAK_RATIOS, []):
         ratio, was_tiled = (v, False) if isinstance(v, (int, float)) else (v[0], bool(v[1]))
         (tiled if was_tiled else whole).append(float(ratio))
     return whole, tiled
@@ -297,12 +305,14 @@ def observe(net: FeatureExtractor, settings: Settings, device: torch.device, pix
 
 def observe_peak(net: FeatureExtractor, settings: Settings, device: torch.device,
                  forecast: Estimate, peak_above_start: float) -> None:
-    """Record a finished run's peak memory above the process's start, as a ratio to what
-    the probe's lines predicted for it (large runs only: :data:`PEAK_OBSERVED_FROM`)."""
-    predicted = (forecast.peak_bytes - forecast.resident_bytes) / forecast.peak_share
-    if predicted >= PEAK_OBSERVED_FROM and peak_above_start > 0:
-        _record(net, settings, device, "peak_ratios",
-                [peak_above_start / predicted, int(forecast.peak_tiled)])
+    """Record a finished run's peak memory above the process's start, less its kept
+    vectors, as a ratio to the evaluation's peak the probe's lines predicted (large runs
+    only: :data:`PEAK_OBSERVED_FROM`)."""
+    kept = forecast.kept_bytes
+    evaluation = (forecast.peak_bytes - forecast.resident_bytes - kept) / forecast.peak_share
+    if evaluation > 0 and evaluation + kept >= PEAK_OBSERVED_FROM and peak_above_start > 0:
+        _record(net, settings, device, PEAK_RATIOS,
+                [(peak_above_start - kept) / evaluation, int(forecast.peak_tiled)])
 
 
 def observe_coarse(net: FeatureExtractor, settings: Settings, device: torch.device,
@@ -551,9 +561,12 @@ def _stride(net: FeatureExtractor, name: str) -> int:
 
 
 def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
-               net: FeatureExtractor, coarse: bool = False) -> tuple[float, float, float]:
-    """``(peak bytes, seconds, seconds per evaluation)`` of one scale (a ``coarse`` one
-    may stop before its last step)."""
+               net: FeatureExtractor, coarse: bool = False
+               ) -> tuple[float, float, float, float]:
+    """``(peak bytes, seconds, seconds per evaluation, kept bytes)`` of one scale (a
+    ``coarse`` one may stop before its last step).  The peak is what the process holds
+    at the start, the kept vectors (exact) and an evaluation's peak as the probe's lines
+    predict it, scaled by what runs' peaks showed (the calibration's share)."""
     w, h = plan.scale.size
     # A scale of n steps stores at most n - 1 pairs: a short run never fills its history.
     kept = kept_bytes(w * h, settings, min(plan.history, max(0, plan.scale.iterations - 1)),
@@ -572,22 +585,24 @@ def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
     if coarse and settings.coarse_tolerance > 0 and calibration.coarse_steps is not None:
         iterations = min(iterations, calibration.coarse_steps)
     share = calibration.peak_share if plan.tile is None else calibration.tiled_peak_share
-    return (calibration.resident_bytes + share * (kept + peak),
-            setup + iterations * per_eval, per_eval)
+    return (calibration.resident_bytes + kept + share * peak,
+            setup + iterations * per_eval, per_eval, kept)
 
 
 def estimate(scales: Sequence[ScalePlan], settings: Settings, calibration: Calibration,
              net: FeatureExtractor, budget: float) -> Estimate:
     costs = [scale_cost(p, settings, calibration, net, coarse=i < len(scales) - 1)
              for i, p in enumerate(scales)]
-    top = scales[max(range(len(costs)), key=lambda i: costs[i][0])] if scales else None
+    at = max(range(len(costs)), key=lambda i: costs[i][0]) if scales else None
+    top = scales[at] if at is not None else None
     tiled = top is not None and top.tile is not None
     return Estimate(peak_bytes=max(c[0] for c in costs), seconds=sum(c[1] for c in costs),
                     budget_bytes=budget, scales=tuple(scales),
                     step_seconds=tuple(c[2] for c in costs),
                     resident_bytes=calibration.resident_bytes,
                     peak_share=calibration.tiled_peak_share if tiled
-                    else calibration.peak_share, peak_tiled=tiled)
+                    else calibration.peak_share, peak_tiled=tiled,
+                    kept_bytes=costs[at][3] if at is not None else 0.0)
 
 
 def tile_sizes(long_side: int, halo: int, align: int) -> list[int]:

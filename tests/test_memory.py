@@ -116,22 +116,26 @@ def test_a_short_scale_keeps_no_more_pairs_than_it_has_steps():
     assert full[0] - short[0] == pytest.approx(17 * 2 * 3 * 4 * 100 * 100)
 
 
-def test_the_peak_share_scales_all_but_the_resident_part():
+def test_the_peak_share_scales_the_evaluation_alone():
     s = Settings(size=512, multiscale="off", iterations=10)
     net = _net(s)
     scales = [Scale((512, 512), 10)]
     base = plan(scales, s, CAL, net, budget=10e9)
     more = plan(scales, s, dataclasses.replace(CAL, peak_share=1.5), net, budget=10e9)
-    assert more.peak_bytes - CAL.resident_bytes == pytest.approx(
-        1.5 * (base.peak_bytes - CAL.resident_bytes))
+    # The kept vectors (9 pairs of two 512 x 512 x 3 float32 vectors, and the picture's
+    # own) are known exactly: neither the process's start nor they are scaled.
+    kept = memory.kept_bytes(512 * 512, s, 9, net)
+    assert base.kept_bytes == more.kept_bytes == pytest.approx(kept) and kept > 0
+    assert more.peak_bytes - CAL.resident_bytes - kept == pytest.approx(
+        1.5 * (base.peak_bytes - CAL.resident_bytes - kept))
     assert (more.resident_bytes, more.peak_share) == (CAL.resident_bytes, 1.5)
     # A tiled scale takes the tiled share.
     tiles = plan(scales, s, dataclasses.replace(CAL, peak_share=3.0, tiled_peak_share=1.5),
                  net, budget=10e9, tile=128)
     lines = plan(scales, s, CAL, net, budget=10e9, tile=128)
     assert tiles.peak_tiled and tiles.peak_share == 1.5
-    assert tiles.peak_bytes - CAL.resident_bytes == pytest.approx(
-        1.5 * (lines.peak_bytes - CAL.resident_bytes))
+    assert tiles.peak_bytes - CAL.resident_bytes - kept == pytest.approx(
+        1.5 * (lines.peak_bytes - CAL.resident_bytes - kept))
     # The plan sees it too: a budget the lines alone fit is now tiled.
     assert plan(scales, s, dataclasses.replace(CAL, peak_share=1.5), net,
                 budget=base.peak_bytes / memory.PLAN_MARGIN * 1.01).tiled
@@ -247,7 +251,15 @@ def test_calibration_is_measured_once_then_follows_runs(monkeypatch, use_tiny, t
                         dataclasses.replace(big, peak_bytes=100 * MB + 1.2 * 600 * MB,
                                             peak_share=1.2), 2.0 * 600 * MB)
     (entry,) = [e for e in json.loads(memory._calibration_file().read_text()).values()]
-    assert [r for r, _ in entry["peak_ratios"]] == pytest.approx([1.1, 1.3, 1.2, 2.0])
+    assert [r for r, _ in entry["eval_peak_ratios"]] == pytest.approx([1.1, 1.3, 1.2, 2.0])
+    # Of a run's peak, the kept vectors are taken off before the ratio: 200 MB kept and
+    # 400 MB of evaluation predicted, 200 + 1.5 * 400 MB seen.
+    held = dataclasses.replace(big, kept_bytes=200 * MB)
+    memory.observe_peak(net, s, torch.device("cpu"), held, 800 * MB)
+    (entry,) = [e for e in json.loads(memory._calibration_file().read_text()).values()]
+    assert entry["eval_peak_ratios"][-1][0] == pytest.approx(1.5)
+    entry["eval_peak_ratios"].pop()
+    memory._write_calibrations({memory._calibration_key(net, s, torch.device("cpu")): entry})
     # Runs whose peak scale was tiled have a share of their own; until one has been seen,
     # tiled scales take the whole runs' (the larger, so the safer).
     assert memory.calibration_for(net, s, torch.device("cpu")).tiled_peak_share == \
