@@ -46,6 +46,10 @@ FLOAT = 4  # bytes per image value (float32)
 # Runs whose predicted peak above the process's start is smaller than this are not
 # recorded: their peaks are mostly the allocator's noise.
 PEAK_OBSERVED_FROM = 256 * 2**20
+# A shorter L-BFGS history is chosen only when its larger tiles make the scale this much
+# quicker than the longest history that fits (the time model does not count what a
+# shorter history costs in convergence).
+HISTORY_TIME_SLACK = 1.25
 PEAK_SHARE_RANGE = (0.5, 2.0)  # how far runs' peaks may move the probe's prediction
 # Where runs' peaks are recorded, as ratios to the evaluation's predicted peak.  (Until
 # 2026-11-30 "peak_ratios" held ratios to the evaluation and kept vectors together,
@@ -638,6 +642,7 @@ def _plan_scale(scale: Scale, settings: Settings, calibration: Calibration,
     histories = [settings.history_size]
     if settings.optimizer == "lbfgs":
         histories += list(range(settings.history_size - 1, MIN_HISTORY - 1, -1))
+    tiled: list[ScalePlan] = []  # per history, the largest tiles that fit
     for history in histories:
         whole = ScalePlan(scale, None, history)
         if tile is not None:
@@ -658,12 +663,27 @@ def _plan_scale(scale: Scale, settings: Settings, calibration: Calibration,
             else:
                 lo = mid + 1
         if lo < len(sizes):
-            return ScalePlan(scale, sizes[lo], history)
+            tiled.append(ScalePlan(scale, sizes[lo], history))
+    if tiled:
+        return _quick_enough(tiled, settings, calibration, net)
     smallest = ScalePlan(scale, tile or max(halo, align), min(histories))
     need = scale_cost(smallest, settings, calibration, net)[0] / PLAN_MARGIN
     raise BrushworkError(
         f"a {scale.size[0]}x{scale.size[1]} scale needs at least {need / GB:.1f} GB, more "
         f"than the {budget / GB:.1f} GB budget; raise --max-memory or lower --size")
+
+
+def _quick_enough(plans: Sequence[ScalePlan], settings: Settings, calibration: Calibration,
+                  net: FeatureExtractor) -> ScalePlan:
+    """Of tiled plans with ever shorter L-BFGS histories (each with the largest tiles
+    that fit), the one with the longest history that takes at most
+    :data:`HISTORY_TIME_SLACK` times the quickest one's time: a shorter history frees
+    memory for larger tiles, and tiles near the halo's size cost several times more per
+    evaluation (each box reads its halo), which a few pairs of history do not repay."""
+    seconds = [scale_cost(p, settings, calibration, net)[1] for p in plans]
+    quickest = min(seconds)
+    return next(p for p, t in zip(plans, seconds, strict=True)
+                if t <= HISTORY_TIME_SLACK * quickest)
 
 
 # -- Linux process memory ------------------------------------------------------------------

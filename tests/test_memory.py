@@ -141,6 +141,32 @@ def test_the_peak_share_scales_the_evaluation_alone():
                 budget=base.peak_bytes / memory.PLAN_MARGIN * 1.01).tiled
 
 
+def test_a_shorter_history_is_taken_when_its_larger_tiles_are_much_quicker():
+    s = Settings(size=2048, multiscale="off", iterations=10)
+    net = _net(s)
+    scale = Scale((2048, 2048), 10)
+    halo, align = memory.tile_geometry(net)
+
+    def seconds(p):
+        return memory.scale_cost(p, s, CAL, net)[1]
+
+    tiny = memory.ScalePlan(scale, halo, 20)  # tiles the size of the halo: slow
+    large = memory.ScalePlan(scale, 1024, 12)
+    near = memory.ScalePlan(scale, 1008, 11)
+    assert seconds(tiny) > 2 * seconds(large)
+    assert memory._quick_enough([tiny, large, near], s, CAL, net) is large
+    # Within HISTORY_TIME_SLACK of the quickest, the longer history wins.
+    assert seconds(large) <= memory.HISTORY_TIME_SLACK * seconds(near)
+    assert memory._quick_enough([large, near], s, CAL, net) is large
+    # The plan itself: a budget that history 20 fits only in small tiles.
+    budget = memory.scale_cost(memory.ScalePlan(scale, 192, 20), s, CAL, net)[0] / \
+        memory.PLAN_MARGIN
+    chosen = plan([scale], s, CAL, net, budget=budget).scales[0]
+    assert chosen.history < 20 and chosen.tile is not None and chosen.tile > 192
+    assert seconds(chosen) * memory.HISTORY_TIME_SLACK < seconds(
+        memory.ScalePlan(scale, 192, 20))
+
+
 def test_a_run_records_its_peak_and_a_resumed_one_does_not(monkeypatch, use_tiny, tmp_path,
                                                            photo_path, painting_path):
     monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path))
