@@ -31,10 +31,10 @@ from .device import resolve_device
 from .errors import BrushworkError, DivergedError
 from .imageio import load_image, resize_to, scaled_size, to_image, to_tensor
 from .masks import load_masks
-from .objective import ExtraTerms, Objective, WithTerms, blend_grams, region_targets, style_grams
+from .objective import ExtraTerms, Objective, WithTerms, style_grams, style_targets
 from .optimise import Optimiser
 from .pyramid import Scale, scales
-from .regions import recolour_by_region, region_weights, resize_masks, split_regions
+from .regions import recolour_by_region, resize_masks
 from .result import Interrupted, Iterate, Result
 from .settings import Settings
 from .stopping import StopRule
@@ -303,18 +303,8 @@ def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: Fea
     else:
         grams = [cache.style_grams(net, t, layers) if cache else style_grams(net, t, layers)
                  for t in style_ts]
-    if masks is None and fresh is None:
-        targets = blend_grams(grams, inputs.blend)
-        weights = None
-    elif masks is None:  # the whole picture as one region, with the styles' blend
-        targets = [g.unsqueeze(0) for g in blend_grams(grams, inputs.blend)]
-        masks, weights = photo.new_ones(1, 1, h, w), [1.0]
-    else:
-        targets, weights = region_targets(grams), region_weights(inputs.blend)
-    if fresh is not None:
-        assert masks is not None and weights is not None
-        masks, targets, weights = split_regions(
-            masks, targets, weights, resize_masks(fresh.to(device, torch.float32), (w, h)))
+    fresh_here = None if fresh is None else resize_masks(fresh.to(device, torch.float32), (w, h))
+    targets, masks, weights = style_targets(grams, inputs.blend, masks, fresh_here)
     if tile is None:
         return Objective(net, settings, photo, targets, masks, weights)
     return TiledObjective(net, settings, photo, targets, tile, masks, weights)

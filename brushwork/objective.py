@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .losses import content_loss, gram, style_layer_loss, tv_loss
-from .regions import guided_grams, guided_style_loss, guides, region_weights
+from .regions import guided_grams, guided_style_loss, guides, region_weights, split_regions
 from .settings import Settings
 from .vgg import FeatureExtractor
 
@@ -45,6 +45,27 @@ def region_targets(per_style: Sequence[Sequence[torch.Tensor]]) -> list[torch.Te
     """Per layer, the styles' Gram matrices stacked ``(R, C, C)``: style ``r`` is region
     ``r``'s target."""
     return [torch.stack(list(layer)) for layer in zip(*per_style, strict=True)]
+
+
+def style_targets(grams: Sequence[Sequence[torch.Tensor]], blend: Sequence[float],
+                  masks: torch.Tensor | None = None, fresh: torch.Tensor | None = None
+                  ) -> tuple[list[torch.Tensor], torch.Tensor | None, list[float] | None]:
+    """``(targets, masks, weights)`` for :class:`Objective` from each style's Gram matrices
+    (per layer) and their ``blend``: one blended target over the whole picture; with
+    ``masks`` ``(R, 1, H, W)``, style ``r`` paints region ``r``; with ``fresh``
+    ``(1, 1, H, W)`` (at the masks' or the picture's size), each region is split into its
+    part outside and inside it (:func:`brushwork.regions.split_regions`)."""
+    if masks is None and fresh is None:
+        return blend_grams(grams, blend), None, None
+    if masks is None:  # the whole picture as one region, with the styles' blend
+        assert fresh is not None
+        targets = [g.unsqueeze(0) for g in blend_grams(grams, blend)]
+        masks, weights = fresh.new_ones(fresh.shape), [1.0]
+    else:
+        targets, weights = region_targets(grams), region_weights(blend)
+    if fresh is not None:
+        masks, targets, weights = split_regions(masks, targets, weights, fresh)
+    return targets, masks, weights
 
 
 def size_invariant_weight(content_weight: float, long_side: int) -> float:
@@ -123,10 +144,7 @@ class Objective(nn.Module):
         layers = settings.style_layers
         grams = [cache.style_grams(net, t, layers) if cache else style_grams(net, t, layers)
                  for t in styles]
-        if masks is not None:
-            return cls(net, settings, content, region_targets(grams), masks,
-                       region_weights(blend))
-        return cls(net, settings, content, blend_grams(grams, blend))
+        return cls(net, settings, content, *style_targets(grams, blend, masks))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.s

@@ -14,7 +14,7 @@ from brushwork.errors import BrushworkError
 from brushwork.imageio import read_metadata
 from brushwork.losses import gram
 from brushwork.masks import check_aspect, parse_color, regions_of_map
-from brushwork.objective import Objective, blend_grams, style_grams
+from brushwork.objective import Objective, style_grams, style_targets
 from brushwork.regions import guided_grams, layer_masks, recolour_by_region, split_regions
 from brushwork.settings import Settings
 from brushwork.tiling import receptive_radius
@@ -110,11 +110,8 @@ def test_split_regions_cover_each_region_twice_with_its_target():
 
 def _one_region(s, net, photo, style, fresh):
     """The whole picture as one region, split by ``fresh``, as the engine builds it."""
-    targets = [g.unsqueeze(0) for g in blend_grams([style_grams(net, style, s.style_layers)],
-                                                   [1.0])]
-    masks, targets, weights = split_regions(torch.ones(1, 1, *photo.shape[-2:]), targets,
-                                            [1.0], fresh)
-    return Objective(net, s, photo, targets, masks, weights)
+    grams = [style_grams(net, style, s.style_layers)]
+    return Objective(net, s, photo, *style_targets(grams, [1.0], fresh=fresh))
 
 
 def test_nothing_fresh_is_the_plain_objective_and_a_fresh_patch_is_pulled_harder():
