@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -167,7 +168,7 @@ def read_frames(clip: Clip, size: tuple[int, int]) -> Iterator[tuple[int, Image.
     wanted: dict[int, list[int]] = {}
     for k, source in enumerate(clip.picks):
         wanted.setdefault(source, []).append(k)
-    pending = sorted(wanted)  # source frames not yet yielded, in order (k rises with them)
+    pending = deque(sorted(wanted))  # source frames not yet yielded (k rises with them)
     with _open(clip.path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -180,7 +181,7 @@ def read_frames(clip: Clip, size: tuple[int, int]) -> Iterator[tuple[int, Image.
                     continue
                 picture = resize_to(frame.to_image().convert("RGB"), size)
                 while pending and pending[0] <= index:
-                    for k in wanted[pending.pop(0)]:
+                    for k in wanted[pending.popleft()]:
                         yield k, picture
                 if not pending:
                     return
