@@ -1,7 +1,8 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - creates .venv, installs brushwork and the default weights, paints a photo
 #   make test   - creates .venv, installs brushwork with its test tools (and Ray), runs the tests
-#   make lint   - the same .venv; ruff and mypy, configured in pyproject.toml
+#   make lint   - the same .venv; ruff, mypy and import-linter (the layers of
+#                 docs/architecture.md), configured in pyproject.toml
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,9 +28,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Both tools report even when the first finds something.
+# Every tool reports even when an earlier one finds something.
 lint: install
-	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy || status=1; exit $$status
+	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy || status=1; \
+		$(BIN)/lint-imports --no-cache || status=1; exit $$status
 
 clean:
 	rm -rf $(VENV) out

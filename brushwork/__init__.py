@@ -1,13 +1,25 @@
-"""brushwork: neural style transfer (Gatys et al.) for people who make pictures."""
+"""brushwork: neural style transfer (Gatys et al.) for people who make pictures.
 
-__version__ = "0.1.0"
+The public API: everything below is importable from ``brushwork`` itself, wherever in
+the package it lives (docs/architecture.md has the map).
+"""
 
-from .allocator import reuse_freed_memory
-from .engine import Cache, Interrupted, Iterate, Result, estimate, stylize
-from .errors import BrushworkError
-from .memory import Estimate
-from .pyramid import count_steps
-from .settings import Settings
+from brushwork._version import __version__
+from brushwork.engine import (
+    Cache,
+    Estimate,
+    Interrupted,
+    Iterate,
+    Result,
+    Settings,
+    estimate,
+    stylize,
+)
+from brushwork.engine.memory.allocator import reuse_freed_memory
+from brushwork.engine.pyramid import count_steps
+from brushwork.errors import BrushworkError
+from brushwork.io.images import load_image, read_metadata, save_image
 
 __all__ = ["stylize", "estimate", "Estimate", "Cache", "Settings", "Result", "Iterate",
-           "Interrupted", "BrushworkError", "count_steps", "reuse_freed_memory", "__version__"]
+           "Interrupted", "BrushworkError", "count_steps", "reuse_freed_memory",
+           "load_image", "read_metadata", "save_image", "__version__"]

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from brushwork.commands.entry import main
 
 sys.exit(main())

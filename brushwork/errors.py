@@ -11,6 +11,11 @@ from __future__ import annotations
 import re
 
 GiB = 1024**3
+
+# Exit statuses of the ``brushwork`` command, one table for every subcommand.
+EXIT_ERROR = 1  # a BrushworkError (a user's mistake, or memory ran out); also a batch with failures
+EXIT_USAGE = 2  # the command line itself is wrong (argparse's convention)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
 # What the CLI suggests; the studio, whose users set no memory budget, words its own.
 CLI_MEMORY_ADVICE = ("try a smaller --size, a --max-memory below what is free (the scales "
                      "that need it are then painted in tiles), or --tile-size")

@@ -17,21 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from .engine import Cache, ImageInput, Interrupted, Iterate, Result, stylize
-from .errors import BrushworkError, DivergedError
-from .imageio import load_image
-from .masks import load_masks
-from .settings import Settings, to_cli_args
-from .vgg import check_layers
+from brushwork.engine.cache import Cache
+from brushwork.engine.network import check_layers
+from brushwork.engine.painter import ImageInput, stylize
+from brushwork.engine.result import Interrupted, Iterate, Result
+from brushwork.engine.settings import Settings, json_options, to_cli_args
+from brushwork.errors import BrushworkError, DivergedError
+from brushwork.io.images import load_image
+from brushwork.io.masks import load_masks
+from brushwork.io.sheets import THUMB_LONG_SIDE, grid_sheet
 
 # What a sweep may vary, in the order the sheet's labels use.
 SWEEPABLE = ("strength", "style_weight", "content_weight", "tv_weight", "style_scale",
              "style_layers", "content_layers", "model")
 MAX_CELLS = 64
-THUMB_LONG_SIDE = 384  # cells larger than this are shown smaller on the sheet (saved full size)
-MIN_THUMB = 192  # and smaller ones larger, so a quick low-resolution sweep stays legible
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def plan(axes: Mapping[str, Sequence[Any]], **options: Any) -> SweepResult:
         for c, cv in enumerate(col_values):
             values = {a.name: v for a, v in zip(rows, combo, strict=True)}
             values[columns.name] = cv
-            Settings(**_tuples({**options, **values}))  # fail before any work
+            Settings.from_options(options, **values)  # fail before any work
             row.append(Cell(r, c, values))
         cells.append(row)
     return SweepResult(columns, rows, cells, options)
@@ -175,7 +176,7 @@ def check_inputs(planned: SweepResult, content: ImageInput,
                  log: Callable[[str], None] | None = None) -> None:
     """Fail before the first cell on what would fail in a later one: the images, every
     model (read once, into the cache) and its layers."""
-    settings = Settings(**_tuples(planned.options))
+    settings = Settings.from_options(planned.options)
     limit = settings.max_pixels
     photo = load_image(content, role="content", max_pixels=limit)
     styles: list[ImageInput] = list(style) if isinstance(style, (list, tuple)) else [style]
@@ -185,7 +186,7 @@ def check_inputs(planned: SweepResult, content: ImageInput,
     if settings.init not in ("content", "noise"):
         load_image(settings.init, role="init", max_pixels=limit)
     for cell in all_cells(planned):
-        settings = Settings(**_tuples({**planned.options, **cell.values}))
+        settings = Settings.from_options(planned.options, **cell.values)
         arch = cache.weights(settings.model, log).arch
         check_layers(arch, settings.content_layers, "content")
         check_layers(arch, settings.style_layers, "style")
@@ -199,13 +200,8 @@ class SweepInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-def _tuples(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
-def _lists(options: dict[str, Any]) -> dict[str, Any]:
-    """JSON's form of settings: tuples as lists."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
 def cell_command(content: str, styles: Sequence[str], output: str | os.PathLike,
@@ -225,26 +221,6 @@ def cell_filename(cell: Cell) -> str:
     return safe[:120] + ".png"
 
 
-# ---------------------------------------------------------------- the contact sheet
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """DejaVu Sans, which matplotlib ships, so labels look the same everywhere."""
-    from matplotlib import font_manager
-
-    try:
-        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"),
-                                     fallback_to_default=True)
-        return ImageFont.truetype(path, size)
-    except (OSError, ValueError):
-        return ImageFont.load_default()
-
-
-def _text_size(draw: ImageDraw.ImageDraw, text: str,
-               font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> tuple[int, int]:
-    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
-    return int(right - left), int(bottom - top)  # whole pixels: they size the sheet
-
-
 def contact_sheet(result: SweepResult, *, thumb: int = THUMB_LONG_SIDE) -> Image.Image:
     """The cells in a grid with the column values on top and the row values on the left.
 
@@ -258,92 +234,14 @@ def contact_sheet(result: SweepResult, *, thumb: int = THUMB_LONG_SIDE) -> Image
                       notes=[[c.error for c in row] for row in result.cells], thumb=thumb)
 
 
-def grid_sheet(pics: Sequence[Sequence[Image.Image | None]], row_labels: Sequence[str],
-               col_labels: Sequence[str], *, title: str = "",
-               notes: Sequence[Sequence[str | None]] | None = None,
-               thumb: int = THUMB_LONG_SIDE) -> Image.Image:
-    """Pictures in a labelled grid (a sweep's contact sheet, a batch's sheet).
-
-    Pictures are shown with a long side between MIN_THUMB and ``thumb``; a missing one
-    is a grey box holding its note (an error, in red) or "not run".
-    """
-    sizes = [p.size for row in pics for p in row if p is not None]
-    if not sizes:
-        w, h = thumb, thumb * 3 // 4
-    else:
-        w, h = max(s[0] for s in sizes), max(s[1] for s in sizes)
-        f = min(thumb, max(MIN_THUMB, max(w, h))) / max(w, h)
-        w, h = max(1, round(w * f)), max(1, round(h * f))
-    font, small, bold = _font(15), _font(12), _font(17)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    gap, pad = 8, 12
-    n_rows, n_cols = len(pics), len(col_labels)
-    cw = max([w] + [_text_size(probe, t, font)[0] + gap for t in col_labels])
-    left = max([_text_size(probe, t, font)[0] for t in row_labels if t] + [0])
-    left = left + 2 * pad if left else pad
-    head = max([_text_size(probe, t, font)[1] for t in col_labels if t] + [0]) + 2 * pad
-    title_w, title_h = _text_size(probe, title or "Ag", bold)
-    title_h += 2 * pad
-    width = max(left + n_cols * (cw + gap) + pad, title_w + 2 * pad)
-    height = title_h + head + n_rows * (h + gap) + pad
-    sheet = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text((pad, pad), title, fill="black", font=bold)
-    for c, text in enumerate(col_labels):
-        tw, _ = _text_size(draw, text, font)
-        draw.text((left + c * (cw + gap) + (cw - tw) // 2, title_h + pad // 2), text,
-                  fill="black", font=font)
-    for r, text in enumerate(row_labels):
-        _, th = _text_size(draw, text, font)
-        draw.multiline_text((pad, title_h + head + r * (h + gap) + (h - th) // 2), text,
-                            fill="black", font=font)
-    for r, row in enumerate(pics):
-        for c, pic in enumerate(row):
-            x, y = left + c * (cw + gap) + (cw - w) // 2, title_h + head + r * (h + gap)
-            if pic is not None:
-                fw, fh = _fit(pic.size, (w, h))
-                if pic.size != (fw, fh):
-                    pic = pic.resize((fw, fh), Image.Resampling.LANCZOS)
-                sheet.paste(pic, (x + (w - fw) // 2, y + (h - fh) // 2))
-            else:
-                note = notes[r][c] if notes is not None else None
-                draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(235, 235, 235),
-                               outline=(200, 200, 200))
-                msg = _wrap(note or "not run", max(10, w // 8))
-                colour = (150, 30, 30) if note else "grey"
-                draw.multiline_text((x + 8, y + 8), msg, fill=colour, font=small)
-    return sheet
-
-
-def _fit(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
-    """``size`` scaled to fit ``box`` keeping its shape; the box itself when the two differ
-    only by rounding (a sweep's cells, all one size)."""
-    (pw, ph), (w, h) = size, box
-    s = min(w / pw, h / ph)
-    fw, fh = max(1, round(pw * s)), max(1, round(ph * s))
-    return (w, h) if abs(fw - w) <= 1 and abs(fh - h) <= 1 else (fw, fh)
-
-
-def _wrap(text: str, width: int) -> str:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    lines.append(line)
-    return "\n".join(lines[:8])
-
-
 def describe(result: SweepResult) -> dict[str, Any]:
     """JSON for the sheet's metadata and the cells' index."""
     return {
         "columns": {"name": result.columns.name, "values": list(result.columns.values)},
         "rows": [{"name": a.name, "values": list(a.values)} for a in result.rows],
-        "options": _lists(result.options),
+        "options": json_options(result.options),
         "interrupted": result.interrupted,
-        "cells": [{"row": c.row, "col": c.col, "values": _lists(c.values),
+        "cells": [{"row": c.row, "col": c.col, "values": json_options(c.values),
                    "file": str(c.path) if c.path else None, "command": c.command,
                    "losses": c.result.losses if c.result else None,
                    "elapsed_s": round(c.result.elapsed, 2) if c.result else None,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from brushwork.layers import BLOCKS
-from brushwork.weights import VGGWeights
+from brushwork.io.weights import VGGWeights
+from brushwork.maths.layers import BLOCKS
 
 TINY_WIDTHS = (4, 6, 8, 8, 8)
 
@@ -117,7 +117,7 @@ def painting_path(tmp_path):
 @pytest.fixture
 def use_tiny(monkeypatch):
     """Make stylize() use the tiny network whatever --model says."""
-    import brushwork.cache as cache_module
+    import brushwork.engine.cache as cache_module
 
     weights = tiny_weights()
     monkeypatch.setattr(cache_module, "load_weights", lambda *a, **k: weights)

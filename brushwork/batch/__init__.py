@@ -3,7 +3,7 @@
 A batch is planned (:func:`grid`, :func:`from_plan_file`), checked whole before any
 picture is painted (:func:`check`: every problem named by its row, one line each), then
 painted by a backend, here (:class:`LocalBackend`: one picture at a time, or one per GPU)
-or on a Ray cluster (:class:`brushwork.batch_ray.RayBackend`), while :func:`run` writes each
+or on a Ray cluster (:class:`brushwork.batch.ray.RayBackend`), while :func:`run` writes each
 result as it arrives, with its settings inside, and keeps ``DIR/index.json`` up to date.
 A rerun skips the pictures already there with the same settings and inputs.
 """
@@ -14,11 +14,9 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..cache import Cache
-from ..errors import BrushworkError
-from .check import check, file_digest
-from .index import contact_sheet, describe, write_index, write_sheet
-from .painting import (
+from brushwork.batch.check import check, file_digest
+from brushwork.batch.index import contact_sheet, describe, write_index, write_sheet
+from brushwork.batch.painting import (
     Backend,
     BatchInterrupted,
     LocalBackend,
@@ -28,7 +26,7 @@ from .painting import (
     record,
     run,
 )
-from .plan import (
+from brushwork.batch.plan import (
     DONE,
     FAILED,
     INDEX,
@@ -45,6 +43,8 @@ from .plan import (
     image_files,
     output_name,
 )
+from brushwork.engine.cache import Cache
+from brushwork.errors import BrushworkError
 
 
 def paint(directory: str | os.PathLike[str], *, content: Sequence[str] = (),
@@ -73,7 +73,7 @@ def paint(directory: str | os.PathLike[str], *, content: Sequence[str] = (),
     cache = Cache()
     backend: Backend
     if ray is not None and ray is not False:
-        from ..batch_ray import RayBackend
+        from brushwork.batch.ray import RayBackend
 
         backend = RayBackend(address=None if ray is True else str(ray),
                              cpus_per_task=cpus_per_task)

@@ -11,12 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from ..cache import Cache
-from ..errors import BrushworkError
-from ..imageio import OUTPUT_FORMATS, check_output_path, check_side_file, load_image, read_metadata
-from ..settings import Settings
-from ..vgg import check_layers
-from .plan import (
+from brushwork.batch.plan import (
     INDEX,
     MAX_SHEET_CELLS,
     PENDING,
@@ -25,11 +20,21 @@ from .plan import (
     Batch,
     PlanError,
     Row,
-    _tuples,
+)
+from brushwork.engine.cache import Cache
+from brushwork.engine.network import check_layers
+from brushwork.engine.settings import Settings
+from brushwork.errors import BrushworkError
+from brushwork.io.images import (
+    OUTPUT_FORMATS,
+    check_output_path,
+    check_side_file,
+    load_image,
+    read_metadata,
 )
 
 if TYPE_CHECKING:
-    from .painting import Backend
+    from brushwork.batch.painting import Backend
 
 def check(batch: Batch, *, cache: Cache | None = None, force: bool = False,
           backend: Backend | None = None, sheet: bool = False,
@@ -43,7 +48,7 @@ def check(batch: Batch, *, cache: Cache | None = None, force: bool = False,
     for row in batch.rows:
         row.settings = {}
         try:
-            row.settings = Settings(**_tuples({**batch.options, **row.options})).to_dict()
+            row.settings = Settings.from_options(batch.options, **row.options).to_dict()
         except BrushworkError as e:
             problems.append(f"{row.where}: {e}")
     good = [row for row in batch.rows if row.settings and not row.problems]

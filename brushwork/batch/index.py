@@ -10,17 +10,17 @@ from typing import Any
 
 from PIL import Image
 
-from .. import __version__
-from ..imageio import save_image, save_text
-from ..settings import Settings
-from .plan import DONE, INDEX, SHEET, SKIPPED, Batch, _lists
+from brushwork._version import __version__
+from brushwork.batch.plan import DONE, INDEX, SHEET, SKIPPED, Batch
+from brushwork.engine.settings import Settings, json_options
+from brushwork.io.images import save_image, save_text
 
 
 def describe(batch: Batch) -> dict[str, Any]:
     """index.json: the batch's options, its backend, and every row's state."""
     return {"brushwork_batch": __version__, "plan": batch.source,
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "backend": batch.backend, "options": _lists(batch.options),
+            "backend": batch.backend, "options": json_options(batch.options),
             "interrupted": batch.interrupted, "counts": batch.counts(),
             "rows": [row.describe() for row in batch.rows]}
 
@@ -33,7 +33,7 @@ def write_index(batch: Batch) -> Path:
 def contact_sheet(batch: Batch, *, thumb: int = 192) -> Image.Image:
     """The batch's pictures, photos down and paintings across; a failed row's cell holds
     its error."""
-    from ..sweep import grid_sheet
+    from brushwork.io.sheets import grid_sheet
 
     photos = list(dict.fromkeys(row.content for row in batch.rows))
     paintings = list(dict.fromkeys(row.styles for row in batch.rows))

@@ -1,5 +1,5 @@
 """Painting a checked batch: the backends (:class:`LocalBackend` here;
-brushwork.batch_ray's on a Ray cluster) and :func:`run`, which writes each picture as it
+brushwork.batch.ray's on a Ray cluster) and :func:`run`, which writes each picture as it
 arrives, with its settings, inputs and where it ran inside, and keeps index.json."""
 
 from __future__ import annotations
@@ -13,11 +13,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..cache import Cache
-from ..engine import Iterate, Result, stylize
-from ..errors import BrushworkError, out_of_memory
-from .index import write_index
-from .plan import DONE, FAILED, INDEX_EVERY_S, INTERRUPTED, PENDING, RUNNING, Batch, Row, _tuples
+from brushwork.batch.index import write_index
+from brushwork.batch.plan import (
+    DONE,
+    FAILED,
+    INDEX_EVERY_S,
+    INTERRUPTED,
+    PENDING,
+    RUNNING,
+    Batch,
+    Row,
+)
+from brushwork.engine.cache import Cache
+from brushwork.engine.painter import stylize
+from brushwork.engine.result import Iterate, Result
+from brushwork.engine.settings import Settings
+from brushwork.errors import BrushworkError, out_of_memory
 
 
 @dataclass
@@ -61,7 +72,7 @@ class LocalBackend:
                 "devices": self.devices or "one worker; each row's device setting"}
 
     def check(self, batch: Batch, rows: Sequence[Row]) -> list[str]:
-        from ..device import resolve_device
+        from brushwork.engine.device import resolve_device
 
         problems = []
         for row in rows:
@@ -99,7 +110,7 @@ class LocalBackend:
         ran_on = {"host": socket.gethostname(), "pid": os.getpid()}
         try:
             result = stylize(row.content, list(row.styles), cache=self.cache, callback=on_step,
-                             **_tuples(options))
+                             **Settings.normalise(options))
         except BrushworkError as e:
             return Outcome(None, str(e), ran_on)
         except (MemoryError, RuntimeError) as e:

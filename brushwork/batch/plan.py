@@ -16,9 +16,15 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import BrushworkError
-from ..imageio import INPUT_FORMATS, INPUT_FORMATS_TEXT
-from ..settings import OptionSpec, option_specs
+from brushwork.engine.settings import (
+    OptionSpec,
+    Settings,
+    json_options,
+    option_specs,
+    parse_list,
+)
+from brushwork.errors import BrushworkError
+from brushwork.io.images import INPUT_FORMATS, INPUT_FORMATS_TEXT
 
 INDEX = "index.json"
 SHEET = "sheet.png"
@@ -71,7 +77,7 @@ class Row:
         """The row's entry in index.json."""
         return {"row": self.number, "where": self.where, "content": self.content,
                 "styles": list(self.styles), "output": self.output,
-                "options": _lists(self.options), "state": self.state, "losses": self.losses,
+                "options": json_options(self.options), "state": self.state, "losses": self.losses,
                 "elapsed_s": None if self.elapsed is None else round(self.elapsed, 2),
                 "ran_on": self.ran_on, "error": self.error}
 
@@ -237,9 +243,10 @@ def _plan_row(number: int, where: str, record: dict[str, Any], base: Path, kind:
             problems.append(f"{where}: unknown option '{key}'{hint}")
             continue
         try:
-            options[spec.name] = _from_text(spec, value) if kind == "csv" else _from_json(value)
+            options[spec.name] = _from_text(spec, value) if kind == "csv" else value
         except ValueError as e:
             problems.append(f"{where}: {spec.name}: {e}")
+    options = Settings.normalise(options)  # a JSON line's lists as the settings' tuples
     if isinstance(output, str) and output.strip():
         out = output.strip()
     elif output is None or isinstance(output, str):
@@ -279,22 +286,10 @@ def _from_text(spec: OptionSpec, text: Any) -> Any:
         if spec.kind == "float":
             return float(text)
         if spec.kind == "strs":
-            return tuple(p.strip() for p in text.split(",") if p.strip())
+            return parse_list(text)
         if spec.kind == "floats":
-            return tuple(float(p) for p in text.split(",") if p.strip())
+            return parse_list(text, float)
     except ValueError:
         what = {"int": "a whole number", "float": "a number"}.get(spec.kind, "numbers")
         raise ValueError(f"expected {what}, got {text!r}") from None
     return text
-
-
-def _from_json(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _tuples(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-
-
-def _lists(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}

@@ -35,16 +35,24 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from .. import __version__
-from ..errors import BrushworkError
-from ..weights import SOURCES
-from .events import Broker
-from .gallery import Store
-from .jobs import JobQueue
-from .options import Limits
-from .routes import Studio, event_routes, job_routes, page_routes, upload_routes
-from .security import BodyLimits, BodyTooLarge, Guard, allowed_hostnames
-from .worker import Worker
+from brushwork._version import __version__
+from brushwork.errors import BrushworkError
+from brushwork.io.weights import SOURCES
+from brushwork.studio.events import Broker
+from brushwork.studio.job_queue import JobQueue
+from brushwork.studio.options import Limits
+from brushwork.studio.routes import (
+    Studio,
+    event_routes,
+    job_routes,
+    page_routes,
+    result_routes,
+    submit_routes,
+    upload_routes,
+)
+from brushwork.studio.security import BodyLimits, BodyTooLarge, Guard, allowed_hostnames
+from brushwork.studio.store import Store
+from brushwork.studio.worker import Worker
 
 
 def default_models() -> dict[str, str]:
@@ -108,6 +116,7 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
                             status_code=500)
 
     studio = Studio(store, queue, broker, limits, models, default_model, cache)
-    for routes in (page_routes, upload_routes, job_routes, event_routes):
+    for routes in (page_routes, upload_routes, submit_routes, job_routes, result_routes,
+                   event_routes):
         app.include_router(routes(studio))
     return app

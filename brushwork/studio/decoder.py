@@ -35,7 +35,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .uploads import Reencoded, UploadError, reencode
+from brushwork.studio.uploads import Reencoded, UploadError, reencode
 
 # How long a child may take to start before the upload gets a 503 (a spawned child
 # imports torch, which can take seconds on a busy machine).

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .job import TERMINAL, Job
+from brushwork.studio.job import TERMINAL, Job
 
 
 @dataclass(frozen=True)

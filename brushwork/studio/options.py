@@ -2,7 +2,7 @@
 
 Every Settings field is a web option except the server-only and region ones below;
 each option's JSON type, default and choices come from
-:func:`brushwork.settings.option_specs`, the same place the CLI's flags come from.
+:func:`brushwork.engine.settings.option_specs`, the same place the CLI's flags come from.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BrushworkError
-from ..settings import OptionSpec, Settings, option_specs
-from ..vgg import check_layers
-from ..weights import SOURCES, locate
+from brushwork.engine.network import check_layers
+from brushwork.engine.settings import OptionSpec, Settings, option_specs
+from brushwork.errors import BrushworkError
+from brushwork.io.weights import SOURCES, locate
 
 MAX_STYLES = 8
 # The largest upload, in pixels.  Lower than the library's DEFAULT_MAX_PIXELS (the

@@ -1,4 +1,5 @@
-"""The studio's HTTP routes, one router per concern: the page, uploads, jobs, events.
+"""The studio's HTTP routes, one router per resource: the page, uploads, job requests,
+jobs, results, events.
 
 Each ``*_routes(studio)`` returns an :class:`~fastapi.APIRouter` over the one
 :class:`Studio` (the store, the queue, the broker, the limits and the models offered).
@@ -20,21 +21,22 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from .. import __version__
-from ..engine import estimate
-from ..errors import BrushworkError
-from ..imageio import read_metadata
-from ..memory import GB, Estimate, NotMeasured, format_seconds
-from ..weights import SOURCES
-from .decoder import Decoder
-from .events import Broker, Message, StreamsFull, StreamSlots, encode
-from .gallery import QuotaFull, Store, UploadInUse
-from .job import TERMINAL, Job, from_row, job_json
-from .jobs import JobQueue, QueueFull
-from .options import Limits, OptionsError, absent_weights, web_defaults
-from .security import BodyTooLarge
-from .uploads import UploadError, check_bytes, display_name
-from .worker import clean_message, upload_ref
+from brushwork._version import __version__
+from brushwork.engine.memory.calibration import NotMeasured
+from brushwork.engine.memory.forecast import GB, Estimate, format_seconds
+from brushwork.engine.painter import estimate
+from brushwork.errors import BrushworkError
+from brushwork.io.images import read_metadata
+from brushwork.io.weights import SOURCES
+from brushwork.studio.decoder import Decoder
+from brushwork.studio.events import Broker, Message, StreamsFull, StreamSlots, encode
+from brushwork.studio.job import TERMINAL, Job, from_row, job_json
+from brushwork.studio.job_queue import JobQueue, QueueFull
+from brushwork.studio.options import Limits, OptionsError, absent_weights, web_defaults
+from brushwork.studio.security import BodyTooLarge
+from brushwork.studio.store import QuotaFull, Store, UploadInUse
+from brushwork.studio.uploads import UploadError, check_bytes, display_name
+from brushwork.studio.worker import clean_message, upload_ref
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8",
           "index.html": "text/html; charset=utf-8"}
@@ -211,49 +213,53 @@ async def _job_request(request: Request) -> dict[str, Any]:
     return data
 
 
-def job_routes(studio: Studio) -> APIRouter:
+async def _prepared(studio: Studio, data: dict[str, Any]) -> Job:
+    """The job a request asks for, its options checked; 422 naming what is wrong."""
+    try:
+        return await run_in_threadpool(studio.queue.prepare, data.get("content"),
+                                       data.get("styles"), data.get("options", {}),
+                                       data.get("masks"))
+    except OptionsError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+async def _forecast_of(studio: Studio, job: Job, *, measure: bool) -> Estimate:
+    """The job's estimate; 422 with the plan's one-line reason when it would not fit
+    the memory budget (or an input cannot be read).  Raises NotMeasured before this
+    machine's calibration, which is measured only while no job runs."""
+    files = [studio.store.upload_file(u) for u in (job.content, *job.styles)]
+    content, *styles = [f for f in files if f is not None]
+    if len(styles) != len(job.styles):
+        raise HTTPException(422, "an uploaded image is no longer stored")
+    try:
+        forecast = await run_in_threadpool(
+            lambda: estimate(content, styles, cache=studio.cache, measure=measure,
+                             **job.run_options))
+    except NotMeasured:
+        raise
+    except BrushworkError as e:
+        raise HTTPException(422, clean_message(studio.store, str(e))) from None
+    if forecast.peak_bytes > forecast.budget_bytes:
+        raise HTTPException(422, "the job would not fit this machine's memory: "
+                            + forecast.describe().removeprefix("estimate: "))
+    return forecast
+
+
+def submit_routes(studio: Studio) -> APIRouter:
+    """Asking for a job: queue it, or only estimate what it would need."""
     router = APIRouter()
-    store, queue = studio.store, studio.queue
-
-    async def prepared(data: dict[str, Any]) -> Job:
-        try:
-            return await run_in_threadpool(queue.prepare, data.get("content"),
-                                           data.get("styles"), data.get("options", {}),
-                                           data.get("masks"))
-        except OptionsError as e:
-            raise HTTPException(422, str(e)) from None
-
-    async def forecast_of(job: Job, *, measure: bool) -> Estimate:
-        """The job's estimate; 422 with the plan's one-line reason when it would not fit
-        the memory budget (or an input cannot be read).  Raises NotMeasured before this
-        machine's calibration, which is measured only while no job runs."""
-        files = [store.upload_file(u) for u in (job.content, *job.styles)]
-        content, *styles = [f for f in files if f is not None]
-        if len(styles) != len(job.styles):
-            raise HTTPException(422, "an uploaded image is no longer stored")
-        try:
-            forecast = await run_in_threadpool(
-                lambda: estimate(content, styles, cache=studio.cache, measure=measure,
-                                 **job.run_options))
-        except NotMeasured:
-            raise
-        except BrushworkError as e:
-            raise HTTPException(422, clean_message(store, str(e))) from None
-        if forecast.peak_bytes > forecast.budget_bytes:
-            raise HTTPException(422, "the job would not fit this machine's memory: "
-                                + forecast.describe().removeprefix("estimate: "))
-        return forecast
+    queue = studio.queue
 
     @router.post("/api/jobs", status_code=201)
     async def create_job(request: Request) -> dict[str, Any]:
         data = await _job_request(request)
-        job = await prepared(data)
+        job = await _prepared(studio, data)
         # A job predicted not to fit is refused now.  Before the first calibration (it is
         # measured only while the studio is idle) the bounds on the options still apply,
         # and the run itself checks its plan before painting: the job then fails with
         # the same reason.
         with contextlib.suppress(NotMeasured):
-            await forecast_of(job, measure=False)
+            await _forecast_of(studio, job, measure=False)
         try:
             await run_in_threadpool(queue.enqueue, job)
         except OptionsError as e:
@@ -265,10 +271,10 @@ def job_routes(studio: Studio) -> APIRouter:
     @router.post("/api/estimate")
     async def estimate_job(request: Request) -> dict[str, Any]:
         """What a job would need (peak memory, wall time), without queueing it."""
-        job = await prepared(await _job_request(request))
+        job = await _prepared(studio, await _job_request(request))
         try:
             # Measuring the device while it paints would spoil the measurement.
-            forecast = await forecast_of(job, measure=queue.idle())
+            forecast = await _forecast_of(studio, job, measure=queue.idle())
         except NotMeasured:
             return {"estimate": None, "text": "the estimate comes once the studio is free "
                     "to measure this machine (after the picture it paints now)"}
@@ -278,6 +284,14 @@ def job_routes(studio: Studio) -> APIRouter:
                              "seconds": round(forecast.seconds, 3),
                              "budget_bytes": round(forecast.budget_bytes),
                              "tiled": forecast.tiled}, "text": text}
+
+    return router
+
+
+def job_routes(studio: Studio) -> APIRouter:
+    """The jobs themselves: list, state, cancel, delete, the live preview."""
+    router = APIRouter()
+    store, queue = studio.store, studio.queue
 
     @router.get("/api/jobs")
     def list_jobs(limit: int = Query(30, ge=1, le=500)) -> dict[str, Any]:
@@ -316,28 +330,39 @@ def job_routes(studio: Studio) -> APIRouter:
             return FileResponse(store.result_path(job_id), media_type="image/png")
         raise HTTPException(404, "no preview yet")
 
-    def finished_file(job_id: str, path_of: Callable[[str], Path]) -> tuple[Path, dict]:
-        row = store.job(job_id)
-        if row is None:
-            raise HTTPException(404, "no such job")
-        path = path_of(job_id)
-        if row["state"] != "done" or not path.is_file():
-            raise HTTPException(404, f"the job has no result (it is {row['state']})")
-        return path, row
+    return router
+
+
+def _finished_file(store: Store, job_id: str, path_of: Callable[[str], Path]
+                   ) -> tuple[Path, dict]:
+    """A finished job's file (its picture, thumbnail); 404 saying why there is none."""
+    row = store.job(job_id)
+    if row is None:
+        raise HTTPException(404, "no such job")
+    path = path_of(job_id)
+    if row["state"] != "done" or not path.is_file():
+        raise HTTPException(404, f"the job has no result (it is {row['state']})")
+    return path, row
+
+
+def result_routes(studio: Studio) -> APIRouter:
+    """Finished pictures: the file, its thumbnail, its settings, the gallery."""
+    router = APIRouter()
+    store = studio.store
 
     @router.get("/api/jobs/{job_id}/result")
     def result(job_id: str) -> Response:
-        path, _ = finished_file(job_id, store.result_path)
+        path, _ = _finished_file(store, job_id, store.result_path)
         return FileResponse(path, media_type="image/png", filename=f"brushwork-{job_id}.png")
 
     @router.get("/api/jobs/{job_id}/thumb")
     def result_thumb(job_id: str) -> Response:
-        path, _ = finished_file(job_id, store.result_thumb)
+        path, _ = _finished_file(store, job_id, store.result_thumb)
         return FileResponse(path, media_type="image/jpeg")
 
     @router.get("/api/jobs/{job_id}/settings")
     def result_settings(job_id: str) -> Response:
-        path, row = finished_file(job_id, store.result_path)
+        path, row = _finished_file(store, job_id, store.result_path)
         try:
             meta = read_metadata(path) or {}
         except BrushworkError:

@@ -17,8 +17,14 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..errors import ImageError
-from ..imageio import INPUT_FORMATS, INPUT_FORMATS_TEXT, MIN_SIDE, load_image, pillow_limit
+from brushwork.errors import ImageError
+from brushwork.io.images import (
+    INPUT_FORMATS,
+    INPUT_FORMATS_TEXT,
+    MIN_SIDE,
+    load_image,
+    pillow_limit,
+)
 
 # Pillow formats accepted (the same as the CLI's).
 FORMATS = INPUT_FORMATS

@@ -1,6 +1,6 @@
 """The worker: ONE thread that paints the queue's jobs, in order, with stylize.
 
-It takes the next job from the :class:`~brushwork.studio.jobs.JobQueue`, reports each
+It takes the next job from the :class:`~brushwork.studio.job_queue.JobQueue`, reports each
 evaluation back to it (with a JPEG preview every ``preview_interval`` seconds), writes
 the finished picture atomically into the store, and turns every way a run can fail
 into a failed job with a one-line reason; it never dies of a job.
@@ -16,13 +16,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..engine import Iterate, stylize
-from ..errors import BrushworkError, out_of_memory
-from .gallery import Store
-from .job import Job
-from .jobs import JobQueue
-from .options import MEMORY_ADVICE, absent_weights
-from .uploads import thumbnail_jpeg
+from brushwork.engine.painter import stylize
+from brushwork.engine.result import Iterate
+from brushwork.errors import BrushworkError, out_of_memory
+from brushwork.studio.job import Job
+from brushwork.studio.job_queue import JobQueue
+from brushwork.studio.options import MEMORY_ADVICE, absent_weights
+from brushwork.studio.store import Store
+from brushwork.studio.uploads import thumbnail_jpeg
 
 
 class JobCancelled(Exception):

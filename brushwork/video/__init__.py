@@ -4,7 +4,7 @@
 Needs the ``video`` extra (PyAV and OpenCV), imported only when a video is painted.
 """
 
-from .paint import FrameStep, VideoInterrupted, VideoResult, stylize_video
-from .settings import VideoSettings
+from brushwork.video.paint import FrameStep, VideoInterrupted, VideoResult, stylize_video
+from brushwork.video.settings import VideoSettings
 
 __all__ = ["stylize_video", "VideoSettings", "VideoResult", "VideoInterrupted", "FrameStep"]

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import BrushworkError
-from ..imageio import MIN_SIDE, resize_to, scaled_size
-from .deps import need
-from .settings import VideoSettings
+from brushwork.errors import BrushworkError
+from brushwork.io.images import MIN_SIDE, resize_to, scaled_size
+from brushwork.video.deps import need
+from brushwork.video.settings import VideoSettings
 
 DEFAULT_RATE = Fraction(25)  # when a stream states no rate and has one frame
 

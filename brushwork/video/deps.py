@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..errors import BrushworkError
+from brushwork.errors import BrushworkError
 
 INSTALL = "pip install 'brushwork[video]'"
 _PACKAGES = {"av": "PyAV", "cv2": "OpenCV (opencv-python-headless)"}

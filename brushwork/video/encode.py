@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import OutputError
-from .clip import Clip
-from .deps import need
+from brushwork.errors import OutputError
+from brushwork.video.clip import Clip
+from brushwork.video.deps import need
 
 VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 CODEC = "libx264"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .deps import need
+from brushwork.video.deps import need
 
 # The consistency check's constants, as in the paper.
 OCCLUSION_SLACK = (0.01, 0.5)  # |w + w^|^2 > 0.01 (|w|^2 + |w^|^2) + 0.5

@@ -20,10 +20,10 @@ from typing import Any
 
 from PIL import Image
 
-from .. import __version__
-from ..errors import BrushworkError, OutputError
-from ..imageio import check_output_dir, save_image, save_text
-from .clip import Clip
+from brushwork._version import __version__
+from brushwork.errors import BrushworkError, OutputError
+from brushwork.io.images import check_output_dir, save_image, save_text
+from brushwork.video.clip import Clip
 
 MANIFEST = "brushwork-video.json"
 FRAME = re.compile(r"frame_(\d{5,})\.png")

@@ -16,19 +16,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cache import Cache
-from ..device import resolve_device
-from ..engine import stylize
-from ..errors import BrushworkError, OutputError
-from ..imageio import check_side_file, load_image, to_image, to_tensor
-from ..result import Iterate, Result
-from ..settings import Settings
-from .clip import Clip, open_clip, read_frames
-from .encode import VIDEO_FORMATS, encoder_check, write_video
-from .flow import Motion, grey, motion
-from .frames import FrameStore, fingerprint, folder_for
-from .settings import VideoSettings, video_fields
-from .temporal import Earlier, TemporalTerms, carried, warped_start
+from brushwork.engine.cache import Cache
+from brushwork.engine.device import resolve_device
+from brushwork.engine.painter import stylize
+from brushwork.engine.result import Iterate, Result
+from brushwork.engine.settings import Settings
+from brushwork.errors import BrushworkError, OutputError
+from brushwork.io.images import check_side_file, load_image, to_image, to_tensor
+from brushwork.video.clip import Clip, open_clip, read_frames
+from brushwork.video.encode import VIDEO_FORMATS, encoder_check, write_video
+from brushwork.video.flow import Motion, grey, motion
+from brushwork.video.frames import FrameStore, fingerprint, folder_for
+from brushwork.video.settings import VideoSettings, video_fields
+from brushwork.video.temporal import Earlier, TemporalTerms, carried, warped_start
 
 StepCallback = Callable[["FrameStep"], None]
 FrameCallback = Callable[[int, int, Result], None]
@@ -103,7 +103,7 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
     ``output``: a video file (.mp4, .mov, .mkv; H.264, with the source's audio) or a
     folder of numbered PNG frames.
 
-    ``options``: the fields of :class:`brushwork.settings.Settings` (they apply to every
+    ``options``: the fields of :class:`brushwork.engine.settings.Settings` (they apply to every
     frame; ``init`` may also be "prev-warped", the default: each frame after the first
     starts from the previous painting carried along the motion) and of
     :class:`brushwork.video.VideoSettings`.  Frames are written as they finish;
@@ -116,7 +116,7 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
     video = VideoSettings(**video_options)
     init = frame_options.pop("init", "prev-warped")
     carry_start = init == "prev-warped"
-    first = Settings(**_tuples(frame_options), init="content" if carry_start else init)
+    first = Settings.from_options(frame_options, init="content" if carry_start else init)
     if first.init not in ("content", "noise"):
         load_image(first.init, role="init", max_pixels=first.max_pixels)
     clip = open_clip(source, video)
@@ -170,13 +170,11 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
     return _finish(target, store, clip, finished, began, timings, done, interrupted=False)
 
 
-def _tuples(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
 def _with(settings: Settings, **changes: Any) -> Settings:
     """``settings`` with ``changes``, validated again."""
-    return Settings(**{**_tuples(settings.to_dict()), **changes})
+    return Settings.from_options(settings.to_dict(), **changes)
 
 
 def _finish(target: Output, store: FrameStore, clip: Clip, finished: int, began: float,

@@ -1,4 +1,4 @@
-"""The options of a video run and their defaults, in one place (with brushwork.settings,
+"""The options of a video run and their defaults, in one place (with brushwork.engine.settings,
 whose options apply to every frame)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..errors import BrushworkError
-from ..settings import _opt
+from brushwork.engine.settings import _opt
+from brushwork.errors import BrushworkError
 
 INITS = ("prev-warped", "content", "noise")
 

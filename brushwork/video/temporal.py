@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .deps import need
-from .flow import Motion, motion, warp
+from brushwork.video.deps import need
+from brushwork.video.flow import Motion, motion, warp
 
 
 def temporal_loss(x: torch.Tensor, warped: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,204 @@
+"""The objective of one scale: ``alpha * L_content + beta * L_style + tv_weight * L_tv``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from brushwork.engine.network import FeatureExtractor
+from brushwork.engine.settings import Settings
+from brushwork.maths.losses import content_loss, gram, style_layer_loss, tv_loss
+from brushwork.maths.regions import (
+    guided_grams,
+    guided_style_loss,
+    guides,
+    region_weights,
+    split_regions,
+)
+
+REFERENCE_LONG_SIDE = 256  # the size at which content_weight applies as given
+# More loss terms for a run: the picture -> named weighted terms (brushwork.video's temporal
+# loss), each added to the total.
+ExtraTerms = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+@torch.no_grad()
+def style_grams(net: FeatureExtractor, style: torch.Tensor,
+                layers: Sequence[str]) -> list[torch.Tensor]:
+    """Gram matrices of ``style`` at ``layers``, divided by each layer's positions.
+
+    Stored per position so a target fits the output's size, not the style's.
+    """
+    feats = net(style)
+    return [gram(feats[n])[0] / (feats[n].shape[-1] * feats[n].shape[-2]) for n in layers]
+
+
+def blend_grams(per_style: Sequence[Sequence[torch.Tensor]],
+                blend: Sequence[float]) -> list[torch.Tensor]:
+    """Per layer, ``sum_k blend[k] * G_k``: several styles as one target.
+
+    Blending the targets gives the same optimum as a weighted sum of per-style losses
+    (they differ by a constant), at the cost of one.
+    """
+    return [sum((g * b for g, b in zip(layer, blend, strict=True)), torch.zeros_like(layer[0]))
+            for layer in zip(*per_style, strict=True)]
+
+
+def region_targets(per_style: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+    """Per layer, the styles' Gram matrices stacked ``(R, C, C)``: style ``r`` is region
+    ``r``'s target."""
+    return [torch.stack(list(layer)) for layer in zip(*per_style, strict=True)]
+
+
+def style_targets(grams: Sequence[Sequence[torch.Tensor]], blend: Sequence[float],
+                  masks: torch.Tensor | None = None, fresh: torch.Tensor | None = None
+                  ) -> tuple[list[torch.Tensor], torch.Tensor | None, list[float] | None]:
+    """``(targets, masks, weights)`` for :class:`Objective` from each style's Gram matrices
+    (per layer) and their ``blend``: one blended target over the whole picture; with
+    ``masks`` ``(R, 1, H, W)``, style ``r`` paints region ``r``; with ``fresh``
+    ``(1, 1, H, W)`` (at the masks' or the picture's size), each region is split into its
+    part outside and inside it (:func:`brushwork.maths.regions.split_regions`)."""
+    if masks is None and fresh is None:
+        return blend_grams(grams, blend), None, None
+    if masks is None:  # the whole picture as one region, with the styles' blend
+        assert fresh is not None
+        targets = [g.unsqueeze(0) for g in blend_grams(grams, blend)]
+        masks, weights = fresh.new_ones(fresh.shape), [1.0]
+    else:
+        targets, weights = region_targets(grams), region_weights(blend)
+    if fresh is not None:
+        masks, targets, weights = split_regions(masks, targets, weights, fresh)
+    return targets, masks, weights
+
+
+def size_invariant_weight(content_weight: float, long_side: int) -> float:
+    """alpha for a picture whose long side is ``long_side``, given alpha at 256 px.
+
+    The paper's content loss is a sum over positions (it grows with the pixel count)
+    while its style loss is normalised by M^2 (it does not), so one alpha would paint a
+    512 px picture more photo-like than a 256 px preview.
+    """
+    return content_weight * (REFERENCE_LONG_SIDE / long_side) ** 2
+
+
+class GramCache(Protocol):
+    """Where style targets may come from instead of being computed
+    (brushwork.engine.cache.Cache)."""
+
+    def style_grams(self, net: FeatureExtractor, style: torch.Tensor,
+                    layers: Sequence[str]) -> list[torch.Tensor]: ...
+
+
+class Objective(nn.Module):
+    """The loss of one scale at an image, as a dict of weighted terms and their total.
+
+    Targets (the photo's content features, the style Gram matrices per position) are
+    computed once and kept as buffers.
+    """
+
+    gram = staticmethod(gram)  # the benchmark's baseline swaps in losses.gram_autograd
+    photo: torch.Tensor
+
+    def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
+                 style_targets: Sequence[torch.Tensor], masks: torch.Tensor | None = None,
+                 weights: Sequence[float] | None = None) -> None:
+        """``style_targets``: one Gram matrix per style layer, per position
+        (:func:`style_grams`, or :func:`blend_grams` of several).
+
+        With ``masks`` ``(R, 1, H, W)`` (in 0..1, at ``content``'s size), each target is
+        ``(R, C, C)``, region ``r``'s painting's Gram matrix, and the style loss is the
+        guided one of brushwork.maths.regions, region ``r`` weighted by ``weights[r]``
+        (default 1 each)."""
+        super().__init__()
+        self.net = net
+        self.s = settings
+        self.register_buffer("photo", content, persistent=False)  # this scale's photo
+        self.image_pixels = content.shape[-1] * content.shape[-2]
+        self.content_weight = settings.knob("content_weight")
+        self.style_weight = settings.knob("style_weight")
+        if settings.size_invariant:
+            self.content_weight = size_invariant_weight(
+                self.content_weight, max(content.shape[-1], content.shape[-2]))
+        n = len(settings.style_layers)
+        self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
+        with torch.no_grad():
+            feats = net(content)
+        for i, name in enumerate(settings.content_layers):
+            self.register_buffer(f"content_{i}", feats[name].detach().clone())
+        for i, g in enumerate(style_targets):
+            self.register_buffer(f"gram_{i}", g)
+        self.guided = masks is not None
+        if masks is not None:
+            self.region_weights = list(weights) if weights is not None else [1.0] * len(masks)
+            layer_guides = guides(masks, net.steps, settings.style_layers, settings.mask_mode)
+            self.areas = [g.areas for g in layer_guides]
+            for i, guide in enumerate(layer_guides):
+                self.register_buffer(f"roots_{i}", guide.roots, persistent=False)
+
+    @classmethod
+    def for_styles(cls, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
+                   styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None,
+                   cache: GramCache | None = None,
+                   masks: torch.Tensor | None = None) -> Objective:
+        """The objective for style images (already at their size for this scale),
+        blended by ``blend`` (default: equally); targets from ``cache`` when given.
+        With ``masks`` ``(R, 1, H, W)``, one per style at the photo's size, each style
+        paints its own region instead, weighted by its blend (1 each when equal)."""
+        blend = list(blend) if blend is not None else [1.0 / len(styles)] * len(styles)
+        layers = settings.style_layers
+        grams = [cache.style_grams(net, t, layers) if cache else style_grams(net, t, layers)
+                 for t in styles]
+        return cls(net, settings, content, *style_targets(grams, blend, masks))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = self.s
+        feats = self.net(x)
+        content = x.new_zeros(())
+        for i, name in enumerate(s.content_layers):
+            content = content + content_loss(feats[name], getattr(self, f"content_{i}"),
+                                             s.content_norm)
+        style = x.new_zeros(())
+        for i, name in enumerate(s.style_layers):
+            f = feats[name]
+            channels, positions = f.shape[1], f.shape[2] * f.shape[3]
+            if self.guided:
+                style = style + self.layer_weights[i] * guided_style_loss(
+                    guided_grams(f, getattr(self, f"roots_{i}"), self.gram),
+                    getattr(self, f"gram_{i}"), self.areas[i], self.region_weights, channels,
+                    positions, s.style_norm, self.image_pixels)
+                continue
+            target = getattr(self, f"gram_{i}") * positions
+            style = style + self.layer_weights[i] * style_layer_loss(
+                self.gram(f)[0], target, channels, positions, s.style_norm, self.image_pixels)
+        tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else x.new_zeros(())
+        terms = {"content": self.content_weight * content, "style": self.style_weight * style,
+                 "tv": s.tv_weight * tv}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms
+
+
+class WithTerms(nn.Module):
+    """An objective with more weighted terms (:data:`ExtraTerms`) added to its total."""
+
+    def __init__(self, objective: nn.Module, extra: ExtraTerms) -> None:
+        super().__init__()
+        self.objective = objective
+        self.extra = extra
+
+    @property
+    def photo(self) -> torch.Tensor:
+        photo = self.objective.photo
+        assert isinstance(photo, torch.Tensor)
+        return photo
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.objective(x)
+        total = terms.pop("total")
+        for name, value in self.extra(x).items():
+            terms[name] = value
+            total = total + value
+        terms["total"] = total  # last, as the objective's own
+        return terms
