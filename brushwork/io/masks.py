@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -57,13 +57,24 @@ def _grey(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
-def load_masks(settings: Any, photo: Image.Image, n_styles: int
+class MaskOptions(Protocol):
+    """The options masks are read by (brushwork.engine.settings.Settings has them; io
+    sits below the engine, so it names what it reads rather than importing Settings)."""
+
+    @property
+    def style_masks(self) -> tuple[str, ...] | None: ...
+    @property
+    def region_map(self) -> str | None: ...
+    @property
+    def region_colors(self) -> tuple[str, ...] | None: ...
+    @property
+    def max_pixels(self) -> int: ...
+
+
+def load_masks(settings: MaskOptions, photo: Image.Image, n_styles: int
                ) -> tuple[torch.Tensor | None, list[str]]:
     """The run's regions as masks ``(R, 1, H, W)`` in 0..1 (one per style image, at the
-    masks' own size), or None when the run has none; with notes worth telling the user.
-
-    ``settings``: a :class:`brushwork.engine.settings.Settings`.
-    """
+    masks' own size), or None when the run has none; with notes worth telling the user."""
     if settings.style_masks is not None:
         return _from_masks(settings.style_masks, photo, n_styles, settings.max_pixels)
     if settings.region_map is not None:
