@@ -28,7 +28,7 @@ from PIL import Image
 
 from brushwork.engine.device import resolve_device
 from brushwork.engine.memory.allocator import reuse_freed_memory
-from brushwork.engine.memory.probe import maxrss_bytes
+from brushwork.engine.memory.probe import maxrss_bytes, sync
 from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.objective import Objective
 from brushwork.engine.painter import stylize
@@ -97,10 +97,10 @@ def _best_seconds(fn: Callable[[], object], device: torch.device, reps: int) -> 
     fn()  # warm-up: oneDNN picks and builds its kernel on the first call
     best = float("inf")
     for _ in range(reps):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return best
 
@@ -131,11 +131,6 @@ def evaluation_flops(net: FeatureExtractor, settings: Settings, height: int, wid
     return flops
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
                  style: torch.Tensor, device: torch.device, reps: int,
                  dense_size: tuple[int, int] = (2048, 128)) -> dict[str, float]:
@@ -154,10 +149,10 @@ def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
             if kind in dense:
                 dense[kind] = max(dense[kind], rate)
         x.grad = None
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         objective(x)["total"].backward()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t)
     flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
     # Best against best: the dense rate is the best of many products and convolutions,
@@ -203,10 +198,10 @@ def eval_ablation(weights: VGGWeights, settings: Settings, photo: torch.Tensor, 
     for r in range(reps + 1):  # the first round warms up
         for name, objective in objectives.items():
             x = photo.clone().requires_grad_(True)
-            _sync(device)
+            sync(device)
             t = time.perf_counter()
             objective(x)["total"].backward()
-            _sync(device)
+            sync(device)
             if r:
                 best[name] = min(best[name], time.perf_counter() - t)
         dense = max(dense, dense_rates(device, *dense_size)["dense"])
@@ -236,10 +231,10 @@ def eval_probe(photo: str, style: str, size: int, device: str, reps: int, reuse:
     for r in range(reps + 2):  # two warm-ups
         x = x0.clone().requires_grad_(True)
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        _sync(device_t)
+        sync(device_t)
         t = time.perf_counter()
         objective(x)["total"].backward()
-        _sync(device_t)
+        sync(device_t)
         if r >= 2:
             times.append(time.perf_counter() - t)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
@@ -403,10 +398,10 @@ def mask_cost(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
     for r in range(reps + 1):  # the first round warms up
         for name, objective in objectives.items():
             x = photo.clone().requires_grad_(True)
-            _sync(device)
+            sync(device)
             t = time.perf_counter()
             objective(x)["total"].backward()
-            _sync(device)
+            sync(device)
             if r:
                 best[name] = min(best[name], time.perf_counter() - t)
     return {**best, "ratio": best["two_masked_styles"] / best["one_style"]}

@@ -99,6 +99,7 @@ def default_budget(device: torch.device) -> float:
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock or a peak reads it whole."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
