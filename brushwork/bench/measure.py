@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from brushwork.bench.precision import default_run, device_precision, precision_speedup
 from brushwork.engine.device import resolve_device
 from brushwork.engine.memory.allocator import reuse_freed_memory
 from brushwork.engine.memory.probe import maxrss_bytes, sync
@@ -171,9 +172,10 @@ def measure_eval(net: FeatureExtractor, settings: Settings, photo: torch.Tensor,
 
 # What each evaluation speed-up buys, measured side by side: the extractor's flags, and
 # whether the Gram matrix has its own one-product backward (losses.gram) or autograd's.
-ABLATION = {"stock": ({"channels_last": False}, False),
-            "+gram": ({"channels_last": False}, True),
-            "+gram+nhwc": ({"channels_last": True}, True)}
+ABLATION: dict[str, tuple[dict[str, Any], bool]] = {
+    "stock": ({"channels_last": False}, False),
+    "+gram": ({"channels_last": False}, True),
+    "+gram+nhwc": ({"channels_last": True}, True)}
 
 
 class _AutogradGramObjective(Objective):
@@ -415,9 +417,12 @@ def _run(quick: bool, device_name: str, out_dir: Path | None, tmp: Path,
     _allocator_row(b, report)
     ttq, ttq_size = _time_to_quality_row(b, report)
     _coarse_stop_row(b, report)
+    images = _default_run_row(b, report)
     _peak_rss_rows(b, report)
     if out_dir is not None:
         _write_outputs(out_dir, report, ttq, ttq_size)
+        for name, image in images.items():
+            image.save(out_dir / f"default_run_{name}.png")
     return report
 
 
@@ -468,7 +473,7 @@ def _machine(b: _Bench) -> dict[str, Any]:
                     "device_name": torch.cuda.get_device_name(b.device)
                     if b.device.type == "cuda" else _cpu_model()},
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "model": b.settings.model, "commands": {},
+        "model": b.settings.model, "precision": device_precision(b.device), "commands": {},
     }
     return report
 
@@ -495,6 +500,7 @@ def _evaluations(b: _Bench, report: dict[str, Any]) -> None:
         name: {"seconds": round(v["seconds"], 3), "ratio": round(v["ratio"], 3),
                "speedup": round(v["speedup"], 2)} for name, v in ablation.items()}}
     report["commands"]["eval_ablation"] = "brushwork.bench.eval_ablation (in process)"
+    _precision_row(b, report, photo, style)
     masks = mask_cost(b.net, b.settings, photo, style, b.device, reps=3)
     report["mask_cost_ratio"] = round(masks["ratio"], 3)
     report["mask_cost_detail"] = {"size": f"{wh[0]}x{wh[1]}",
@@ -502,6 +508,37 @@ def _evaluations(b: _Bench, report: dict[str, Any]) -> None:
     report["commands"]["mask_cost_ratio"] = (
         "brushwork.bench.mask_cost (in process): one style against two, each masked to one "
         "half, seconds per evaluation, best of 3")
+
+
+def _precision_row(b: _Bench, report: dict[str, Any], photo: torch.Tensor,
+                   style: torch.Tensor) -> None:
+    """fp32 against bf16 per evaluation at the largest evaluation size; the speed-up of
+    ``auto`` is that where auto picks bf16, and 1 by definition where it picks fp32."""
+    size = b.cfg.eval_sizes[-1]
+    sp = precision_speedup(b.weights, b.settings, photo, style, b.device, reps=3)
+    auto = report["precision"]["auto"]
+    report[f"precision_speedup_{size}"] = round(sp["speedup"], 3) if auto == "bf16" else 1.0
+    report[f"precision_speedup_{size}_detail"] = {
+        "size": f"{photo.shape[-1]}x{photo.shape[-2]}", "auto": auto,
+        **{k: round(v, 3) for k, v in sp.items()}}
+    report["commands"]["precision_speedup"] = (
+        "brushwork.bench.precision.precision_speedup (in process): fp32 and bf16 networks "
+        "interleaved, best of 3 after a warm-up round; bf16_speedup is fp32 / bf16 whatever "
+        "auto picks")
+
+
+def _default_run_row(b: _Bench, report: dict[str, Any]) -> dict[str, Image.Image]:
+    size = b.cfg.coarse_size
+    run = default_run(b.photo_path, b.style_path, size, b.device, b.weights, b.model)
+    report[f"default_run_{size}_speedup"] = round(run["speedup"], 3)
+    report["precision_loss_ratio"] = round(run["loss_ratio"], 4)
+    report[f"default_run_{size}_detail"] = {k: round(v, 4) if isinstance(v, float) else v
+                                           for k, v in run.items() if k != "images"}
+    report["commands"][f"default_run_{size}"] = (
+        f"stylize(photo, style, size={size}, seed=0, precision='fp32') against the same with "
+        f"the default precision='auto' (one run where auto is fp32), after a warm-up; "
+        f"precision_loss_ratio: both pictures scored by the fp32 final-scale objective")
+    return run["images"]
 
 
 def _allocator_row(b: _Bench, report: dict[str, Any]) -> None:
@@ -623,6 +660,19 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append(("eval_ablation", f"at {ab['size']}: " + ", ".join(
             f"{name} {v['seconds']} s ({v['ratio']}, x{v['speedup']})"
             for name, v in ab.items() if name != "size")))
+    if "precision" in report:
+        p = report["precision"]
+        rows.append(("precision", f"auto = {p['auto']} ({p['reason']})"))
+    for key in _sized_keys(report, "precision_speedup_"):
+        d = report[f"{key}_detail"]
+        rows.append((key, f"{report[key]}  (at {d['size']}: fp32 {d['fp32_seconds']} s/eval, "
+                          f"bf16 {d['bf16_seconds']} s: bf16 x{d['speedup']})"))
+    for key in [k for k in report if k.startswith("default_run_") and k.endswith("_speedup")]:
+        d = report[key.replace("_speedup", "_detail")]
+        rows.append((key, f"{report[key]}  (fp32 {d['seconds_fp32']:.1f} s, default "
+                          f"({d['auto']}) {d['seconds_default']:.1f} s"
+                          + ("; the same run" if d["same_run"] else "")
+                          + f"); precision_loss_ratio {report['precision_loss_ratio']}"))
     if "mask_cost_ratio" in report:
         d = report["mask_cost_detail"]
         rows.append(("mask_cost_ratio", f"{report['mask_cost_ratio']}  (at {d['size']}: two "

@@ -14,6 +14,7 @@ import torch
 
 from brushwork.engine.network import FeatureExtractor, check_layers
 from brushwork.engine.objective import style_grams
+from brushwork.engine.precision import resolve_precision
 from brushwork.engine.settings import Settings
 from brushwork.io.weights import VGGWeights, load_weights
 
@@ -55,11 +56,12 @@ def model_key(model: str) -> tuple[Any, ...]:
 
 def build_network(weights: VGGWeights, settings: Settings,
                   device: torch.device) -> FeatureExtractor:
-    """The feature extractor for ``settings``' layers and pooling, on ``device``."""
+    """The feature extractor for ``settings``' layers, pooling and precision, on ``device``."""
     check_layers(weights.arch, settings.content_layers, "content")
     check_layers(weights.arch, settings.style_layers, "style")
+    precision = resolve_precision(settings.precision, device)
     return FeatureExtractor(weights, settings.content_layers + settings.style_layers,
-                            settings.pooling).to(device)
+                            settings.pooling, dtype=precision.dtype).to(device)
 
 
 def load_network(settings: Settings, device: torch.device, log: Log | None = None
@@ -114,6 +116,7 @@ class Cache:
                 log: Log | None = None) -> FeatureExtractor:
         """A feature extractor for these settings' model, layers, pooling and device."""
         key = (model_key(settings.model), settings.pooling, str(device),
+               resolve_precision(settings.precision, device).name,
                tuple(dict.fromkeys(settings.content_layers + settings.style_layers)))
         net = self._networks.get(key)
         if net is None:

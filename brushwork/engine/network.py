@@ -86,12 +86,21 @@ class FeatureExtractor(nn.Module):
     """
 
     def __init__(self, weights: VGGWeights, layers: list[str] | tuple[str, ...],
-                 pooling: str = "max", *, channels_last: bool = True) -> None:
+                 pooling: str = "max", *, channels_last: bool = True,
+                 dtype: torch.dtype = torch.float32) -> None:
         """``channels_last``: work in NHWC on the CPU, where oneDNN's 3x3 convolutions at
         the shallow, wide layers run faster on it (docs/benchmarks.md); off gives the stock
-        NCHW layout, for the benchmark's comparison."""
+        NCHW layout, for the benchmark's comparison.
+
+        ``dtype``: the arithmetic of the network (brushwork.engine.precision).  The input
+        is cast to it after preprocessing (the gradient comes back to the float32 picture
+        as float32) and the feature maps come out in it: the losses cast them to float32
+        as they use them (brushwork.maths.losses), so autograd keeps only the
+        low-precision maps.  The weights are held in ``dtype``, cast once here rather than
+        on every call."""
         super().__init__()
         self.channels_last = channels_last
+        self.dtype = dtype
         if pooling not in POOLINGS:
             raise BrushworkError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         check_layers(weights.arch, layers, "requested")
@@ -108,7 +117,7 @@ class FeatureExtractor(nn.Module):
                 w, b = weights.convs[name]
                 conv = nn.Conv2d(w.shape[1], w.shape[0], kernel_size=3, padding=1)
                 conv.load_state_dict({"weight": w, "bias": b})
-                self.convs[name] = conv
+                self.convs[name] = conv.to(dtype)
         self.requires_grad_(False)
         self.eval()
 
@@ -117,6 +126,9 @@ class FeatureExtractor(nn.Module):
         wanted = set(self.layers)
         features: dict[str, torch.Tensor] = {}
         x = self.preprocess(image)
+        low = self.dtype != torch.float32
+        if low:
+            x = x.to(self.dtype)
         nhwc = self.channels_last and x.device.type == "cpu"
         if nhwc:
             x = channels_last(x)

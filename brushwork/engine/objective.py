@@ -127,7 +127,8 @@ class Objective(nn.Module):
         with torch.no_grad():
             feats = net(content)
         for i, name in enumerate(settings.content_layers):
-            self.register_buffer(f"content_{i}", feats[name].detach().clone())
+            target = feats[name].detach()
+            self.register_buffer(f"content_{i}", target.to(torch.float32, copy=True))
         for i, g in enumerate(style_targets):
             self.register_buffer(f"gram_{i}", g)
         self.guided = masks is not None

@@ -31,6 +31,7 @@ from brushwork.engine.memory.allocator import kept_copy
 from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.objective import ExtraTerms, Objective, WithTerms, style_grams, style_targets
 from brushwork.engine.optimise import Optimiser
+from brushwork.engine.precision import resolve_precision
 from brushwork.engine.pyramid import Scale, scales
 from brushwork.engine.result import Interrupted, Iterate, Result
 from brushwork.engine.settings import Settings
@@ -90,6 +91,9 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             log(note)
     saver, resumed = _checkpointing(checkpoint, checkpoint_every, resume, settings, inputs)
     net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
+    precision = resolve_precision(settings.precision, device)
+    if log is not None:
+        log(precision.describe())
     # A resumed checkpoint's vectors are already resident, and become the state the
     # forecast counts as kept: counted once.
     held = checkpoints.tensor_bytes(resumed) if resumed is not None else 0
@@ -119,7 +123,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
         forecasts.observe_peak(net, settings, device, forecast, meter.peak())
     if saver is not None:
         saver.finished()
-    return _result(x, inputs, settings, progress, device, interrupted=False)
+    return _result(x, inputs, settings, progress, device, run.precision, interrupted=False)
 
 
 def _check_extras(checkpoint: str | os.PathLike[str] | None, start: torch.Tensor | None,
@@ -165,6 +169,10 @@ class _Run:
     resumed: checkpoints.Checkpoint | None  # until its scale has been restored
 
     @property
+    def precision(self) -> str:
+        return "bf16" if self.net.dtype == torch.bfloat16 else "fp32"
+
+    @property
     def guided(self) -> bool:
         """Evaluated by regions (masks, or a video frame's new parts)."""
         return self.inputs.masks is not None or self.fresh is not None
@@ -207,7 +215,8 @@ class _Run:
             if self.saver is not None and self.saver.write() and self.log is not None:
                 self.log(f"saved a checkpoint at {self.saver.path}")
             raise Interrupted(_result(x.detach().clamp(0, 255), self.inputs, settings,
-                                      self.progress, device, interrupted=True)) from None
+                                      self.progress, device, self.precision,
+                                      interrupted=True)) from None
         self._observe(level, scale_plan, painter.taken, before, time.perf_counter() - began)
         return x.detach().clamp(0, 255), photo
 
@@ -470,14 +479,15 @@ class _ScalePainter:
 
 
 def _result(pixels: torch.Tensor, inputs: _Inputs, settings: Settings, progress: _Progress,
-            device: torch.device, *, interrupted: bool) -> Result:
+            device: torch.device, precision: str, *, interrupted: bool) -> Result:
     out = pixels.detach()
     if settings.preserve_colors == "luminance":
         photo = to_tensor(resize_to(inputs.content, (out.shape[-1], out.shape[-2]))).to(out)
         out = luminance_transfer(out, photo)
     return Result(image=to_image(out), settings=settings.to_dict(), losses=dict(progress.losses),
                   history=progress.history, elapsed=time.perf_counter() - progress.start,
-                  inputs=inputs.described, device=str(device), interrupted=interrupted,
+                  inputs=inputs.described, device=str(device), precision=precision,
+                  interrupted=interrupted,
                   pixels=pixels.detach().to("cpu", torch.float32))
 
 

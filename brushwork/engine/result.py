@@ -43,6 +43,9 @@ class Result:
     inputs: dict[str, Any]
     device: str
     interrupted: bool = False
+    # The network's arithmetic as resolved on this device (settings["precision"] may be
+    # "auto"): "fp32" or "bf16".
+    precision: str = "fp32"
     # The optimised picture, (1, 3, H, W) in 0..255, before any colour transfer: what a
     # later run continues from (brushwork.video warps it into the next frame).
     pixels: torch.Tensor | None = field(default=None, repr=False)
@@ -50,7 +53,8 @@ class Result:
     def metadata(self) -> dict[str, Any]:
         """Everything needed to reproduce the picture; stored inside the saved file."""
         return {"brushwork": __version__, "inputs": self.inputs, "settings": self.settings,
-                "device": self.device, "final_losses": self.losses,
+                "device": self.device, "precision": self.precision,
+                "final_losses": self.losses,
                 "elapsed_s": round(self.elapsed, 2), "interrupted": self.interrupted}
 
     def save(self, path: str | os.PathLike, *, force: bool = False,

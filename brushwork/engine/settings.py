@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
+from brushwork.engine.precision import PRECISIONS
 from brushwork.errors import BrushworkError
 from brushwork.io.images import DEFAULT_MAX_PIXELS
 from brushwork.io.masks import parse_color
@@ -165,6 +166,11 @@ class Settings:
                         choices=("max", "avg"))
     device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
                        metavar="DEV")
+    # brushwork.engine.precision; docs/benchmarks.md, "Precision".
+    precision: str = _opt(
+        "auto", "the network's arithmetic: auto = bf16 where the device has it natively (a "
+        "CPU with AMX or AVX512-BF16, a CUDA GPU that supports it), else fp32; the picture, "
+        "the optimiser and every loss stay fp32", choices=PRECISIONS)
     seed: int | None = _opt(None, "random seed, for reproducible runs on one machine", metavar="N",
                             shown="random")
     max_pixels: int = _opt(DEFAULT_MAX_PIXELS, "refuse input images with more pixels than this",
@@ -280,6 +286,7 @@ def validate(s: Settings) -> None:
     _choice("preserve_colors", s.preserve_colors, COLOR_MODES)
     _choice("multiscale", s.multiscale, MULTISCALE_MODES)
     _choice("pooling", s.pooling, ("max", "avg"))
+    _choice("precision", s.precision, PRECISIONS)
     _choice("content_norm", s.content_norm, CONTENT_NORMS)
     _choice("style_norm", s.style_norm, STYLE_NORMS)
     if not isinstance(s.init, str) or not s.init:

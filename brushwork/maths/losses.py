@@ -24,6 +24,14 @@ CONTENT_NORMS = ("paper", "sum", "mean")
 STYLE_NORMS = ("paper", "mean", "keras")
 
 
+LOW_PRECISIONS = (torch.bfloat16, torch.float16)
+
+
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a low precision, else as it is (float64 stays)."""
+    return t.float() if t.dtype in LOW_PRECISIONS else t
+
+
 class _SymmetricGram(torch.autograd.Function):
     """``G = F F^T`` with a one-product backward.
 
@@ -37,11 +45,17 @@ class _SymmetricGram(torch.autograd.Function):
     weight gradient of a 1x1 convolution whose input and output gradient are both ``F``
     (``torch.nn.grad.conv2d_weight``), and ``(dG + dG^T) F`` is ``F`` convolved with
     ``dG + dG^T`` as a 1x1 kernel.
+
+    Features in a low precision (a bfloat16 network, brushwork.engine.precision) are
+    multiplied in float32 and G is float32; only the low-precision features are kept for
+    the backward, which casts them again, so a float32 copy of each style layer is never
+    held between the passes.
     """
 
     @staticmethod
     def forward(ctx: Any, features: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(features)
+        features = widened(features)
         b, c, h, w = features.shape
         if _by_convolution(features):
             return conv2d_weight(features, (c, c, 1, 1), features).view(1, c, c)
@@ -50,16 +64,20 @@ class _SymmetricGram(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (features,) = ctx.saved_tensors
-        b, c, h, w = features.shape
-        sym = grad + grad.transpose(1, 2)
-        if _by_convolution(features):
-            return F.conv2d(features, sym.view(c, c, 1, 1))
-        flat = features.reshape(b, c, h * w)
-        if flat.stride(1) == 1:
-            # Features in NHWC: dF = F^T sym (sym is symmetric), transposed back as a view.
-            return torch.bmm(flat.transpose(1, 2), sym).transpose(1, 2).view(b, c, h, w)
-        return torch.bmm(sym, flat).view(b, c, h, w)
+        (saved,) = ctx.saved_tensors
+        return _gram_backward(widened(saved), grad).to(saved.dtype)
+
+
+def _gram_backward(features: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = features.shape
+    sym = grad + grad.transpose(1, 2)
+    if _by_convolution(features):
+        return F.conv2d(features, sym.view(c, c, 1, 1))
+    flat = features.reshape(b, c, h * w)
+    if flat.stride(1) == 1:
+        # Features in NHWC: dF = F^T sym (sym is symmetric), transposed back as a view.
+        return torch.bmm(flat.transpose(1, 2), sym).transpose(1, 2).view(b, c, h, w)
+    return torch.bmm(sym, flat).view(b, c, h, w)
 
 
 def _by_convolution(features: torch.Tensor) -> bool:
@@ -75,7 +93,7 @@ def gram_autograd(features: torch.Tensor) -> torch.Tensor:
     """The same Gram matrix left to autograd (two products in its backward); the
     benchmark's baseline and the tests' reference."""
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)
+    flat = widened(features).reshape(b, c, h * w)
     return torch.bmm(flat, flat.transpose(1, 2))
 
 

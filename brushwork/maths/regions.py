@@ -107,7 +107,7 @@ def guided_grams(features: torch.Tensor, roots: torch.Tensor,
     for root in roots:
         box = _bounding_box(root)
         if box is None:
-            out.append(features.new_zeros(c, c))
+            out.append(features.new_zeros(c, c, dtype=torch.float32))
         else:
             rows, cols = box
             out.append(gram_fn(features[..., rows, cols] * root[..., rows, cols])[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from brushwork.bench import measure as bench
 from brushwork.engine.network import FeatureExtractor
@@ -122,6 +123,20 @@ def test_the_whole_bench_runs_on_the_tiny_network_and_names_what_it_measured(
         coarse["seconds_default"] / coarse["seconds_every_step"], abs=2e-3)
     assert report["coarse_stop_loss_ratio_48"] == pytest.approx(
         coarse["loss_default"] / coarse["loss_every_step"], abs=2e-4)
+    # Precision: what auto picks here, fp32 against bf16 per evaluation, the default run.
+    assert report["precision"]["auto"] in ("fp32", "bf16") and report["precision"]["reason"]
+    speed = report["precision_speedup_40_detail"]
+    assert speed["fp32_seconds"] > 0 and speed["bf16_seconds"] > 0
+    if report["precision"]["auto"] == "fp32":
+        assert report["precision_speedup_40"] == 1.0
+        assert report["default_run_48_detail"]["same_run"]
+        assert report["precision_loss_ratio"] == 1.0
+    assert report["default_run_48_speedup"] > 0
+    for name in ("default_run_fp32.png", "default_run_default.png"):
+        with Image.open(out / name) as im:
+            assert max(im.size) == 48
+    lines = bench.format_table(report)
+    assert "precision_speedup_40" in lines and "default_run_48_speedup" in lines
     # What --out writes: the same report, the plot and both pictures at the bench size.
     assert json.loads((out / "bench.json").read_text()) == report
     for name in ("reference.png", "default.png"):
@@ -260,3 +275,27 @@ def test_print_bench_compares_runs_with_their_estimates_and_fills_the_history(
     assert full["history"] == 20 and full["evaluations"] == 2
     assert report["peak_rss_mb_96"] == round(full["peak_bytes"] / 2 ** 20, 1) > 50
     assert "history made full" in report["commands"]["peak_rss_mb_96"]
+
+
+def test_default_run_scores_a_bf16_picture_with_the_fp32_objective(
+        use_tiny, photo_path, painting_path, monkeypatch):
+    """Where auto is bf16 the two runs differ, and the loss ratio is of the same fp32
+    objective at both pictures: near 1, not 1."""
+    import brushwork.engine.precision as precision_module
+    from brushwork.bench.precision import default_run
+    from brushwork.engine.memory import calibration
+
+    known = calibration.Calibration(device="cpu", resident_bytes=0.0,
+                                    eval_bytes=calibration.Line(0.0, 1000.0),
+                                    eval_seconds=calibration.Line(0.0, 1e-6), forward_share=0.3)
+    monkeypatch.setattr(calibration, "calibration_for", lambda *a, **k: known)
+    monkeypatch.setattr(precision_module, "cpu_capabilities",
+                        lambda: {"cpu_name": "Xeon", "amx_bf16": True})
+    run = default_run(photo_path, painting_path, 32, torch.device("cpu"), use_tiny,
+                      iterations=10, multiscale="off")
+    assert run["auto"] == "bf16" and not run["same_run"]
+    assert run["float32_loss_default"] != run["float32_loss_fp32"]
+    assert run["loss_ratio"] == pytest.approx(
+        run["float32_loss_default"] / run["float32_loss_fp32"])
+    assert 0.5 < run["loss_ratio"] < 2
+    assert run["images"]["fp32"].size == run["images"]["default"].size

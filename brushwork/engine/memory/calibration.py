@@ -239,9 +239,10 @@ def _calibration_key(net: FeatureExtractor, settings: Settings, device: torch.de
         hardware = torch.cuda.get_device_name(device)
     else:
         hardware = f"{platform.machine()} x{os.cpu_count()}"
+    # The network's precision sets both the time and the bytes of saved activations.
     return "|".join(map(str, (device, hardware, torch.__version__, torch.get_num_threads(),
                               model_key(settings.model), net.pooling, settings.content_layers,
-                              settings.style_layers)))
+                              settings.style_layers, net.dtype)))
 
 
 def _objective_factory(net: FeatureExtractor, settings: Settings,
