@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+
+from PIL import Image
 
 from brushwork.batch.plan import (
     INDEX,
@@ -20,6 +23,7 @@ from brushwork.batch.plan import (
     Batch,
     PlanError,
     Row,
+    printable,
 )
 from brushwork.engine.cache import Cache
 from brushwork.engine.network import check_layers
@@ -32,9 +36,16 @@ from brushwork.io.images import (
     load_image,
     read_metadata,
 )
+from brushwork.io.masks import load_masks
 
 if TYPE_CHECKING:
     from brushwork.batch.painting import Backend
+
+# The longest output name a row may give, in bytes: each file or folder name leaves room
+# under the usual 255 for the temporary name a picture is written to first
+# (".NAME.XXXXXXXX.png") and a sidecar's (".NAME.json.XXXXXXXX.json").
+MAX_OUTPUT_PART_BYTES = 200
+MAX_OUTPUT_BYTES = 1024
 
 def check(batch: Batch, *, cache: Cache | None = None, force: bool = False,
           backend: Backend | None = None, sheet: bool = False,
@@ -69,19 +80,38 @@ def check(batch: Batch, *, cache: Cache | None = None, force: bool = False,
 
 
 def _check_images(rows: Sequence[Row]) -> list[str]:
-    """Every input decodes (each file once per size limit), and its digest for the rows."""
+    """Every input decodes (each file once per size limit), and its digest for the rows;
+    a row's masks or region map are read as the run will read them, against its photo."""
     problems = []
-    seen: dict[tuple[str, str, int], str | BrushworkError] = {}
+    seen: dict[tuple[str, str, int], tuple[str, tuple[int, int]] | BrushworkError] = {}
+    regions: dict[tuple[Any, ...], BrushworkError | None] = {}
+    hashes: dict[str, str | BrushworkError] = {}
 
-    def digest(path: str, role: str, limit: int) -> str:
+    def decode(path: str, role: str, limit: int) -> tuple[str, tuple[int, int]]:
+        """The file's digest and its picture's size, once per file, role and limit."""
         key = (path, role, limit)
         if key not in seen:
             try:
-                load_image(path, role=role, max_pixels=limit)
-                seen[key] = file_digest(path)
-            except (BrushworkError, OSError) as e:
+                size = load_image(path, role=role, max_pixels=limit).size
+                seen[key] = (file_digest(path), size)
+            except (BrushworkError, OSError, ValueError) as e:
                 seen[key] = e if isinstance(e, BrushworkError) else BrushworkError(str(e))
         found = seen[key]
+        if isinstance(found, BrushworkError):
+            raise found
+        return found
+
+    def digest(path: str, role: str, limit: int) -> str:
+        return decode(path, role, limit)[0]
+
+    def hashed(path: str) -> str:
+        """The digest of a file that has been read already (a mask)."""
+        if path not in hashes:
+            try:
+                hashes[path] = file_digest(path)
+            except OSError as e:
+                hashes[path] = BrushworkError(f"'{path}' cannot be read ({e.strerror or e})")
+        found = hashes[path]
         if isinstance(found, BrushworkError):
             raise found
         return found
@@ -98,9 +128,41 @@ def _check_images(rows: Sequence[Row]) -> list[str]:
             if weights is not None and len(weights) != len(row.styles):
                 raise BrushworkError(f"style_weights has {len(weights)} values for "
                                      f"{len(row.styles)} style images")
+            masks, region_map = row.settings["style_masks"], row.settings["region_map"]
+            if masks is not None or region_map is not None:
+                _check_regions(row, decode(row.content, "content", limit)[1], regions)
+                if masks is not None:
+                    row.digests["style_masks"] = [hashed(m) for m in masks]
+                if region_map is not None:
+                    row.digests["region_map"] = hashed(region_map)
         except BrushworkError as e:
             problems.append(f"{row.where}: {e}")
     return problems
+
+
+def _check_regions(row: Row, photo_size: tuple[int, int],
+                   seen: dict[tuple[Any, ...], BrushworkError | None]) -> None:
+    """The row's masks or region map as stylize reads them (their count, shape, colours),
+    once per photo size and masks."""
+    s = row.settings
+    key = (photo_size, len(row.styles), s["max_pixels"], _frozen(s["style_masks"]),
+           s["region_map"], _frozen(s["region_colors"]))
+    if key not in seen:
+        seen[key] = None
+        try:
+            # Only the photo's size matters to the masks: a blank one stands in for it.
+            load_masks(Settings.from_options(s), Image.new("1", photo_size), len(row.styles))
+        except BrushworkError as e:
+            seen[key] = e
+        except (OSError, ValueError) as e:
+            seen[key] = BrushworkError(str(e))
+    found = seen[key]
+    if found is not None:
+        raise found
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _check_models(rows: Sequence[Row], cache: Cache,
@@ -144,9 +206,17 @@ def _check_outputs(batch: Batch, force: bool) -> list[str]:
     if index.exists() and not force and not _is_ours(index):
         problems.append(f"'{index}' exists and is not a batch's index; pass --force to "
                         "replace it, or choose another folder")
-    taken: dict[str, Row] = {}
+    # Outputs compared where they land, links followed: two rows must not write one file
+    # through a linked subfolder, nor a row write outside the folder or over its index.
+    root = Path(os.path.realpath(d))
+    own = {Path(os.path.realpath(d / INDEX)), Path(os.path.realpath(d / SHEET))}
+    taken: dict[Path, Row] = {}
     for row in batch.rows:
         if not row.output:
+            continue
+        bad_name = _bad_output_name(row.output)
+        if bad_name:
+            problems.append(f"{row.where}: output {bad_name}")
             continue
         rel = PurePosixPath(row.output.replace(os.sep, "/"))
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
@@ -159,15 +229,41 @@ def _check_outputs(batch: Batch, force: bool) -> list[str]:
             problems.append(f"{row.where}: output '{row.output}' has {what}; use one of "
                             f"{', '.join(OUTPUT_FORMATS)}")
             continue
-        if str(rel) in (INDEX, SHEET):
+        lands = Path(os.path.realpath(d / rel))
+        if str(rel) in (INDEX, SHEET) or lands in own:
             problems.append(f"{row.where}: output '{row.output}' is the batch's own file")
             continue
-        first = taken.setdefault(str(rel), row)
+        if not lands.is_relative_to(root):
+            problems.append(f"{row.where}: output '{row.output}' leads outside the output "
+                            f"folder, to '{printable(str(lands))}'")
+            continue
+        first = taken.setdefault(lands, row)
         if first is not row:
-            problems.append(f"{row.where}: writes '{row.output}', as {first.where} does")
+            through = "" if first.output == row.output else \
+                f" (as '{first.output}', links followed)"
+            problems.append(f"{row.where}: writes '{row.output}', as {first.where} "
+                            f"does{through}")
             continue
         problems += _check_output_file(batch, row, force)
     return problems
+
+
+def _bad_output_name(output: str) -> str | None:
+    """What is wrong with an output name that no file system takes (or that a message
+    naming it could not show on one line), or None."""
+    shown = printable(output if len(output) <= 60 else output[:57] + "...")
+    control = next((c for c in output if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        return (f"'{shown}' holds a control character ({repr(control)[1:-1]}), which a file "
+                "name cannot hold")
+    parts = [p for p in output.replace(os.sep, "/").split("/") if p]
+    longest = max((len(os.fsencode(p)) for p in parts), default=0)
+    if longest > MAX_OUTPUT_PART_BYTES:
+        return (f"'{shown}' has a name of {longest} bytes; a file or folder name is at "
+                f"most {MAX_OUTPUT_PART_BYTES}")
+    if len(os.fsencode(output)) > MAX_OUTPUT_BYTES:
+        return f"'{shown}' is {len(os.fsencode(output))} bytes long; at most {MAX_OUTPUT_BYTES}"
+    return None
 
 
 def _check_output_file(batch: Batch, row: Row, force: bool) -> list[str]:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from brushwork.batch.index import write_index
@@ -208,6 +209,12 @@ def run(batch: Batch, backend: Backend | None = None, *, force: bool = False,
                 row.state = INTERRUPTED
         batch.interrupted = True
         raise BatchInterrupted(batch) from None
+    except BaseException as e:  # the index must not leave a row "running" for ever
+        for row in todo:
+            if row.state == RUNNING:
+                row.state = FAILED
+                row.error = " ".join(f"the batch stopped: {type(e).__name__}: {e}".split())
+        raise
     finally:
         write_index(batch)
     return batch
@@ -226,12 +233,17 @@ def record(batch: Batch, row: Row, outcome: Outcome, *, force: bool = False) -> 
     result.settings = dict(row.settings)
     path = batch.path_of(row)
     try:
+        # Checked before painting too; a link made in the folder meanwhile is refused here.
+        lands = Path(os.path.realpath(path))
+        if not lands.is_relative_to(os.path.realpath(batch.directory)):
+            raise BrushworkError(f"'{row.output}' now leads outside the output folder, to "
+                                 f"'{lands}'")
         path.parent.mkdir(parents=True, exist_ok=True)
         result.save(path, force=force,
                     extra={"batch": {"digests": row.digests, "ran_on": outcome.ran_on,
                                      "row": row.number}})
-    except (BrushworkError, OSError) as e:
-        row.state, row.error = FAILED, f"could not write the picture: {e}"
+    except (BrushworkError, OSError, ValueError) as e:
+        row.state, row.error = FAILED, " ".join(f"could not write the picture: {e}".split())
         return
     row.state, row.error = DONE, None
     row.losses, row.elapsed = dict(result.losses), result.elapsed

@@ -37,6 +37,9 @@ INDEX_EVERY_S = 1.0  # the shortest time between two rewrites of index.json
 PENDING, RUNNING, DONE, SKIPPED, FAILED, INTERRUPTED = (
     "pending", "running", "done", "skipped", "failed", "interrupted")
 PLAN_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# Options naming input files: in a plan, relative ones are taken from the plan's folder,
+# as its photos and paintings are.  (init may also be "content" or "noise".)
+PATH_OPTIONS = ("init", "style_masks", "region_map")
 
 
 class PlanError(BrushworkError):
@@ -171,8 +174,17 @@ def from_plan_file(plan: str | os.PathLike[str], directory: str | os.PathLike[st
 
 def _csv_records(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(text))
-    out = []
-    for record in reader:
+    out: list[tuple[str, dict[str, Any]]] = []
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # a cell over csv's field limit (128 KiB), a stray quote, ...
+            # The reader cannot go on past it, and the rows after it cannot be trusted.
+            out.append((f"{name} line {reader.reader.line_num}",
+                        {"__problem__": f"cannot be read as CSV ({e})"}))
+            break
         if not any((v or "").strip() for v in record.values() if isinstance(v, str)):
             continue  # a blank line
         where = f"{name} line {reader.line_num}"
@@ -193,6 +205,9 @@ def _jsonl_records(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
             record = json.loads(line)
         except ValueError as e:
             out.append((where, {"__problem__": f"is not valid JSON ({e})"}))
+            continue
+        except RecursionError:
+            out.append((where, {"__problem__": "is JSON nested too deeply"}))
             continue
         if not isinstance(record, dict):
             out.append((where, {"__problem__": "is not a JSON object"}))
@@ -224,7 +239,8 @@ def _plan_row(number: int, where: str, record: dict[str, Any], base: Path, kind:
     content_path = _relative_to(base, content) if content else ""
     style_paths = tuple(_relative_to(base, s) for s in styles)
     if content and styles:  # name the row by its pictures too, in every message
-        where += f" ({Path(content).name} x {'+'.join(Path(s).name for s in styles)})"
+        where += (f" ({printable(Path(content).name)} x "
+                  f"{'+'.join(printable(Path(s).name) for s in styles)})")
     if styles_value is not None and style_value is not None:
         problems.append(f"{where}: give 'styles' or 'style', not both")
     if not content:
@@ -243,10 +259,17 @@ def _plan_row(number: int, where: str, record: dict[str, Any], base: Path, kind:
             problems.append(f"{where}: unknown option '{key}'{hint}")
             continue
         try:
-            options[spec.name] = _from_text(spec, value) if kind == "csv" else value
+            options[spec.name] = _from_text(spec, value) if kind == "csv" else \
+                _from_json(spec, value)
         except ValueError as e:
             problems.append(f"{where}: {spec.name}: {e}")
     options = Settings.normalise(options)  # a JSON line's lists as the settings' tuples
+    for name in PATH_OPTIONS:
+        value = options.get(name)
+        if isinstance(value, str) and not (name == "init" and value in ("content", "noise")):
+            options[name] = _relative_to(base, value)
+        elif isinstance(value, tuple):
+            options[name] = tuple(_relative_to(base, v) for v in value)
     if isinstance(output, str) and output.strip():
         out = output.strip()
     elif output is None or isinstance(output, str):
@@ -270,7 +293,40 @@ def _relative_to(base: Path, path: str) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters (a newline, a NUL) written as escapes, so a
+    message naming it stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+_JSON_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false",
+               "str": "text", "strs": "a list of texts", "floats": "a list of numbers"}
+
+
+def _from_json(spec: OptionSpec, value: Any) -> Any:
+    """A JSON line's value for the option, if it is of the option's kind (a list option
+    may also be given as a CSV cell would give it: ``"relu1_1, relu2_1"``)."""
+    if value is None and spec.optional:
+        return None
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": number,
+          "bool": lambda v: isinstance(v, bool),
+          "str": lambda v: isinstance(v, str),
+          "strs": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+          "floats": lambda v: isinstance(v, list) and all(number(x) for x in v),
+          }[spec.kind]
+    if spec.kind in ("strs", "floats") and isinstance(value, str):
+        return _from_text(spec, value)
+    if not ok(value):
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ValueError(f"expected {_JSON_KINDS[spec.kind]}, got {printable(shown)}")
+    return value
 
 
 def _from_text(spec: OptionSpec, text: Any) -> Any:

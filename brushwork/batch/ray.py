@@ -12,16 +12,19 @@ once per worker; a task whose worker died is run again, up to RETRIES times.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import logging
 import os
 import socket
+import stat
 import tempfile
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from brushwork.batch.check import file_digest
 from brushwork.batch.painting import Outcome, Progress
 from brushwork.batch.plan import RUNNING, Batch, PlanError, Row
 from brushwork.engine.cache import Cache
@@ -31,8 +34,11 @@ from brushwork.errors import BrushworkError, out_of_memory
 RETRIES = 3
 INSTALL = "pip install 'brushwork[ray]'"
 CONNECT_TIMEOUT_S = 5.0
-# Options naming a file that the worker must read: shipped as bytes too.
-FILE_OPTIONS = ("model", "init")
+# Options naming files that the worker must read: shipped as bytes too.
+FILE_OPTIONS = ("model", "init", "style_masks", "region_map")
+# The folder (in the worker's temporary folder) where shipped files are written, one per
+# user: "brushwork-ray-<uid>".
+WORKER_FOLDER = "brushwork-ray"
 
 
 def require_ray() -> Any:
@@ -218,17 +224,20 @@ class RayBackend:
         content_ref, content_digest = put(row.content)
         style_refs = [put(s) for s in row.styles]
         blobs = [content_ref, *(r for r, _ in style_refs)]
-        files = {}
-        for name in FILE_OPTIONS:
-            value = row.settings[name]
-            if name == "model" and not os.path.isfile(value) or name == "init" and \
-                    value in ("content", "noise"):
-                continue
-            ref, digest = put(value)
-            files[name] = (value, digest)
+        files = []
+        digests: dict[str, Any] = {"content": content_digest,
+                                   "styles": [d for _, d in style_refs]}
+        for name, index, path in _shipped(row):
+            ref, digest = put(path)
+            files.append((name, index, path, digest))
             blobs.append(ref)
-        row.digests = {**row.digests, "content": content_digest,
-                       "styles": [d for _, d in style_refs]}
+            if name != "model":  # the row's digests name its pictures, as check() made them
+                if index is None:
+                    digests[name] = digest
+                else:
+                    digests.setdefault(name, []).append(digest)
+        # The digests of the bytes shipped: what is painted, if a file changed since check().
+        row.digests = {**row.digests, **digests}
         cpus, gpus, threads = self._resources(row)
         job = {"content": row.content, "styles": list(row.styles), "files": files,
                "options": options, "threads": threads}
@@ -247,14 +256,25 @@ class RayBackend:
         return Outcome(out["result"], out["error"], out["ran_on"])
 
 
+def _shipped(row: Row) -> list[tuple[str, int | None, str]]:
+    """The row's files other than its pictures that the worker must read: (option, its
+    place in the option's list or None, path).  A model named by source, not by file,
+    stays a name."""
+    out: list[tuple[str, int | None, str]] = []
+    for name in FILE_OPTIONS:
+        value = row.settings[name]
+        if value is None or name == "model" and not os.path.isfile(value) or \
+                name == "init" and value in ("content", "noise"):
+            continue
+        if isinstance(value, (list, tuple)):
+            out += [(name, i, v) for i, v in enumerate(value)]
+        else:
+            out.append((name, None, value))
+    return out
+
+
 def _files_of(row: Row) -> list[str]:
-    files = [row.content, *row.styles]
-    model, init = row.settings["model"], row.settings["init"]
-    if os.path.isfile(model):
-        files.append(model)
-    if init not in ("content", "noise"):
-        files.append(init)
-    return files
+    return [row.content, *row.styles, *(path for _, _, path in _shipped(row))]
 
 
 def _one_line(e: BaseException) -> str:
@@ -289,9 +309,15 @@ def paint_task(job: dict[str, Any], content: bytes, *blobs: bytes) -> dict[str, 
         photo = load_image_bytes(content, name=job["content"], role="content", max_pixels=limit)
         paintings = [load_image_bytes(b, name=n, role="style", max_pixels=limit)
                      for b, n in zip(blobs[:n_styles], job["styles"], strict=True)]
-        for (name, (path, digest)), data in zip(job["files"].items(), blobs[n_styles:],
-                                                strict=True):
-            options[name] = str(_local_file(path, digest, data))
+        lists: dict[str, list[str]] = {}
+        for (name, index, path, digest), data in zip(job["files"], blobs[n_styles:],
+                                                     strict=True):
+            local = str(_local_file(path, digest, data))
+            if index is None:
+                options[name] = local
+            else:
+                lists.setdefault(name, []).append(local)
+        options.update((name, tuple(paths)) for name, paths in lists.items())
         if str(options.get("device", "auto")).startswith("cuda"):
             options["device"] = "cuda"  # the task's own GPU, whatever its number on the node
         result = stylize(photo, paintings, cache=_CACHE, **options)
@@ -310,10 +336,11 @@ _SAME: dict[tuple[str, int, int], str] = {}  # a local file's digest, by path, t
 
 
 def _local_file(path: str, digest: str, data: bytes) -> Path:
-    """A shipped file (a model, an init image) on this worker's disk: the driver's own
-    path when this machine has the same file there (a shared disk, or the driver's
+    """A shipped file (a model, an init image, a mask) on this worker's disk: the driver's
+    own path when this machine has the same file there (a shared disk, or the driver's
     machine; runs then share its calibration and network cache entries), else a copy
-    written once per content."""
+    written once per content in this user's private folder (:func:`private_folder`).
+    A copy found there is used only if its digest is the one shipped."""
     here = Path(path)
     with contextlib.suppress(OSError):
         st = here.stat()
@@ -322,11 +349,52 @@ def _local_file(path: str, digest: str, data: bytes) -> Path:
             _SAME[key] = hashlib.sha256(here.read_bytes()).hexdigest()
         if _SAME.get(key) == digest:
             return here
-    folder = Path(tempfile.gettempdir()) / "brushwork-ray" / digest[:32]
+    folder = _private(private_folder() / digest, "the shipped file's folder")
     copy = folder / here.name
-    if not copy.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{here.name}.{os.getpid()}"
-        tmp.write_bytes(data)
-        os.replace(tmp, copy)
+    with contextlib.suppress(OSError):
+        st = copy.lstat()  # a link is not followed, and not used
+        key = (str(copy), st.st_mtime_ns, st.st_size)
+        if stat.S_ISREG(st.st_mode) and st.st_size == len(data):
+            if key not in _SAME:
+                _SAME[key] = file_digest(copy)
+            if _SAME[key] == digest:
+                return copy
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{here.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, copy)  # over a damaged copy, or a link left there
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    st = copy.lstat()
+    _SAME[(str(copy), st.st_mtime_ns, st.st_size)] = digest
     return copy
+
+
+def private_folder() -> Path:
+    """``<temp>/brushwork-ray-<uid>``: made 0700 if missing; used only if it is a real
+    folder (not a link), owned by this user and closed to everyone else."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    name = f"{WORKER_FOLDER}-{uid if uid is not None else getpass.getuser()}"
+    return _private(Path(tempfile.gettempdir()) / name, "the Ray worker's folder")
+
+
+def _private(folder: Path, what: str) -> Path:
+    """``folder``, made 0700 if missing, after checking (without following links) that
+    it is a folder of this user's that no one else can write to or read."""
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    st = folder.lstat()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        problem = "is a link" if stat.S_ISLNK(st.st_mode) else "is not a folder"
+    elif uid is not None and st.st_uid != uid:
+        problem = f"belongs to user {st.st_uid}, not to this one ({uid})"
+    elif uid is not None and stat.S_IMODE(st.st_mode) & 0o077:
+        problem = f"is open to others (mode {stat.S_IMODE(st.st_mode):o})"
+    else:
+        return folder
+    raise BrushworkError(f"{what} '{folder}' {problem}; remove it, and the worker makes "
+                         "its own")

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brushwork.batch import check, grid, run
+from brushwork.batch import check, from_plan_file, grid, run
 from brushwork.commands import main
 from brushwork.io.images import read_metadata
 from conftest import painting_array, photo_array
@@ -200,3 +200,38 @@ def test_a_task_larger_than_any_node_is_refused(cluster, folders, tiny_model_fil
     batch = grid([photos], [paintings], tmp_path / "out", **FAST, model=str(tiny_model_file))
     with pytest.raises(Exception, match="cpus per task 3: no node of the Ray cluster has that"):
         check(batch, backend=RayBackend(cpus_per_task=3))
+
+
+def test_ray_ships_a_plans_masks_and_map(cluster, one_thread, folders, tiny_model_file,
+                                         tmp_path):
+    """Masks and a region map (relative to the plan's folder) reach the workers, and the
+    pictures are the local backend's."""
+    photos, paintings = folders
+    for name, left in (("left.png", True), ("right.png", False)):
+        m = np.zeros((32, 40), np.uint8)
+        m[:, :20] = 255
+        Image.fromarray(m if left else 255 - m).save(tmp_path / name)
+    rgb = np.zeros((32, 40, 3), np.uint8)
+    rgb[:, :20] = (255, 0, 0)
+    Image.fromarray(rgb).save(tmp_path / "map.png")
+    styles = ["paintings/x.png", "paintings/y.png"]
+    plan = tmp_path / "plan.jsonl"
+    plan.write_text(json.dumps({"content": "photos/a.png", "styles": styles, "output": "m.png",
+                                "style_masks": ["left.png", "right.png"]}) + "\n"
+                    + json.dumps({"content": "photos/a.png", "styles": styles,
+                                  "output": "r.png", "region_map": "map.png",
+                                  "region_colors": ["#ff0000", "#000000"]}) + "\n")
+    options = {**FAST, "model": str(tiny_model_file)}
+    here = from_plan_file(plan, tmp_path / "here", **options)
+    there = from_plan_file(plan, tmp_path / "there", **options)
+    check(here)
+    backend = RayBackend(cpus_per_task=1)
+    check(there, backend=backend)
+    run(here)
+    run(there, backend)
+    assert [r.state for r in there.rows] == ["done", "done"], [r.error for r in there.rows]
+    for row in here.rows:
+        assert np.array_equal(pixels(here.path_of(row)), pixels(there.path_of(row)))
+        a, b = read_metadata(here.path_of(row)), read_metadata(there.path_of(row))
+        assert a["batch"]["digests"] == b["batch"]["digests"]
+    assert "style_masks" in there.rows[0].digests and "region_map" in there.rows[1].digests
