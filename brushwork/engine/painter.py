@@ -252,7 +252,8 @@ def _checkpointing(path: str | os.PathLike[str] | None, every: float, resume: bo
     if not resume:
         return saver, None
     resumed = checkpoints.load(saver.path)
-    checkpoints.check(resumed, saver.settings, fingerprint, saver.path)
+    checkpoints.check(resumed, saver.settings, fingerprint, saver.path,
+                      [(s.size, s.iterations) for s in scales(settings, inputs.content.size)])
     return saver, resumed
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from brushwork.errors import ImageError, OutputError
+from brushwork.errors import BrushworkError, ImageError, OutputError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -117,19 +117,54 @@ def load_image(
 
 def _load_path(source: str | bytes | os.PathLike, role: str, max_pixels: int) -> Image.Image:
     """Open, check and decode an image file."""
-    path = os.fsdecode(source)
-    name = f"{role} image {_quote(path)}"
-    _check_input_file(path, name)
+    name = f"{role} image {_quote(os.fsdecode(source))}"
+    with _open_file(source, name) as f:
+        return _decode(f, name, max_pixels)
 
+
+@contextlib.contextmanager
+def _open_file(source: str | bytes | os.PathLike, name: str) -> Iterator[Any]:
+    """The file at ``source`` open for reading, after checking it is a non-empty file."""
+    path = os.fsdecode(source)
+    _check_input_file(path, name)
     try:
         f = open(path, "rb")
     except PermissionError:
         raise ImageError(f"{name} cannot be read (permission denied)") from None
     except OSError as e:
         raise ImageError(f"{name} cannot be read ({_reason(e)})") from None
-
     with f:
-        return _decode(f, name, max_pixels)
+        yield f
+
+
+@contextlib.contextmanager
+def open_image(source: str | bytes | os.PathLike, *, role: str, max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> Iterator[tuple[Image.Image, str]]:
+    """The image file ``source`` opened but not decoded, and its name for messages, for a
+    caller that decodes it its own way (brushwork.io.masks shrinks a mask as it decodes
+    it).  The same checks as :func:`load_image` come first: the accepted formats only, and
+    the size on the file's header against ``max_pixels``.  Decode it inside
+    :func:`decoding`; the file is closed on leaving."""
+    name = f"{role} image {_quote(os.fsdecode(source))}"
+    with _open_file(source, name) as f:
+        im = _open(f, name)
+        _check_size(im.size, name, max_pixels)
+        yield im, name
+
+
+@contextlib.contextmanager
+def decoding(name: str, max_pixels: int) -> Iterator[None]:
+    """Decoding an image opened by :func:`open_image`: Pillow's own bomb check set to
+    ``max_pixels``, and every failure a one-line ImageError naming ``name``."""
+    with pillow_limit(max_pixels):
+        try:
+            yield
+        except BrushworkError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_large(name, max_pixels) from None
+        except Exception as e:  # truncated data, bad chunks, odd modes ...
+            raise ImageError(f"{name} is truncated or corrupt ({_reason(e)})") from None
 
 
 def load_image_bytes(data: bytes, *, name: str, role: str = "content",
@@ -146,31 +181,37 @@ def load_image_bytes(data: bytes, *, name: str, role: str = "content",
 def _decode(f: Any, name: str, max_pixels: int) -> Image.Image:
     """Check and decode an open image file (accepted formats only) to 8-bit RGB."""
     # Image.open only reads the header, so sizes are checked before decoding.
-    with pillow_limit(None):
-        try:
-            im = Image.open(f, formats=list(INPUT_FORMATS))
-        except UnidentifiedImageError:
-            raise unaccepted_format(f, name) from None
-        except Exception as e:  # Pillow raises many types on malformed headers
-            raise ImageError(f"{name} is corrupt ({_reason(e)})") from None
+    im = _open(f, name)
     _check_size(im.size, name, max_pixels)
 
     # Decode everything now, with Pillow's own bomb check set to our limit.
-    with pillow_limit(max_pixels):
-        try:
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                im.seek(0)
-            rgb = _to_rgb(ImageOps.exif_transpose(im))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise _too_large(name, max_pixels) from None
-        except Exception as e:  # truncated data, bad chunks, odd modes ...
-            raise ImageError(f"{name} is truncated or corrupt ({_reason(e)})") from None
+    with decoding(name, max_pixels):
+        frames = first_frame(im)
+        rgb = _to_rgb(ImageOps.exif_transpose(im))
 
     if frames > 1:
         message = f"{name} has {frames} frames; using the first"
         warnings.warn(message, BrushworkWarning, stacklevel=4)
     return rgb
+
+
+def _open(f: Any, name: str) -> Image.Image:
+    """The image in the open file ``f``, its header read (accepted formats only)."""
+    with pillow_limit(None):
+        try:
+            return Image.open(f, formats=list(INPUT_FORMATS))
+        except UnidentifiedImageError:
+            raise unaccepted_format(f, name) from None
+        except Exception as e:  # Pillow raises many types on malformed headers
+            raise ImageError(f"{name} is corrupt ({_reason(e)})") from None
+
+
+def first_frame(im: Image.Image) -> int:
+    """Go to the first frame of ``im``; its number of frames."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        im.seek(0)
+    return frames
 
 
 def unaccepted_format(f: Any, name: str) -> ImageError:

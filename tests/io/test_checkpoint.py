@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -215,3 +216,151 @@ def test_a_resumed_runs_plan_counts_its_checkpoint_once(
     stylize(photo_path, painting_path, checkpoint=ckpt, resume=True, **OPTS)
     fresh, resumed = forecasts
     assert resumed.peak_bytes == pytest.approx(fresh.peak_bytes)
+
+
+@pytest.fixture
+def calibrated(monkeypatch):
+    """A fixed calibration: measuring this machine for the tiny network takes longer than
+    these tests, which are not about the plan."""
+    from brushwork.engine.memory import calibration
+
+    known = calibration.Calibration(device="cpu", resident_bytes=0.0,
+                                    eval_bytes=calibration.Line(0.0, 1000.0),
+                                    eval_seconds=calibration.Line(0.0, 1e-6),
+                                    forward_share=0.3)
+    monkeypatch.setattr(calibration, "calibration_for", lambda *a, **k: known)
+
+
+# Two scales, 6 + 3 steps; stopped at step 9, the checkpoint is the 2nd step of the 2nd.
+SHORT = dict(OPTS, iterations=3)
+
+
+def _forged(saved: Checkpoint, **fields) -> Checkpoint:
+    return Checkpoint(**{**saved.__dict__, **fields})
+
+
+def _lbfgs_forgeries(saved: Checkpoint) -> list[tuple[str, dict, str]]:
+    lbfgs = saved.optimiser["lbfgs"]
+    pairs = len(lbfgs["s"])
+    return [
+        ("level 99", dict(level=99), "level is 99, where this run has 0 to 1"),
+        ("level -1", dict(level=-1), "level is -1, where this run has 0 to 1"),
+        ("level as text", dict(level="1"), "level is text, not a whole number"),
+        ("7x7 image", dict(image=torch.zeros(1, 3, 7, 7)),
+         "image is 7x7 but this run paints that scale at 48x38"),
+        ("int64 image", dict(image=saved.image.to(torch.int64)),
+         "image holds int64, not float32 values"),
+        ("float64 image", dict(image=saved.image.double()), "image holds float64"),
+        ("NaN image", dict(image=saved.image * float("nan")),
+         "image holds NaN or infinite values"),
+        ("taken past the scale", dict(taken=10**9), "taken is 1000000000, where this run has "
+                                                    "0 to 3"),
+        ("step before taken", dict(step=-1), "step is -1, where this run has"),
+        ("elapsed NaN", dict(elapsed=float("nan")), "elapsed is nan"),
+        ("work as text", dict(work_done="x"), "work_done is text, not a number"),
+        ("history of numbers", dict(history=[1, 2]), "history is not a list of named numbers"),
+        ("losses of tensors", dict(losses={"total": torch.zeros(3)}),
+         "losses are not named numbers"),
+        ("settings with a tensor", dict(settings={**saved.settings, "size": torch.zeros(3)}),
+         "settings holds a tensor"),
+        ("settings as a list", dict(settings=[1]), "settings is not a table of options"),
+        ("stop rule without changes", dict(stop_rule={}), "stop_rule lacks changes"),
+        ("stop rule of text", dict(stop_rule={"changes": ["a"]}),
+         "stop_rule's change 0 is text, not a number"),
+        ("no optimiser state", dict(optimiser={}), "optimiser lacks evaluations, factor"),
+        ("short gradient", dict(optimiser={**saved.optimiser, "lbfgs": {**lbfgs,
+                                                                      "g": torch.zeros(5)}}),
+         r"optimiser's gradient has shape \(5,\), not \(5472,\)"),
+        ("short pairs", dict(optimiser={**saved.optimiser, "lbfgs": {
+            **lbfgs, "s": [torch.zeros(5)] * pairs}}), r"optimiser's lbfgs s 0 has shape"),
+        ("too many pairs", dict(optimiser={**saved.optimiser, "lbfgs": {
+            **lbfgs, **{k: lbfgs[k] * 30 for k in ("s", "y", "rho")}}}),
+         "more than history_size 20"),
+        ("rho as text", dict(optimiser={**saved.optimiser, "lbfgs": {**lbfgs,
+                                                                   "rho": ["x"] * pairs}}),
+         "optimiser's lbfgs rho 0 is text, not a number"),
+    ]
+
+
+def test_forged_checkpoint_fields_are_one_line_errors_before_the_network_loads(
+        use_tiny, calibrated, photo_path, painting_path, tmp_path, monkeypatch):
+    """Each field is checked against the run that resumes it: its scales' sizes and
+    steps, its optimiser's state, the picture's type; nothing fails mid-run."""
+    import brushwork.engine.painter as engine
+
+    ckpt = tmp_path / "run.checkpoint"
+    with pytest.raises(Interrupted):
+        stylize(photo_path, painting_path, checkpoint=ckpt, callback=StopAt(9), **SHORT)
+    saved = load(ckpt)
+    assert saved.level == 1 and saved.optimiser["lbfgs"]["s"]
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was loaded for a damaged checkpoint")
+
+    monkeypatch.setattr(engine, "load_network", no_network)
+    for name, fields, message in _lbfgs_forgeries(saved):
+        save(ckpt, _forged(saved, **fields))
+        with pytest.raises(BrushworkError) as refused:
+            stylize(photo_path, painting_path, checkpoint=ckpt, resume=True, **SHORT)
+        text = str(refused.value)
+        assert text.startswith(f"checkpoint '{ckpt}' is damaged: "), (name, text)
+        assert text.endswith("; start over with --force") and "\n" not in text, (name, text)
+        assert re.search(message, text), (name, text)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_forged_torch_optimiser_state_is_refused(use_tiny, calibrated, photo_path,
+                                                 painting_path, tmp_path, optimizer):
+    opts = dict(SHORT, optimizer=optimizer)
+    ckpt = tmp_path / "run.checkpoint"
+    with pytest.raises(Interrupted):
+        stylize(photo_path, painting_path, checkpoint=ckpt, callback=StopAt(9), **opts)
+    saved = load(ckpt)
+    opt = saved.optimiser["opt"]
+    state = {**opt["state"]}
+    if state:
+        state[0] = {k: v for k, v in state[0].items() if k != "step"}
+    else:  # sgd without momentum keeps nothing per value
+        state[0] = {"momentum_buffer": torch.zeros(3)}
+    forgeries = [
+        ({**opt, "state": state}, r"optimiser's opt's state"),
+        ({**opt, "param_groups": [{**opt["param_groups"][0], "lr": "fast"}]},
+         "optimiser's opt's param_groups 0's lr is text, not a number"),
+        ({**opt, "param_groups": [{**opt["param_groups"][0], "params": [7]}]},
+         r"optimiser's opt's param_groups 0's params is \[7\], not \[0\]"),
+        ({**opt, "param_groups": []}, "optimiser's opt's param_groups is not a list of 1"),
+    ]
+    if optimizer == "adam":
+        exp_avg = state[0]["exp_avg"]
+        forgeries.append(({**opt, "state": {0: {**opt["state"][0], "exp_avg": exp_avg[..., :5]}}},
+                          r"optimiser's opt's state 0's exp_avg has shape \(1, 3, 38, 5\)"))
+    for forged, message in [*forgeries, ({**saved.optimiser, "grad": torch.zeros(2)}, None)]:
+        optimiser = {**saved.optimiser, "opt": forged} if message else forged
+        save(ckpt, _forged(saved, optimiser=optimiser))
+        with pytest.raises(BrushworkError, match=message or r"optimiser's gradient has shape"):
+            stylize(photo_path, painting_path, checkpoint=ckpt, resume=True, **opts)
+    # The checkpoint as saved still resumes.
+    save(ckpt, saved)
+    stylize(photo_path, painting_path, checkpoint=ckpt, resume=True, **opts)
+
+
+def test_cli_resume_of_a_forged_checkpoint_is_one_line(use_tiny, calibrated, photo_path,
+                                                       painting_path, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    args = ["stylize", str(photo_path), str(painting_path), "-o", str(out), "--size", "32",
+            "--iterations", "3", "--multiscale", "off", "--quiet"]
+    ckpt = path_for(out)
+    image = torch.zeros(1, 3, 26, 32)
+    # A real run's settings and inputs, so that the fields are what is refused.
+    with pytest.raises(Interrupted):
+        stylize(photo_path, painting_path, checkpoint=ckpt, callback=StopAt(2), size=32,
+                iterations=3, multiscale="off")
+    saved = load(ckpt)
+    assert saved.image.shape == image.shape
+    save(ckpt, _forged(saved, level=99))
+    assert main([*args, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"brushwork: error: checkpoint '{ckpt}' is damaged: level is 99, where this run has "
+        f"0 to 0; start over with --force"], err
+    assert not out.exists() and ckpt.exists()
