@@ -119,7 +119,7 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
     first = Settings.from_options(frame_options, init="content" if carry_start else init)
     if first.init not in ("content", "noise"):
         load_image(first.init, role="init", max_pixels=first.max_pixels)
-    clip = open_clip(source, video)
+    clip = open_clip(source, video, max_pixels=first.max_pixels)
     size = clip.frame_size(first.size)
     # Every frame at the frames' own size (their long side, even): no resize in the engine.
     first = _with(first, size=max(size))
