@@ -178,3 +178,23 @@ def test_opening_a_clip_keeps_timestamps_not_packets(packages, tmp_path, monkeyp
     assert open_clip(clip, VideoSettings()).frames == 12
     assert len(alive) >= 12
     assert most[0] <= 2, f"{most[0]} packets held at once"
+
+
+# --fps bounds (item 7) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("fps", ["0.0004", "1e8", "0.009", "241"])
+def test_fps_outside_its_bounds_is_one_line(packages, capsys, tiny_model_file, tmp_path,
+                                            painting_path, fps):
+    clip = write_clip(tmp_path / "in.mkv", frames=3)
+    code, _, err = run(capsys, "video", clip, painting_path, "-o", tmp_path / "out.mp4",
+                       "--model", tiny_model_file, *CLI_FAST, "--fps", fps)
+    one_line_error(code, err)
+    assert "fps must be from 0.01 to 240 frames per second" in err
+
+
+def test_fps_at_its_bounds_is_accepted():
+    from brushwork.video.settings import VideoSettings
+
+    assert VideoSettings(fps=0.01).fps == 0.01 and VideoSettings(fps=240).fps == 240
+    with pytest.raises(BrushworkError, match="not 0.0004"):
+        VideoSettings(fps=0.0004)
