@@ -6,12 +6,18 @@ painted nothing."""
 
 from __future__ import annotations
 
+import os
+import stat
 import weakref
 
+import numpy as np
 import pytest
 from PIL import Image
 from video_support import (
+    audio_rate,
+    frame_times,
     need_video_packages,
+    read_video,
     write_clip,
 )
 
@@ -180,7 +186,42 @@ def test_opening_a_clip_keeps_timestamps_not_packets(packages, tmp_path, monkeyp
     assert most[0] <= 2, f"{most[0]} packets held at once"
 
 
-# --fps bounds (item 7) --------------------------------------------------------------------
+# Audio tried before painting (item 4) -----------------------------------------------------
+
+def test_audio_the_encoder_cannot_take_is_resampled_before_painting(packages, use_tiny,
+                                                                    tmp_path, painting_path):
+    """192 kHz PCM: AAC takes at most 96 kHz; the audio is resampled to 48 kHz and the
+    video is written with sound (it used to fail after every frame was painted)."""
+    from brushwork.video import stylize_video
+
+    clip = write_clip(tmp_path / "in.mkv", frames=4, audio=True, audio_rate=192000,
+                      audio_codec="pcm_s16le")
+    assert audio_rate(clip) == 192000
+    result = stylize_video(clip, painting_path, tmp_path / "out.mp4", **FAST)
+    frames, has_audio, seconds = read_video(tmp_path / "out.mp4")
+    assert result.frames == 4 and len(frames) == 4
+    assert has_audio and audio_rate(tmp_path / "out.mp4") == 48000
+    assert seconds == pytest.approx(4 / 12, abs=0.06)
+
+
+def test_audio_that_cannot_be_written_is_dropped_with_a_warning_before_painting(
+        packages, use_tiny, tmp_path, painting_path, monkeypatch):
+    from brushwork.video import encode, stylize_video
+
+    clip = write_clip(tmp_path / "in.mkv", frames=3, audio=True)
+    monkeypatch.setattr(encode, "AUDIO_CODEC", "no-such-audio-encoder")
+    events: list[str] = []
+    out = tmp_path / "out.mp4"
+    result = stylize_video(clip, painting_path, out, log=events.append,
+                           on_frame=lambda k, n, r: events.append(f"frame {k}"), **FAST)
+    warnings = [e for e in events if "without sound" in e]
+    assert len(warnings) == 1 and events.index(warnings[0]) < events.index("frame 0")
+    assert "\n" not in warnings[0] and "audio of video" in warnings[0]
+    frames, has_audio, _ = read_video(out)
+    assert result.frames == 3 and len(frames) == 3 and not has_audio
+
+
+# --fps bounds and resumed frames (item 7) -------------------------------------------------
 
 @pytest.mark.parametrize("fps", ["0.0004", "1e8", "0.009", "241"])
 def test_fps_outside_its_bounds_is_one_line(packages, capsys, tiny_model_file, tmp_path,
@@ -198,3 +239,100 @@ def test_fps_at_its_bounds_is_accepted():
     assert VideoSettings(fps=0.01).fps == 0.01 and VideoSettings(fps=240).fps == 240
     with pytest.raises(BrushworkError, match="not 0.0004"):
         VideoSettings(fps=0.0004)
+
+
+def test_a_resumed_frame_of_another_size_is_refused_undecoded(packages, use_tiny, tmp_path,
+                                                              painting_path, monkeypatch):
+    """A finished frame replaced by a (huge) picture: one line naming it, from its header
+    alone, before any network is loaded or frame decoded."""
+    from PIL import ImageFile
+
+    from brushwork.video import stylize_video
+
+    clip = write_clip(tmp_path / "in.mkv", frames=3)
+    out = tmp_path / "frames"
+
+    def crash(k, n, result):
+        if k == 1:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        stylize_video(clip, painting_path, out, on_frame=crash, **FAST)
+    Image.new("L", (4000, 4000)).save(out / "frame_00001.png")  # 16 Mpx, 16 kB
+    loads: list[object] = []
+    real_load = ImageFile.ImageFile.load
+
+    def spy(self):
+        if self.size == (4000, 4000):
+            loads.append(self)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    with pytest.raises(BrushworkError) as e:
+        stylize_video(clip, painting_path, out, resume=True, **FAST)
+    text = str(e.value)
+    assert "\n" not in text and "frame_00001.png" in text
+    assert "is 4000x4000, not the run's 64x48 frames" in text
+    assert not loads
+
+
+# Output mode, timing, the frames folder (item 10) ------------------------------------------
+
+def test_a_video_file_gets_the_pictures_mode(packages, use_tiny, tmp_path, painting_path):
+    from brushwork.io.images import save_image
+    from brushwork.video import stylize_video
+
+    clip = write_clip(tmp_path / "in.mkv", frames=2)
+    old = os.umask(0o022)
+    try:
+        stylize_video(clip, painting_path, tmp_path / "out.mp4", **FAST)
+        picture = save_image(Image.new("RGB", (16, 16)), tmp_path / "picture.png")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(os.stat(tmp_path / "out.mp4").st_mode)
+    assert mode == stat.S_IMODE(os.stat(picture).st_mode) == 0o644
+
+
+def test_a_variable_frame_rate_keeps_the_sources_timing(packages, use_tiny, tmp_path,
+                                                       painting_path):
+    """Frames at 0, 0.1, 0.2, 1.0, 2.0 and 3.0 s (an average of 2 fps): the painted video
+    shows each at its time, as the source does."""
+    from brushwork.video import stylize_video
+
+    times = [0.0, 0.1, 0.2, 1.0, 2.0, 3.0]
+    clip = write_clip(tmp_path / "vfr.mkv", times=times)
+    assert frame_times(clip) == pytest.approx(times)
+    stylize_video(clip, painting_path, tmp_path / "out.mp4", **FAST)
+    assert frame_times(tmp_path / "out.mp4") == pytest.approx(times, abs=1e-3)
+    # A range of it starts at its first frame.
+    stylize_video(clip, painting_path, tmp_path / "part.mkv", frames="2:5", **FAST)
+    assert frame_times(tmp_path / "part.mkv") == pytest.approx([0.0, 0.8, 1.8], abs=1e-3)
+    # --fps asks for a constant rate.
+    stylize_video(clip, painting_path, tmp_path / "even.mp4", fps=2, end=2.0, **FAST)
+    even = frame_times(tmp_path / "even.mp4")
+    assert len(even) == 4 and np.allclose(np.diff(even), 0.5)
+
+
+@pytest.mark.parametrize("output", ["out.mp4", "folder", "empty-folder"])
+def test_a_run_that_fails_before_its_first_frame_leaves_no_frames_folder(
+        packages, use_tiny, tmp_path, painting_path, output):
+    from brushwork.video import stylize_video
+
+    clip = write_clip(tmp_path / "in.mkv", frames=3)
+    out = tmp_path / ("out.mp4" if output == "out.mp4" else "frames")
+    if output == "empty-folder":
+        out.mkdir()
+
+    def fail(step):
+        raise RuntimeError("the first frame failed")
+
+    with pytest.raises(RuntimeError, match="first frame failed"):
+        stylize_video(clip, painting_path, out, callback=fail, **FAST)
+    folder = tmp_path / "out.mp4.frames" if output == "out.mp4" else out
+    if output == "empty-folder":  # the user's own folder stays, as it was
+        assert folder.is_dir() and not any(folder.iterdir())
+    else:
+        assert not folder.exists()
+    # Nothing to resume, nothing in the way of a new run.
+    result = stylize_video(clip, painting_path, out, **FAST)
+    assert result.frames == 3
