@@ -24,7 +24,8 @@ DESCRIPTION = ("Paint INPUT frame by frame; each frame after the first starts fr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="the video (anything FFmpeg reads)")
+    parser.add_argument("input", help="the video: MP4/MOV, Matroska/WebM, AVI, MPEG-TS, "
+                        "MPEG-PS, FLV, Ogg or ASF/WMV, with any codec FFmpeg decodes")
     parser.add_argument("style", nargs="+",
                         help="one or more paintings (blended by --style-weights)")
     parser.add_argument("-o", "--output", required=True,

@@ -22,7 +22,7 @@ from PIL import Image
 
 from brushwork._version import __version__
 from brushwork.errors import BrushworkError, OutputError
-from brushwork.io.images import check_output_dir, save_image, save_text
+from brushwork.io.images import check_output_dir, pillow_limit, save_image, save_text
 from brushwork.video.clip import Clip
 
 MANIFEST = "brushwork-video.json"
@@ -64,6 +64,11 @@ class FrameStore:
     def __init__(self, folder: Path, record: dict[str, Any]) -> None:
         self.folder = folder
         self.record = {"brushwork": __version__, **record}
+        # The frames' (width, height): a file of another size in the folder is not one
+        # of this run's frames, and is refused from its header, before it is decoded.
+        self.size = tuple(record["size"])
+        self.created = False  # start() made the folder
+        self.wrote_manifest = False  # start() wrote a new run's manifest
 
     def path(self, k: int) -> Path:
         return self.folder / frame_name(k)
@@ -81,7 +86,12 @@ class FrameStore:
             if saved.get("finished"):
                 raise BrushworkError(f"nothing to resume: {name} holds no unfinished run")
             self._check(saved)
-            return self.finished()
+            done = self.finished()
+            for k in range(done):  # headers only: nothing is decoded
+                self._header(self.path(k))
+                if self.painting_path(k).is_file():
+                    self._header(self.painting_path(k))
+            return done
         if not force and manifest.is_file() and not self._saved(manifest).get("finished"):
             raise OutputError(f"an unfinished run's frames are in {name}: pass --resume to "
                               f"continue it, or --force to start over")
@@ -92,10 +102,26 @@ class FrameStore:
         """Make the folder ready: a new run's manifest, and no other run's frames."""
         if resume:
             return
+        self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in self._frames():  # another run's frames, under --force
             old.unlink()
         save_text(json.dumps(self.record, indent=1) + "\n", self.folder / MANIFEST, force=True)
+        self.wrote_manifest = True
+
+    def abandon(self) -> None:
+        """The run ends with no frame finished: take back what start() made (the
+        manifest, and the folder when the run created it and nothing else is in it), so
+        that nothing is left to resume or in the way of the next run."""
+        if any(True for _ in self._frames(paintings=False)):
+            return
+        for painting in self._frames():
+            painting.unlink()
+        if self.wrote_manifest:
+            (self.folder / MANIFEST).unlink(missing_ok=True)
+        if self.created:
+            with contextlib.suppress(OSError):  # something else is in it: left alone
+                os.rmdir(self.folder)
 
     @staticmethod
     def _saved(manifest: Path) -> dict[str, Any]:
@@ -158,15 +184,36 @@ class FrameStore:
         path = self.painting_path(k)
         return self._read(path if path.is_file() else self.path(k))
 
-    @staticmethod
-    def _read(path: Path) -> Image.Image:
+    def _header(self, path: Path) -> None:
+        """Open ``path``'s header only; BrushworkError unless it is a PNG of the frames'
+        size."""
+        with self._open(path):
+            pass
+
+    @contextlib.contextmanager
+    def _open(self, path: Path) -> Iterator[Image.Image]:
+        again = "delete it and the frames after it to paint them again"
         try:
-            with Image.open(path, formats=["PNG"]) as im:
-                return im.convert("RGB")
+            with pillow_limit(None):  # the size is checked here, against the run's
+                im = Image.open(path, formats=["PNG"])  # the header alone
         except (OSError, ValueError) as e:
-            raise BrushworkError(f"finished frame '{path}' cannot be read ({e}); "
-                                 f"delete it and the frames after it to paint them again"
+            raise BrushworkError(f"finished frame '{path}' cannot be read ({e}); {again}"
                                  ) from None
+        with im:
+            if im.size != self.size:
+                w, h = self.size
+                raise BrushworkError(f"finished frame '{path}' is {im.width}x{im.height}, "
+                                     f"not the run's {w}x{h} frames; {again}")
+            yield im
+
+    def _read(self, path: Path) -> Image.Image:
+        with self._open(path) as im:
+            try:
+                return im.convert("RGB")
+            except (OSError, ValueError) as e:
+                raise BrushworkError(f"finished frame '{path}' cannot be read ({e}); "
+                                     f"delete it and the frames after it to paint them "
+                                     f"again") from None
 
     def pictures(self, count: int) -> Iterator[Image.Image]:
         for k in range(count):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,9 +23,15 @@ from brushwork.engine.painter import stylize
 from brushwork.engine.result import Iterate, Result
 from brushwork.engine.settings import Settings
 from brushwork.errors import BrushworkError, OutputError
-from brushwork.io.images import check_side_file, load_image, to_image, to_tensor
+from brushwork.io.images import (
+    BrushworkWarning,
+    check_side_file,
+    load_image,
+    to_image,
+    to_tensor,
+)
 from brushwork.video.clip import Clip, open_clip, read_frames
-from brushwork.video.encode import VIDEO_FORMATS, encoder_check, write_video
+from brushwork.video.encode import VIDEO_FORMATS, AudioPlan, encoder_check, write_video
 from brushwork.video.flow import Motion, grey, motion
 from brushwork.video.frames import FrameStore, fingerprint, folder_for
 from brushwork.video.settings import VideoSettings, video_fields
@@ -119,7 +126,7 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
     first = Settings.from_options(frame_options, init="content" if carry_start else init)
     if first.init not in ("content", "noise"):
         load_image(first.init, role="init", max_pixels=first.max_pixels)
-    clip = open_clip(source, video)
+    clip = open_clip(source, video, max_pixels=first.max_pixels)
     size = clip.frame_size(first.size)
     # Every frame at the frames' own size (their long side, even): no resize in the engine.
     first = _with(first, size=max(size))
@@ -134,18 +141,20 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
         "video": video.to_dict(), "frames": clip.frames, "size": list(size),
         "rate": str(clip.rate)})
     done = store.check(resume=resume, force=force)
+    audio = None
     if target.is_video:
         check_side_file(target.path, "output", force=force or resume)
-        encoder_check(target.path, size, clip.rate)
+        audio = encoder_check(target.path, size, clip,
+                              _warn if log is None else lambda m: log(f"warning: {m}"))
     cache = cache or Cache()
     cache.network(first, resolve_device(first.device), log)  # bad weights fail here
-    store.start(resume=resume)
-    if done >= clip.frames and log is not None:
-        log(f"all {clip.frames} frames were already painted")
     painter = _FramePainter(video, first, later, styles, cache, carry_start, log)
     timings: list[float] = []
     finished = done
     try:
+        store.start(resume=resume)
+        if done >= clip.frames and log is not None:
+            log(f"all {clip.frames} frames were already painted")
         for k, photo in read_frames(clip, size) if done < clip.frames else ():
             if k < done:  # resumed: only what the next frames compare with
                 painter.remember(photo, to_tensor(store.read_painting(k)))
@@ -164,10 +173,19 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
                 on_frame(k, clip.frames, result)
     except KeyboardInterrupt:
         # The frame in progress is dropped: a finished frame is one that ran its course.
-        outcome = _finish(target, store, clip, finished, began, timings, done,
+        outcome = _finish(target, store, clip, audio, finished, began, timings, done,
                           interrupted=True)
         raise VideoInterrupted(outcome) from None
-    return _finish(target, store, clip, finished, began, timings, done, interrupted=False)
+    except BaseException:
+        if finished == done == 0:  # nothing painted: nothing to resume
+            store.abandon()
+        raise
+    return _finish(target, store, clip, audio, finished, began, timings, done,
+                   interrupted=False)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, BrushworkWarning, stacklevel=3)
 
 
 
@@ -177,13 +195,14 @@ def _with(settings: Settings, **changes: Any) -> Settings:
     return Settings.from_options(settings.to_dict(), **changes)
 
 
-def _finish(target: Output, store: FrameStore, clip: Clip, finished: int, began: float,
-            timings: list[float], done: int, *, interrupted: bool) -> VideoResult:
+def _finish(target: Output, store: FrameStore, clip: Clip, audio: AudioPlan | None,
+            finished: int, began: float, timings: list[float], done: int, *,
+            interrupted: bool) -> VideoResult:
     """Write the video file from the finished frames (all, or those so far)."""
     if interrupted and finished == done == 0:
-        store.done()  # nothing painted: no unfinished run to resume
+        store.abandon()  # nothing painted: no unfinished run to resume
     elif target.is_video and finished > 0:
-        write_video(target.path, store.pictures(finished), clip.rate, clip, finished)
+        write_video(target.path, store.pictures(finished), clip, finished, audio)
         if not interrupted:
             store.done()
     elif not interrupted:

@@ -11,6 +11,11 @@ from brushwork.engine.settings import _opt
 from brushwork.errors import BrushworkError
 
 INITS = ("prev-warped", "content", "noise")
+# --fps: from one frame in 100 s (its rate is kept as a fraction with a denominator of at
+# most 1001, like 30000/1001, so a smaller rate would become 0) to 240, the fastest rate
+# players show; a higher rate only repeats frames, and each output frame is listed.
+MIN_FPS = 0.01
+MAX_FPS = 240.0
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,9 @@ class VideoSettings:
         "short-term term, the others long-term ones (each pixel counts from the nearest "
         "frame where the motion is reliable)", metavar="J,J,...")
     # Which part of the clip, at which rate.
-    fps: float | None = _opt(None, "frames per second of the output (frames are dropped or "
-                             "repeated)", metavar="FPS", shown="the input's")
+    fps: float | None = _opt(None, f"frames per second of the output, {MIN_FPS:g} to "
+                             f"{MAX_FPS:g} (frames are dropped or repeated)", metavar="FPS",
+                             shown="the input's")
     start: float | None = _opt(None, "start this many seconds into the clip", metavar="SEC",
                                shown="0")
     end: float | None = _opt(None, "stop this many seconds into the clip", metavar="SEC",
@@ -76,8 +82,9 @@ def validate(v: VideoSettings) -> None:
             or len(set(v.temporal_frames)) != len(v.temporal_frames):
         raise BrushworkError(f"temporal_frames must be distinct positive frame counts, such as "
                              f"1,2,4; not {v.temporal_frames!r}")
-    if v.fps is not None and (not _number(v.fps) or v.fps <= 0):
-        raise BrushworkError(f"fps must be a positive number, not {v.fps!r}")
+    if v.fps is not None and (not _number(v.fps) or not MIN_FPS <= v.fps <= MAX_FPS):
+        raise BrushworkError(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g} frames per second, "
+                             f"not {v.fps!r}")
     for name in ("start", "end"):
         value = getattr(v, name)
         if value is not None and (not _number(value) or value < 0):

@@ -464,7 +464,7 @@ def _no_frames(path):
     ("not-a-video", "cannot be read as a video"),
     ("no-video-stream", "has no video stream"),
     ("zero-frames", "has no frames"),
-    ("text-named-png", "is not a video: FFmpeg finds no pictures in it"),
+    ("text-named-png", "is not a video file brushwork reads"),
     ("range", "--frames 10:20 is outside the clip, which has 3 frames"),
     ("past-the-end", "--start 9 s is past the end"),
     ("extension", "has extension '.avi'"),
@@ -479,7 +479,7 @@ def test_bad_input_is_one_line(packages, capsys, tiny_model_file, tmp_path, pain
     if case == "not-a-video":
         clip = tmp_path / "notes.mp4"
         clip.write_text("not a video")
-    elif case == "text-named-png":  # FFmpeg's image reader takes it by its name
+    elif case == "text-named-png":  # FFmpeg's image reader would take it by its name
         clip = tmp_path / "notimg.png"
         clip.write_text("not a picture either")
     elif case == "no-video-stream":
