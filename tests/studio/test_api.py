@@ -498,6 +498,9 @@ def test_unknown_upload_id(client):
     ({"model": "vgg16-hed"}, "unknown model"),  # only what the operator offered
     ({"model": "/etc/passwd"}, "unknown model"),
     ({"model": "../tiny_vgg16.safetensors"}, "unknown model"),
+    ({"model": 5}, "model has the wrong type: 5"),  # a 422 naming it, never a 500
+    ({"model": ["tiny"]}, "model has the wrong type"),
+    ({"content_layers": {"relu4_2": 1}}, "content_layers has the wrong type"),
     ({"init": "/etc/passwd"}, "init"),
     ({"device": "cuda"}, "server-only"),
     ({"max_pixels": 10**12}, "server-only"),
