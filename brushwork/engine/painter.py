@@ -266,10 +266,21 @@ def estimate(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     :class:`~brushwork.engine.memory.calibration.NotMeasured` instead.  Raises
     BrushworkError when the run would not fit its memory budget, naming what would."""
     settings = Settings.from_options(options)
-    device = resolve_device(settings.device)
     inputs = _Inputs.load(content, style, settings)
+    return estimate_size(inputs.content.size, log=log, cache=cache, measure=measure,
+                         **options)
+
+
+def estimate_size(content_size: tuple[int, int], *, log: Log | None = None,
+                  cache: Cache | None = None, measure: bool = True,
+                  **options: Any) -> forecasts.Estimate:
+    """:func:`estimate` for a photo of ``content_size`` (width, height), reading no
+    image: the plan needs only the photo's size, so a caller that knows it (the studio
+    records it at upload) need not decode any picture to size a run."""
+    settings = Settings.from_options(options)
+    device = resolve_device(settings.device)
     net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
-    return _forecast(net, settings, device, inputs.content.size, measure=measure)
+    return _forecast(net, settings, device, content_size, measure=measure)
 
 
 def _forecast(net: FeatureExtractor, settings: Settings, device: torch.device,

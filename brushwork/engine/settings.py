@@ -229,8 +229,27 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise BrushworkError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _check_kinds(s: Settings) -> None:
+    """Strings and lists of the type their option needs, before anything iterates them or
+    opens a file by them: a plan row or a library caller may pass any value (``model=5``).
+    Numbers and booleans are checked with their bounds below."""
+    for f in fields(s):
+        kind, optional = _KINDS[str(f.type)]
+        value = getattr(s, f.name)
+        if value is None and optional:
+            continue
+        if kind == "str" and not isinstance(value, str):
+            raise BrushworkError(f"{f.name} must be a string, not {value!r}")
+        if kind in ("strs", "floats") and (
+                not isinstance(value, (tuple, list))
+                or (kind == "strs" and not all(isinstance(v, str) for v in value))):
+            what = "strings" if kind == "strs" else "numbers"
+            raise BrushworkError(f"{f.name} must be a list of {what}, not {value!r}")
+
+
 def validate(s: Settings) -> None:
     """Raise BrushworkError naming the first bad option and its value."""
+    _check_kinds(s)
     for name in ("size", "iterations", "lr_decay_steps", "history_size", "max_pixels"):
         _positive_int(name, getattr(s, name))
     for name in ("min_size", "tile_size"):

@@ -25,16 +25,15 @@ starts once the child says it is ready, so that start-up is not counted against 
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from brushwork.studio.turns import NoTurn, Turns
 from brushwork.studio.uploads import Reencoded, UploadError, reencode
 
 # How long a child may take to start before the upload gets a 503 (a spawned child
@@ -64,7 +63,7 @@ class Decoder:
         self.max_at_once = max_at_once
         self.wait_seconds = wait_seconds
         self._ctx = _context()
-        self._slots = threading.BoundedSemaphore(max_at_once)  # released by the thread
+        self._turns = Turns(max_at_once, wait_seconds)
 
     def warm(self) -> None:
         """Start the fork server now, in the background, so the first upload need not."""
@@ -81,22 +80,15 @@ class Decoder:
         (called once the turn has come, so that uploads waiting for one hold no more
         than their spooled request bodies) and may raise UploadError itself.
         """
-        deadline = time.monotonic() + self.wait_seconds
-        while not self._slots.acquire(blocking=False):  # polled: works under any event loop
-            if time.monotonic() >= deadline:
-                raise UploadError(503, f"{self.max_at_once} image(s) are being decoded "
-                                       "already; try again in a few seconds",
-                                  retry_after=max(1, round(self.seconds)))
-            await asyncio.sleep(0.05)
-        # Shielded: a request that goes away still lets its decode end and free its turn.
-        turn = asyncio.get_running_loop().run_in_executor(None, self._decode_in_turn, source)
-        return await asyncio.shield(turn)
-
-    def _decode_in_turn(self, source: bytes | Callable[[], bytes]) -> Reencoded:
-        try:
+        def in_turn() -> Reencoded:
             return self._decode(source if isinstance(source, bytes) else source())
-        finally:
-            self._slots.release()
+
+        try:
+            return await self._turns.run(in_turn)
+        except NoTurn:
+            raise UploadError(503, f"{self.max_at_once} image(s) are being decoded "
+                                   "already; try again in a few seconds",
+                              retry_after=max(1, round(self.seconds))) from None
 
     def _decode(self, data: bytes) -> Reencoded:
         ours, theirs = self._ctx.Pipe()
@@ -116,8 +108,9 @@ class Decoder:
                                        "decode")
             answer = ours.recv()
             if answer[0] == "ok":
-                fmt, ext, width, height = answer[1:]
-                return Reencoded(fmt, ext, width, height, ours.recv_bytes(), ours.recv_bytes())
+                fmt, ext, width, height, grey = answer[1:]
+                return Reencoded(fmt, ext, width, height, ours.recv_bytes(), ours.recv_bytes(),
+                                 grey)
             if answer[0] == "memory":
                 raise UploadError(413, f"the image needs more than "
                                        f"{self.memory_bytes / 2**20:.0f} MB of memory to decode")
@@ -152,7 +145,7 @@ def _child(conn: Connection, max_pixels: int, memory_bytes: int) -> None:
         if out_of_memory:
             conn.send(("memory",))
             return
-        conn.send(("ok", out.format, out.ext, out.width, out.height))
+        conn.send(("ok", out.format, out.ext, out.width, out.height, out.grey))
         conn.send_bytes(out.data)
         conn.send_bytes(out.thumb)
     except BaseException:  # anything else: the parent sees the pipe close

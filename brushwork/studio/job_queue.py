@@ -20,7 +20,13 @@ from brushwork.engine.result import Iterate, Result
 from brushwork.io.weights import SOURCES, load_weights
 from brushwork.studio.events import Broker, EventPublisher
 from brushwork.studio.job import Job, job_json
-from brushwork.studio.options import MAX_STYLES, Limits, OptionsError, check_options
+from brushwork.studio.options import (
+    MAX_STYLES,
+    Limits,
+    OptionsError,
+    check_options,
+    check_pictures,
+)
 from brushwork.studio.store import ACTIVE, Store, new_id, valid_id
 
 
@@ -98,9 +104,14 @@ class JobQueue:
                 not isinstance(masks, list) or len(masks) != len(styles)
                 or not all(isinstance(m, str) and valid_id(m) for m in masks)):
             raise OptionsError("masks must be a list of upload ids, one per painting")
+        rows = {}
         for upload_id in [content, *styles, *(masks or [])]:
-            if self.store.upload_file(upload_id) is None:
+            row = self.store.upload(upload_id)
+            if row is None or self.store.upload_file(upload_id) is None:
                 raise OptionsError(f"no upload with id {upload_id!r}")
+            rows[upload_id] = row
+        check_pictures(rows[content], [rows[s] for s in styles],
+                       [rows[m] for m in masks or []], max_pixels=self.limits.max_pixels)
         opts, settings = check_options(options, models=self.models,
                                        default_model=self.default_model, limits=self.limits,
                                        n_styles=len(styles), arch_of=self.arch_of)
@@ -109,8 +120,7 @@ class JobQueue:
                                             "max_pixels": self.limits.max_pixels}
         if masks:
             run_options["style_masks"] = [str(self.store.upload_file(m)) for m in masks]
-        up = self.store.upload(content)
-        assert up is not None  # checked above
+        up = rows[content]
         total = count_steps(settings, (up["width"], up["height"]))
         return Job(new_id(), content, list(styles), opts, run_options, total,
                    masks=list(masks) if masks else None)

@@ -16,6 +16,7 @@ from typing import Any
 from brushwork.engine.network import check_layers
 from brushwork.engine.settings import OptionSpec, Settings, option_specs
 from brushwork.errors import BrushworkError
+from brushwork.io.masks import check_aspect
 from brushwork.io.weights import SOURCES, locate
 
 MAX_STYLES = 8
@@ -68,6 +69,11 @@ class Limits:
     # gets every event, so idle ones slow every job.  A page opens one.
     max_streams: int = 64
     max_streams_per_client: int = 16  # per client address
+    # Estimates (POST /api/estimate, and the one POST /api/jobs makes before queueing):
+    # sized from the stored width and height, never by decoding a picture; they may load
+    # the network or measure this machine (seconds), so only this many run at once ...
+    max_estimates: int = 2
+    estimate_wait_seconds: float = 10.0  # ... the rest wait this long, then get a 503
 
 
 def absent_weights(name: str, target: str) -> str | None:
@@ -112,6 +118,37 @@ def web_defaults(default_model: str) -> dict[str, Any]:
     """What an empty request paints with, option by option, as JSON."""
     resolved = Settings().to_dict()
     return {name: resolved[name] for name in WEB_OPTIONS} | {"model": default_model}
+
+
+def check_pictures(content: dict[str, Any], styles: list[dict[str, Any]],
+                   masks: list[dict[str, Any]], *, max_pixels: int) -> None:
+    """Check a job's uploads from what the store recorded of them at upload (size, and
+    each picture's darkest and lightest grey), decoding none: the pixel limit (lowered
+    since an upload, perhaps) and the masks' shape.  The run reads the files and checks
+    them again.  Raises OptionsError naming the first bad picture by its upload name."""
+    named = [("the photo", content), *((f"painting {k}", s) for k, s in enumerate(styles, 1)),
+             *((f"style mask {k}", m) for k, m in enumerate(masks, 1))]
+    for role, row in named:
+        w, h = row["width"], row["height"]
+        if w * h > max_pixels:
+            raise OptionsError(f"{role} '{row['name']}' is {w}x{h} = {w * h / 1e6:.3g} "
+                               f"megapixels, over this studio's limit of "
+                               f"{max_pixels / 1e6:.3g}")
+    photo = (content["width"], content["height"])
+    for k, row in enumerate(masks, 1):
+        name = f"style mask {k} '{row['name']}'"
+        size = (row["width"], row["height"])
+        first = (masks[0]["width"], masks[0]["height"])
+        try:
+            check_aspect(size, photo, name)
+        except BrushworkError as e:
+            raise OptionsError(str(e)) from None
+        if size != first:
+            raise OptionsError(f"{name} is {size[0]}x{size[1]} but style mask 1 is "
+                               f"{first[0]}x{first[1]}: the masks must have one size")
+        if row.get("grey_max") == 0:
+            raise OptionsError(f"{name} is all black: style {k} would paint nowhere "
+                               "(white = where a style paints)")
 
 
 def check_options(options: Any, *, models: dict[str, str], default_model: str,

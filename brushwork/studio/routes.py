@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from brushwork._version import __version__
 from brushwork.engine.memory.calibration import NotMeasured
 from brushwork.engine.memory.forecast import GB, Estimate, format_seconds
-from brushwork.engine.painter import estimate
+from brushwork.engine.painter import estimate_size
 from brushwork.errors import BrushworkError
 from brushwork.io.images import read_metadata
 from brushwork.io.weights import SOURCES
@@ -35,6 +35,7 @@ from brushwork.studio.job_queue import JobQueue, QueueFull
 from brushwork.studio.options import Limits, OptionsError, absent_weights, web_defaults
 from brushwork.studio.security import BodyTooLarge
 from brushwork.studio.store import QuotaFull, Store, UploadInUse
+from brushwork.studio.turns import NoTurn, Turns
 from brushwork.studio.uploads import UploadError, check_bytes, display_name
 from brushwork.studio.worker import clean_message, upload_ref
 
@@ -43,6 +44,7 @@ STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css
 KEEPALIVE_S = 15.0
 MAX_OFFSET = 10**9  # past SQLite's 64-bit integers an OFFSET overflows (a 500)
 JOB_KEYS = {"content", "styles", "options", "masks"}
+ESTIMATE_RETRY_S = 5  # an estimate takes milliseconds, or seconds when it measures
 
 
 @dataclass
@@ -150,7 +152,8 @@ def upload_routes(studio: Studio) -> APIRouter:
             row = await run_in_threadpool(
                 lambda: store.add_upload(name=name, ext=image.ext, format=image.format,
                                          width=image.width, height=image.height,
-                                         data=image.data, thumb=image.thumb, **quota))
+                                         grey=image.grey, data=image.data,
+                                         thumb=image.thumb, **quota))
         except UploadError as e:
             headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
             raise HTTPException(e.status, e.message, headers=headers) from None
@@ -223,20 +226,29 @@ async def _prepared(studio: Studio, data: dict[str, Any]) -> Job:
         raise HTTPException(422, str(e)) from None
 
 
-async def _forecast_of(studio: Studio, job: Job, *, measure: bool) -> Estimate:
+async def _forecast_of(studio: Studio, turns: Turns, job: Job, *, measure: bool) -> Estimate:
     """The job's estimate; 422 with the plan's one-line reason when it would not fit
-    the memory budget (or an input cannot be read).  Raises NotMeasured before this
-    machine's calibration, which is measured only while no job runs."""
-    files = [studio.store.upload_file(u) for u in (job.content, *job.styles)]
-    content, *styles = [f for f in files if f is not None]
-    if len(styles) != len(job.styles):
+    the memory budget.  Raises NotMeasured before this machine's calibration, which is
+    measured only while no job runs.
+
+    The plan needs only the photo's size, which the store recorded at upload: no
+    picture is decoded here (that happens in the decoder's child, and in the worker's
+    run).  At most ``turns.at_once`` estimates run at a time (each may load the network
+    or measure the machine); past the wait, 503 with Retry-After."""
+    up = studio.store.upload(job.content)
+    if up is None:
         raise HTTPException(422, "an uploaded image is no longer stored")
+    size = (up["width"], up["height"])
     try:
-        forecast = await run_in_threadpool(
-            lambda: estimate(content, styles, cache=studio.cache, measure=measure,
-                             **job.run_options))
+        forecast = await turns.run(
+            lambda: estimate_size(size, cache=studio.cache, measure=measure,
+                                  **job.run_options))
     except NotMeasured:
         raise
+    except NoTurn:
+        raise HTTPException(503, f"{turns.at_once} estimate(s) are being made already; try "
+                                 "again in a few seconds",
+                            headers={"Retry-After": str(ESTIMATE_RETRY_S)}) from None
     except BrushworkError as e:
         raise HTTPException(422, clean_message(studio.store, str(e))) from None
     if forecast.peak_bytes > forecast.budget_bytes:
@@ -249,6 +261,7 @@ def submit_routes(studio: Studio) -> APIRouter:
     """Asking for a job: queue it, or only estimate what it would need."""
     router = APIRouter()
     queue = studio.queue
+    turns = Turns(studio.limits.max_estimates, studio.limits.estimate_wait_seconds)
 
     @router.post("/api/jobs", status_code=201)
     async def create_job(request: Request) -> dict[str, Any]:
@@ -259,7 +272,7 @@ def submit_routes(studio: Studio) -> APIRouter:
         # and the run itself checks its plan before painting: the job then fails with
         # the same reason.
         with contextlib.suppress(NotMeasured):
-            await _forecast_of(studio, job, measure=False)
+            await _forecast_of(studio, turns, job, measure=False)
         try:
             await run_in_threadpool(queue.enqueue, job)
         except OptionsError as e:
@@ -274,7 +287,7 @@ def submit_routes(studio: Studio) -> APIRouter:
         job = await _prepared(studio, await _job_request(request))
         try:
             # Measuring the device while it paints would spoil the measurement.
-            forecast = await _forecast_of(studio, job, measure=queue.idle())
+            forecast = await _forecast_of(studio, turns, job, measure=queue.idle())
         except NotMeasured:
             return {"estimate": None, "text": "the estimate comes once the studio is free "
                     "to measure this machine (after the picture it paints now)"}

@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS uploads (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    grey_min INTEGER,            -- the picture's darkest and lightest grey, 0..255
+    grey_max INTEGER             -- (NULL for an upload stored before they were recorded)
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -127,6 +129,10 @@ class Store:
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "masks" not in columns:  # a data folder from before regions
                 self._db.execute("ALTER TABLE jobs ADD COLUMN masks TEXT")
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(uploads)")}
+            for column in ("grey_min", "grey_max"):  # from before they were recorded
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE uploads ADD COLUMN {column} INTEGER")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             raise BrushworkError(f"database {str(self.dir / 'studio.db')!r} cannot be "
@@ -171,20 +177,25 @@ class Store:
     # -- uploads -------------------------------------------------------------------------
 
     def add_upload(self, *, name: str, ext: str, format: str, width: int, height: int,
-                   data: bytes, thumb: bytes, quota_bytes: int | None = None,
+                   data: bytes, thumb: bytes, grey: tuple[int, int] | None = None,
+                   quota_bytes: int | None = None,
                    max_uploads: int | None = None) -> dict[str, Any]:
-        """Store an upload; QuotaFull if it would take the uploads past a quota given."""
+        """Store an upload; QuotaFull if it would take the uploads past a quota given.
+        ``grey``: the picture's darkest and lightest grey, if known."""
         upload_id = new_id()
         files = (self.upload_path(upload_id, ext), self.upload_thumb(upload_id))
         self.write_atomic(files[0], data)
         self.write_atomic(files[1], thumb)
         row = {"id": upload_id, "name": name, "ext": ext, "format": format, "width": width,
-               "height": height, "bytes": len(data), "created": time.time()}
+               "height": height, "bytes": len(data), "created": time.time(),
+               "grey_min": grey[0] if grey else None, "grey_max": grey[1] if grey else None}
         try:
             with self._lock:  # checked and inserted at once: two cannot take the last room
                 self.check_quota(len(data), quota_bytes, max_uploads)
-                self._db.execute("INSERT INTO uploads VALUES (:id, :name, :ext, :format, "
-                                 ":width, :height, :bytes, :created)", row)
+                self._db.execute("INSERT INTO uploads (id, name, ext, format, width, height, "
+                                 "bytes, created, grey_min, grey_max) VALUES (:id, :name, "
+                                 ":ext, :format, :width, :height, :bytes, :created, "
+                                 ":grey_min, :grey_max)", row)
         except BaseException:
             for path in files:
                 with contextlib.suppress(OSError):

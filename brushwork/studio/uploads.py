@@ -56,6 +56,9 @@ class Reencoded:
     height: int
     data: bytes  # the stored file
     thumb: bytes  # a small JPEG of it
+    # The darkest and lightest grey (0..255) of the picture: whether a mask is all black
+    # is known at submit without decoding it again in the server.
+    grey: tuple[int, int]
 
 
 def check_bytes(data: bytes, *, max_bytes: int) -> None:
@@ -101,10 +104,12 @@ def reencode(data: bytes, *, max_pixels: int) -> Reencoded:
         rgb.save(buf, format="PNG", compress_level=PNG_LEVEL)
         ext = ".png"
     width, height = rgb.size
+    darkest, lightest = rgb.convert("L").getextrema()  # one band: two ints
     rgb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)  # in place: no copy
     thumb = io.BytesIO()
     rgb.save(thumb, format="JPEG", quality=85)
-    return Reencoded(fmt, ext, width, height, buf.getvalue(), thumb.getvalue())
+    return Reencoded(fmt, ext, width, height, buf.getvalue(), thumb.getvalue(),
+                     (int(darkest), int(lightest)))  # type: ignore[arg-type]
 
 
 def thumbnail_jpeg(image: Image.Image, side: int = THUMB_SIDE, quality: int = 85) -> bytes:

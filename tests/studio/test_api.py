@@ -255,29 +255,19 @@ def test_failing_job_reports_its_error_and_the_queue_goes_on(client, monkeypatch
     assert [j["id"] for j in client.get("/api/gallery").json()["results"]] == [good["id"]]
 
 
-def test_real_nan_and_a_damaged_upload_fail_cleanly(client, monkeypatch):
+def test_real_nan_and_a_damaged_upload_fail_cleanly(client):
     content, style = uploaded_pair(client)
     # A style weight so large that the loss overflows float32 to inf: a real DivergedError.
     nan = submit(client, content, [style], {"style_weight": 1e300}).json()
     failed = wait_for(client, nan["id"])
     assert failed["state"] == "failed" and "the loss became" in failed["error"]
-    # The stored photo damaged after upload: the estimate at submit reads it and refuses.
+    # The stored photo damaged after upload: submit sizes the job from the stored width
+    # and height and decodes nothing, so the run is what reads it, and it fails the job.
     store = client.app.state.store
     store.upload_file(content).write_bytes(b"not a picture any more")
-    r = submit(client, content, [style])
-    assert r.status_code == 422 and "not an image" in r.json()["detail"]
-    assert str(store.dir) not in r.json()["detail"]  # no server paths on the page
-    # Before the machine is measured submit cannot tell: the run's own check fails it.
-    from brushwork.engine.memory.calibration import NotMeasured
-    from brushwork.studio import routes
-
-    def not_measured(*args, **kwargs):
-        raise NotMeasured("not yet")
-
-    monkeypatch.setattr(routes, "estimate", not_measured)
     broken = wait_for(client, submit(client, content, [style]).json()["id"])
     assert broken["state"] == "failed" and "not an image" in broken["error"]
-    assert str(store.dir) not in broken["error"]
+    assert str(store.dir) not in broken["error"]  # no server paths on the page
     still_serving(client)
 
 
@@ -498,6 +488,9 @@ def test_unknown_upload_id(client):
     ({"model": "vgg16-hed"}, "unknown model"),  # only what the operator offered
     ({"model": "/etc/passwd"}, "unknown model"),
     ({"model": "../tiny_vgg16.safetensors"}, "unknown model"),
+    ({"model": 5}, "model has the wrong type: 5"),  # a 422 naming it, never a 500
+    ({"model": ["tiny"]}, "model has the wrong type"),
+    ({"content_layers": {"relu4_2": 1}}, "content_layers has the wrong type"),
     ({"init": "/etc/passwd"}, "init"),
     ({"device": "cuda"}, "server-only"),
     ({"max_pixels": 10**12}, "server-only"),
@@ -831,6 +824,94 @@ def test_estimate_beside_the_paint_button(client, monkeypatch, tmp_path):
         "content-type": "application/json"}).status_code == 400
 
 
+def test_estimates_and_submits_decode_no_picture_in_the_server(client, monkeypatch,
+                                                                calibrated):
+    """A job is sized from the width and height stored at upload: estimating or queueing
+    it decodes no photo, painting or mask in the server's request threads (before the
+    fix: 17 full decodes of 25 Mpx for one request, 3 GB).  The worker's run decodes."""
+    from PIL import ImageFile
+
+    content, style = uploaded_pair(client)
+    other = upload(client, png_bytes(painting_array(seed=5)), "other.png").json()["id"]
+    left = np.zeros((32, 40), np.uint8)
+    left[:, :16] = 255
+    masks = [upload(client, png_bytes(m), f"mask{k}.png").json()["id"]
+             for k, m in enumerate((left, 255 - left))]
+    decoded: list[str] = []
+    real_open, real_load = Image.open, ImageFile.ImageFile.load
+
+    def spy_open(*args, **kwargs):
+        decoded.append(f"open in {threading.current_thread().name}")
+        return real_open(*args, **kwargs)
+
+    def spy_load(self):
+        decoded.append(f"load in {threading.current_thread().name}")
+        return real_load(self)
+
+    monkeypatch.setattr(Image, "open", spy_open)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy_load)
+    body = {"content": content, "styles": [style, other], "masks": masks,
+            "options": FAST}
+    r = client.post("/api/estimate", json=body)
+    assert r.status_code == 200 and r.json()["estimate"]["peak_bytes"] > 0, r.text
+    r = client.post("/api/jobs", json=body)
+    assert r.status_code == 201, r.text
+    assert wait_for(client, r.json()["id"])["state"] == "done"
+    outside_the_worker = [d for d in decoded if not d.endswith("brushwork-studio-worker")]
+    assert outside_the_worker == []
+    assert decoded  # the spies see the run's own reads
+
+
+def test_estimates_at_once_are_bounded_and_the_rest_get_503(tmp_path, tiny_model_file,
+                                                            monkeypatch, calibrated):
+    from brushwork.studio import routes
+    from brushwork.studio.options import Limits
+
+    entered, release = threading.Event(), threading.Event()
+    real = routes.estimate_size
+
+    def held(*args, **kwargs):
+        entered.set()
+        assert release.wait(20)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(routes, "estimate_size", held)
+    app = make_app(tmp_path / "data", tiny_model_file, limits=Limits(
+        max_upload_bytes=200_000, max_pixels=250_000, max_estimates=1,
+        estimate_wait_seconds=0.3))
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        content, style = uploaded_pair(http)
+        body = {"content": content, "styles": [style], "options": FAST}
+        first: list[httpx.Response] = []
+        waiting = threading.Thread(target=lambda: first.append(
+            http.post("/api/estimate", json=body)))
+        waiting.start()
+        assert entered.wait(20)  # the one turn is taken
+        for route in ("/api/estimate", "/api/jobs"):
+            r = http.post(route, json=body)
+            assert r.status_code == 503, r.text
+            assert r.json()["detail"] == ("1 estimate(s) are being made already; try again "
+                                          "in a few seconds")
+            assert r.headers["retry-after"] == "5"
+        assert http.get("/api/config").status_code == 200  # the studio still answers
+        assert http.get("/api/jobs").json()["jobs"] == []  # nothing was queued
+        release.set()
+        waiting.join(20)
+        assert first[0].status_code == 200, first[0].text
+        assert http.post("/api/estimate", json=body).status_code == 200  # the turn is back
+
+
+def test_a_picture_over_a_lowered_pixel_limit_is_refused_from_its_stored_size(client):
+    content, style = uploaded_pair(client)
+    client.app.state.queue.limits.max_pixels = 1000  # lowered since the uploads
+    for route in ("/api/estimate", "/api/jobs"):
+        r = client.post(route, json={"content": content, "styles": [style],
+                                     "options": FAST})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == ("the photo 'photo.png' is 40x32 = 0.00128 megapixels, "
+                                      "over this studio's limit of 0.001")
+
+
 # ------------------------------------------------------------------------- memory at submit
 
 
@@ -1051,4 +1132,26 @@ def test_a_data_folder_from_before_regions_gains_the_masks_column(tmp_path):
     db.close()
     store = Store(data)
     assert store.job("0123456789abcdef")["masks"] is None
+    store.close()
+
+
+def test_a_data_folder_from_before_grey_levels_gains_their_columns(tmp_path):
+    import sqlite3
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "studio.db")
+    db.execute("CREATE TABLE uploads (id TEXT PRIMARY KEY, name TEXT NOT NULL, ext TEXT NOT "
+               "NULL, format TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, "
+               "bytes INTEGER NOT NULL, created REAL NOT NULL)")
+    db.execute("INSERT INTO uploads VALUES ('0123456789abcdef', 'old.png', '.png', 'PNG', "
+               "40, 32, 100, 1.0)")
+    db.commit()
+    db.close()
+    store = Store(data)
+    old = store.upload("0123456789abcdef")
+    assert old["grey_min"] is None and old["grey_max"] is None  # not known: not checked
+    new = store.add_upload(name="new.png", ext=".png", format="PNG", width=16, height=16,
+                           data=b"x", thumb=b"y", grey=(0, 255))
+    assert store.upload(new["id"])["grey_max"] == 255
     store.close()
