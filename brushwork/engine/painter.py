@@ -91,15 +91,13 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
             log(note)
     saver, resumed = _checkpointing(checkpoint, checkpoint_every, resume, settings, inputs)
     net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
-    precision = resolve_precision(settings.precision, device)
-    if log is not None:
-        log(precision.describe())
     # A resumed checkpoint's vectors are already resident, and become the state the
     # forecast counts as kept: counted once.
     held = checkpoints.tensor_bytes(resumed) if resumed is not None else 0
     forecast = _forecast(net, settings, device, inputs.content.size, held=held)
     if log is not None:
         log(forecast.describe())
+        log(resolve_precision(settings.precision, device).describe())
     # A whole run's peak, recorded so that later estimates follow this machine (a resumed
     # run began in another process).
     meter = probe.PeakMeter(device) if resumed is None else None
