@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from brushwork.bench.precision import default_run, device_precision, precision_speedup
+from brushwork.bench.timing import interleaved_best
 from brushwork.engine.device import resolve_device
 from brushwork.engine.memory.allocator import reuse_freed_memory
 from brushwork.engine.memory.probe import maxrss_bytes, sync
@@ -188,25 +189,19 @@ def eval_ablation(weights: VGGWeights, settings: Settings, photo: torch.Tensor, 
     """Seconds per evaluation with each variant of the extractor, interleaved round by
     round so that the machine's noise falls on all of them alike; best of ``reps``."""
     objectives: dict[str, Objective] = {}
-    best: dict[str, float] = {}
     for name, (flags, own_gram) in ABLATION.items():
         net = FeatureExtractor(weights, settings.content_layers + settings.style_layers,
                                settings.pooling, **flags).to(device)
         kind: type[Objective] = Objective if own_gram else _AutogradGramObjective
         objectives[name] = kind.for_styles(net, settings, photo, [style])
-        best[name] = float("inf")
     flops = evaluation_flops(net, settings, photo.shape[-2], photo.shape[-1])
     dense = 0.0
-    for r in range(reps + 1):  # the first round warms up
-        for name, objective in objectives.items():
-            x = photo.clone().requires_grad_(True)
-            sync(device)
-            t = time.perf_counter()
-            objective(x)["total"].backward()
-            sync(device)
-            if r:
-                best[name] = min(best[name], time.perf_counter() - t)
+
+    def measure_dense() -> None:
+        nonlocal dense
         dense = max(dense, dense_rates(device, *dense_size)["dense"])
+
+    best = interleaved_best(objectives, photo, device, reps, between=measure_dense)
     return {name: {"seconds": sec, "ratio": flops / sec / dense, "speedup": best["stock"] / sec}
             for name, sec in best.items()}
 

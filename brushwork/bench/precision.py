@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from brushwork.engine.memory.probe import sync
+from brushwork.bench.timing import interleaved_best
 from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.objective import Objective
 from brushwork.engine.painter import stylize
@@ -57,16 +57,7 @@ def precision_speedup(weights: VGGWeights, settings: Settings, photo: torch.Tens
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         net = FeatureExtractor(weights, layers, settings.pooling, dtype=dtype).to(device)
         objectives[name] = Objective.for_styles(net, settings, photo, [style])
-    best = {name: float("inf") for name in objectives}
-    for r in range(reps + 1):
-        for name, objective in objectives.items():
-            x = photo.clone().requires_grad_(True)
-            sync(device)
-            t = time.perf_counter()
-            objective(x)["total"].backward()
-            sync(device)
-            if r:
-                best[name] = min(best[name], time.perf_counter() - t)
+    best = interleaved_best(objectives, photo, device, reps)
     return {"fp32_seconds": best["fp32"], "bf16_seconds": best["bf16"],
             "speedup": best["fp32"] / best["bf16"]}
 

@@ -175,7 +175,9 @@ def test_eval_ablation_times_every_variant_round_robin(tiny, monkeypatch):
     style = torch.rand(1, 3, 18, 18) * 255
     monkeypatch.setattr(bench, "dense_rates", lambda *a: FIXED_RATES)
     # Round 0 warms up; then stock, +gram, +gram+nhwc in turn, each round.
-    monkeypatch.setattr(bench, "time", ScriptedClock([4.0, 2.5, 2.0, 5.0, 2.0, 1.0], untimed=3))
+    from brushwork.bench import timing
+
+    monkeypatch.setattr(timing, "time", ScriptedClock([4.0, 2.5, 2.0, 5.0, 2.0, 1.0], untimed=3))
     result = bench.eval_ablation(tiny, s, photo, style, torch.device("cpu"), reps=2,
                                  dense_size=(64, 8))
     assert list(result) == list(bench.ABLATION)
