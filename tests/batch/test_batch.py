@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_support import FAST, FAST_OPTIONS, cli_run
 from PIL import Image
 
 import brushwork.batch.painting as painting_module
@@ -26,20 +27,10 @@ from brushwork.batch import (
     run,
 )
 from brushwork.batch.ray import parse_address, probe
-from brushwork.commands import main
 from brushwork.engine.result import Interrupted, Result
 from brushwork.errors import BrushworkError
 from brushwork.io.images import read_metadata
 from conftest import painting_array, photo_array
-
-FAST = ["--size", "32", "--iterations", "4", "--multiscale", "off", "--seed", "3"]
-FAST_OPTIONS = {"size": 32, "iterations": 4, "multiscale": "off", "seed": 3}
-
-
-def cli_run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -13,23 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_support import FAST, FAST_OPTIONS, cli_run
 from PIL import Image
 
 import brushwork.batch.painting as painting_module
 from brushwork.batch import FAILED, Outcome, check, from_plan_file, grid, run
-from brushwork.commands import main
 from brushwork.errors import BrushworkError
 from brushwork.io.images import read_metadata
 from conftest import painting_array, photo_array
-
-FAST = ["--size", "32", "--iterations", "4", "--multiscale", "off", "--seed", "3"]
-FAST_OPTIONS = {"size": 32, "iterations": 4, "multiscale": "off", "seed": 3}
-
-
-def cli_run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def half_mask(w: int = 40, h: int = 32, left: bool = True) -> np.ndarray:
