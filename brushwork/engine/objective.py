@@ -127,8 +127,9 @@ class Objective(nn.Module):
         with torch.no_grad():
             feats = net(content)
         for i, name in enumerate(settings.content_layers):
-            target = feats[name].detach()
-            self.register_buffer(f"content_{i}", target.to(torch.float32, copy=True))
+            target = feats[name].detach()  # float32 (or wider) whatever the network's dtype
+            self.register_buffer(f"content_{i}", target.to(
+                torch.promote_types(target.dtype, torch.float32), copy=True))
         for i, g in enumerate(style_targets):
             self.register_buffer(f"gram_{i}", g)
         self.guided = masks is not None

@@ -31,7 +31,7 @@ from brushwork.engine.memory.allocator import kept_copy
 from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.objective import ExtraTerms, Objective, WithTerms, style_grams, style_targets
 from brushwork.engine.optimise import Optimiser
-from brushwork.engine.precision import resolve_precision
+from brushwork.engine.precision import name_of, resolve_precision
 from brushwork.engine.pyramid import Scale, scales
 from brushwork.engine.result import Interrupted, Iterate, Result
 from brushwork.engine.settings import Settings
@@ -168,7 +168,7 @@ class _Run:
 
     @property
     def precision(self) -> str:
-        return "bf16" if self.net.dtype == torch.bfloat16 else "fp32"
+        return name_of(self.net.dtype)
 
     @property
     def guided(self) -> bool:

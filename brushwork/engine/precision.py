@@ -26,6 +26,11 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 NATIVE_BF16_CPU = ("amx_bf16", "avx512_bf16")
 
 
+def name_of(dtype: torch.dtype) -> str:
+    """The precision's name for a network's ``dtype`` (``fp32`` for anything not low)."""
+    return next((name for name, d in DTYPES.items() if d == dtype), "fp32")
+
+
 @dataclass(frozen=True)
 class Precision:
     """The precision a run uses (``fp32`` or ``bf16``) and why it was chosen."""

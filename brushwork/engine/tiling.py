@@ -331,8 +331,9 @@ def _assemble(net: FeatureExtractor, image: torch.Tensor, name: str, stride: int
     for t in tiles:
         f = t.owned(net(t.box(image))[name], stride)
         if out is None:
+            # Content targets stay float32 (or wider) whatever the network's precision.
             out = f.new_empty(1, f.shape[1], -(-height // stride), -(-width // stride),
-                              dtype=torch.float32)  # content targets stay float32
+                              dtype=torch.promote_types(f.dtype, torch.float32))
         rows, cols = t.owned_in_picture(stride)
         out[..., rows, cols] = f
     assert out is not None

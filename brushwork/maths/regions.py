@@ -107,7 +107,9 @@ def guided_grams(features: torch.Tensor, roots: torch.Tensor,
     for root in roots:
         box = _bounding_box(root)
         if box is None:
-            out.append(features.new_zeros(c, c, dtype=torch.float32))
+            # The dtype gram_fn gives: float32 for low-precision features, else theirs.
+            out.append(features.new_zeros(
+                c, c, dtype=torch.promote_types(features.dtype, torch.float32)))
         else:
             rows, cols = box
             out.append(gram_fn(features[..., rows, cols] * root[..., rows, cols])[0])
