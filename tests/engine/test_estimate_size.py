@@ -21,6 +21,8 @@ def test_the_plan_from_the_size_is_the_plan_from_the_picture(use_tiny, photo_pat
     monkeypatch.setattr(Image, "open", no_decode)
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
     from_size = estimate_size(size, **opts)
-    assert from_size.peak_bytes == pytest.approx(from_picture.peak_bytes)
+    # The peak counts the process's resident memory, read at each call: a page or two
+    # may come and go between them (4 KiB seen), far below any difference of plan.
+    assert from_size.peak_bytes == pytest.approx(from_picture.peak_bytes, abs=1 << 20)
     assert from_size.seconds == pytest.approx(from_picture.seconds)
     assert from_size.tiled == from_picture.tiled
