@@ -317,7 +317,8 @@ class _Inputs:
     init: Image.Image | None
     blend: list[float]
     described: dict[str, Any]
-    # The styles' regions (R, 1, H, W) in 0..1, one per style, at the masks' own size.
+    # The styles' regions (R, 1, H, W) in 0..1, one per style, at the masks' own size or
+    # the photo's where they are larger (shrunk while decoding: brushwork.io.masks.load_masks).
     masks: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)  # worth telling the user
 

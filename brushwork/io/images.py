@@ -493,10 +493,10 @@ def save_image(
         sidecar = check_side_file(sidecar_path(out), "metadata file", force=True)
         sidecar_name = f"metadata file {_quote(str(sidecar))}"
 
-    _atomic_write(out, name, force, lambda f: image.save(f, **options))
+    atomic_write(out, name, force, lambda f: image.save(f, **options))
     if sidecar is not None and text is not None:
         payload = text.encode("utf-8")
-        _atomic_write(sidecar, sidecar_name, force, lambda f: f.write(payload))
+        atomic_write(sidecar, sidecar_name, force, lambda f: f.write(payload))
     return out
 
 
@@ -504,7 +504,7 @@ def save_text(text: str, path: str | os.PathLike, *, force: bool = False) -> Pat
     """Write a text file (an index, a script) atomically, refusing to overwrite unless ``force``."""
     out = check_side_file(path, "file", force=force)
     name = f"file {_quote(os.fsdecode(path))}"
-    _atomic_write(out, name, force, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(out, name, force, lambda f: f.write(text.encode("utf-8")))
     return out
 
 
@@ -523,7 +523,7 @@ def check_output_dir(path: str | os.PathLike, *, force: bool = False) -> Path:
     return out
 
 
-def _atomic_write(out: Path, name: str, force: bool, write: Callable[[Any], Any]) -> None:
+def atomic_write(out: Path, name: str, force: bool, write: Callable[[Any], Any]) -> None:
     """Write via a temp file in the same directory, then os.replace it into place."""
     tmp = tempfile.NamedTemporaryFile(
         delete=False, dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from brushwork.errors import BrushworkError, OutputError
-from brushwork.io.images import _atomic_write
+from brushwork.io.images import atomic_write
 from brushwork.video.clip import Clip, _open
 from brushwork.video.deps import need
 
@@ -113,7 +113,7 @@ def write_video(path: Path, frames: Iterable[Image.Image], clip: Clip, count: in
             raise OutputError(f"output '{path}' could not be written ({_one_line(e)})"
                               ) from None
 
-    _atomic_write(path, f"output '{path}'", True, write)
+    atomic_write(path, f"output '{path}'", True, write)
 
 
 def _encode(file: Any, fmt: str, frames: Iterable[Image.Image], clip: Clip, count: int,
