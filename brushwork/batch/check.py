@@ -31,6 +31,7 @@ from brushwork.engine.settings import Settings
 from brushwork.errors import BrushworkError
 from brushwork.io.images import (
     OUTPUT_FORMATS,
+    check_bit_depth,
     check_output_path,
     check_side_file,
     load_image,
@@ -270,6 +271,11 @@ def _check_output_file(batch: Batch, row: Row, force: bool) -> list[str]:
     """The picture can be written (links followed, folders in the way refused); one that
     is there already is fine when it is this row's, else it needs ``force``."""
     path = batch.path_of(row)
+    try:  # a 16-bit row needs a format that holds it, checked before anything paints
+        check_bit_depth(int(row.settings.get("bit_depth", 8)),
+                        OUTPUT_FORMATS[path.suffix.lower()], f"output '{row.output}'")
+    except BrushworkError as e:
+        return [f"{row.where}: {e}"]
     parent = path.parent
     while not parent.exists() and parent != batch.directory.parent:
         parent = parent.parent

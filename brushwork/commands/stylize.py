@@ -67,7 +67,7 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
         raise BrushworkError("--checkpoint-every must be 0 or a positive number of minutes")
     # Resuming finishes the files an interrupted run wrote so far: it may replace them.
     overwrite = args.force or args.resume
-    output, checkpoint, plot = _check_files(args, overwrite)
+    output, checkpoint, plot = _check_files(args, overwrite, settings.bit_depth)
     quiet = args.quiet
 
     bar = None  # made at the first step, so an early error is one clean line
@@ -134,11 +134,13 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
     return 0
 
 
-def _check_files(args: argparse.Namespace, overwrite: bool
+def _check_files(args: argparse.Namespace, overwrite: bool, bit_depth: int
                  ) -> tuple[Path, Path, Path | None]:
     """Every file the run may write, checked (links followed) before any network is
-    loaded: the picture and its settings sidecar, the checkpoint and the plot."""
-    output = check_output_path(args.output, force=overwrite, metadata=True)
+    loaded: the picture (in a format holding ``bit_depth``) and its settings sidecar, the
+    checkpoint and the plot."""
+    output = check_output_path(args.output, force=overwrite, metadata=True,
+                               bit_depth=bit_depth)
     checkpoint = check_side_file(checkpoint_path(output), "checkpoint", force=True)
     if checkpoint.exists() and not (args.resume or args.force):
         raise BrushworkError(f"an unfinished run's checkpoint is at '{checkpoint}': pass "

@@ -499,7 +499,8 @@ def _result(pixels: torch.Tensor, inputs: _Inputs, settings: Settings, progress:
                   history=progress.history, elapsed=time.perf_counter() - progress.start,
                   inputs=inputs.described, device=str(device), precision=precision,
                   interrupted=interrupted,
-                  pixels=pixels.detach().to("cpu", torch.float32))
+                  pixels=pixels.detach().to("cpu", torch.float32),
+                  deep=out.to("cpu", torch.float32) if settings.bit_depth == 16 else None)
 
 
 def _describe(source: ImageInput) -> Any:

@@ -49,6 +49,9 @@ class Result:
     # The optimised picture, (1, 3, H, W) in 0..255, before any colour transfer: what a
     # later run continues from (brushwork.video warps it into the next frame).
     pixels: torch.Tensor | None = field(default=None, repr=False)
+    # The finished picture (colour transfer included) in 0..255 as float, kept only for a
+    # 16-bit file (settings["bit_depth"]): ``image`` is it rounded to 8 bits.
+    deep: torch.Tensor | None = field(default=None, repr=False)
 
     def metadata(self) -> dict[str, Any]:
         """Everything needed to reproduce the picture; stored inside the saved file."""
@@ -60,8 +63,12 @@ class Result:
     def save(self, path: str | os.PathLike, *, force: bool = False,
              extra: dict[str, Any] | None = None) -> Path:
         """Write atomically, refusing to overwrite unless ``force``; settings go in the file,
-        with ``extra`` (for example the command that reproduces the picture)."""
-        return save_image(self.image, path, force=force,
+        with ``extra`` (for example the command that reproduces the picture), at the
+        settings' bit depth and dpi."""
+        bit_depth = int(self.settings.get("bit_depth", 8))
+        picture = self.deep if bit_depth == 16 and self.deep is not None else self.image
+        return save_image(picture, path, force=force, bit_depth=bit_depth,
+                          dpi=self.settings.get("dpi"),
                           metadata={**self.metadata(), **(extra or {})})
 
 

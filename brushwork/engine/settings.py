@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from brushwork.engine.precision import PRECISIONS
 from brushwork.errors import BrushworkError
-from brushwork.io.images import DEFAULT_MAX_PIXELS
+from brushwork.io.images import BIT_DEPTHS, DEFAULT_MAX_PIXELS
 from brushwork.io.masks import parse_color
 from brushwork.maths.losses import CONTENT_NORMS, STYLE_NORMS
 from brushwork.maths.regions import MASK_MODES
@@ -35,6 +35,8 @@ MAX_HISTORY = 1000
 # The style image is resized to style_scale times the output's long side; past a few
 # times it is mostly memory (100 at 512 px asks for a 51200 px painting).
 MAX_STYLE_SCALE = 4.0
+# A PNG records pixels per metre in 32 bits; past this nothing prints anyway.
+MAX_DPI = 100_000
 # What a torch.Generator takes (and a signed 64-bit integer holds, as SQLite stores it).
 MAX_SEED = 2**63 - 1
 
@@ -184,6 +186,16 @@ class Settings:
         None, "paint scales larger than PX in tiles of PX (a multiple of 16, at least the "
         "network's halo of 80 px)", metavar="PX", shown="tiles only where the budget needs them")
 
+    # Files for print (brushwork.io.images.save_image, brushwork.io.deep): every picture
+    # carries the sRGB profile; these two say how deep and how large it prints.
+    bit_depth: int = _opt(
+        8, "bits per channel of the written picture: 8, or 16 for print (PNG and TIFF "
+        "only; the optimised picture's gradations, which 8 bits band in smooth skies)",
+        metavar="8|16")
+    dpi: float | None = _opt(
+        None, "the resolution recorded in the file, in dots per inch, so that it prints at "
+        "its width / DPI inches (e.g. 300)", metavar="DPI", shown="none recorded")
+
     def __post_init__(self) -> None:
         validate(self)
         for name, value in resolve_strength(self).items():
@@ -257,6 +269,13 @@ def validate(s: Settings) -> None:
             _positive_int(name, getattr(s, name))
     if s.max_memory is not None:
         _weight("max_memory", s.max_memory, positive=True)
+    if s.bit_depth not in BIT_DEPTHS or isinstance(s.bit_depth, bool):
+        raise BrushworkError(f"bit_depth must be one of {', '.join(map(str, BIT_DEPTHS))}, "
+                             f"not {s.bit_depth!r}")
+    if s.dpi is not None:
+        _weight("dpi", s.dpi, positive=True)
+        if s.dpi > MAX_DPI:
+            raise BrushworkError(f"dpi must be at most {MAX_DPI}, not {s.dpi!r}")
     for name in ("tv_weight", "stop_tolerance", "coarse_tolerance"):
         _weight(name, getattr(s, name))
     for name in ("content_weight", "style_weight"):

@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from brushwork.errors import BrushworkError, ImageError, OutputError
+from brushwork.io import deep, profiles
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -71,6 +72,10 @@ OUTPUT_FORMATS = {
     ".tiff": "TIFF",
     ".bmp": "BMP",
 }
+
+# Bits per channel a picture can be written at, and the formats that hold 16.
+BIT_DEPTHS = (8, 16)
+DEEP_FORMATS = ("PNG", "TIFF")
 
 # Key of the PNG text chunk that holds the settings.
 METADATA_KEY = "brushwork"
@@ -187,7 +192,7 @@ def _decode(f: Any, name: str, max_pixels: int) -> Image.Image:
     # Decode everything now, with Pillow's own bomb check set to our limit.
     with decoding(name, max_pixels):
         frames = first_frame(im)
-        rgb = _to_rgb(ImageOps.exif_transpose(im))
+        rgb = _to_srgb(ImageOps.exif_transpose(im), name)
 
     if frames > 1:
         message = f"{name} has {frames} frames; using the first"
@@ -261,7 +266,7 @@ def _load_pil(im: Image.Image, name: str, max_pixels: int) -> Image.Image:
     _check_size(im.size, name, max_pixels)
     with pillow_limit(max_pixels):
         try:
-            return _to_rgb(ImageOps.exif_transpose(im))
+            return _to_srgb(ImageOps.exif_transpose(im), name)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise _too_large(name, max_pixels) from None
         except Exception as e:  # a lazily opened image may still fail to decode
@@ -323,6 +328,21 @@ def pillow_limit(limit: int | None) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def _to_srgb(im: Image.Image, name: str) -> Image.Image:
+    """Any Pillow mode to 8-bit sRGB: :func:`_to_rgb`, with the colour profile the
+    picture embeds applied (brushwork.io.profiles), straight from CMYK or grey where the
+    profile is of those."""
+    profile = profiles.read_profile(im.info.get("icc_profile"), name)
+    if profile is not None and profile.mode != "RGB":
+        if im.mode == profile.mode:
+            return profiles.convert(im, profile, name)
+        profiles.warn(f"{name} has a {profile.mode} colour profile ({profile.description!r}) "
+                      f"for {im.mode} pixels; read as sRGB")
+        return _to_rgb(im)
+    rgb = _to_rgb(im)
+    return rgb if profile is None else profiles.convert(rgb, profile, name)
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency goes over white."""
     mode = im.mode
@@ -366,7 +386,7 @@ def _reason(e: BaseException) -> str:
 
 def check_output_path(
     path: str | os.PathLike, *, force: bool = False, metadata: bool = False,
-    role: str = "output",
+    role: str = "output", bit_depth: int = 8,
 ) -> Path:
     """Check that an image can be written to ``path``; return where it will be written.
 
@@ -374,7 +394,8 @@ def check_output_path(
     written through, as ``cp`` does: its target is replaced and the link stays; the
     target must exist (a dangling link is refused) and its extension must name the
     same format. ``metadata``: a settings sidecar ``<target>.json`` will be written
-    too (formats other than PNG), so it is checked as well.
+    too (formats other than PNG), so it is checked as well. ``bit_depth`` 16 needs a
+    format that holds it (PNG, TIFF).
     """
     given = Path(os.fsdecode(path)).expanduser()
     name = f"{role} {_quote(os.fsdecode(path))}"
@@ -391,6 +412,7 @@ def check_output_path(
             f"{name} is a link to {_quote(str(out))}, whose extension does not name the "
             f"{fmt} format it would be written in"
         )
+    check_bit_depth(bit_depth, fmt, name)
     Image.init()  # register all plugins so Image.SAVE is complete
     if fmt not in Image.SAVE:
         raise OutputError(f"{name}: this Pillow cannot write {fmt} files")
@@ -400,6 +422,16 @@ def check_output_path(
     if metadata and fmt != "PNG":
         check_side_file(sidecar_path(out), "metadata file", force=force)
     return out
+
+
+def check_bit_depth(bit_depth: int, fmt: str, name: str) -> None:
+    """Raise OutputError unless ``fmt`` can hold ``bit_depth`` bits per channel."""
+    if bit_depth not in BIT_DEPTHS:
+        raise OutputError(f"{name}: bit depth must be one of "
+                          f"{', '.join(map(str, BIT_DEPTHS))}, not {bit_depth!r}")
+    if bit_depth == 16 and fmt not in DEEP_FORMATS:
+        raise OutputError(f"{name}: 16 bits per channel needs a .png or .tif output, "
+                          f"not {fmt}")
 
 
 def sidecar_path(image: Path) -> Path:
@@ -459,19 +491,24 @@ def save_image(
     *,
     force: bool = False,
     metadata: dict | None = None,
+    bit_depth: int = 8,
+    dpi: float | None = None,
 ) -> Path:
     """Write ``image`` to ``path`` atomically and return the resolved path.
 
     ``metadata`` (JSON-serialisable) goes into a "brushwork" PNG text chunk,
-    or for other formats into a sidecar ``<path>.json``.
+    or for other formats into a sidecar ``<path>.json``.  Every format that can carries
+    the sRGB profile (all but BMP); ``dpi`` records the resolution, so the picture
+    prints at its width / dpi inches.  ``bit_depth`` 16 (PNG, TIFF) writes a tensor's
+    float values at 16 bits per channel (brushwork.io.deep); an 8-bit image is widened.
     """
-    out = check_output_path(path, force=force, metadata=metadata is not None)
+    out = check_output_path(path, force=force, metadata=metadata is not None,
+                            bit_depth=bit_depth)
     fmt = OUTPUT_FORMATS[Path(os.fsdecode(path)).suffix.lower()]
     name = f"output {_quote(os.fsdecode(path))}"
-    if isinstance(image, torch.Tensor):
-        image = to_image(image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    if dpi is not None and not (isinstance(dpi, (int, float)) and 0 < dpi < float("inf")):
+        raise OutputError(f"{name}: dpi must be a positive number, not {dpi!r}")
+    write = _writer(image, fmt, bit_depth, dpi)
 
     text = None
     if metadata is not None:
@@ -480,24 +517,53 @@ def save_image(
         except (TypeError, ValueError) as e:
             raise OutputError(f"{name}: metadata is not JSON-serialisable ({_reason(e)})") from None
 
-    options: dict[str, Any] = {"format": fmt}
-    if fmt in ("JPEG", "WEBP"):
-        options["quality"] = 95
     sidecar = None
-    if text is not None and fmt == "PNG":
-        info = PngImagePlugin.PngInfo()
-        info.add_text(METADATA_KEY, text)
-        options["pnginfo"] = info
-    elif text is not None:
+    if text is not None and fmt != "PNG":
         # Checked by check_output_path above, before anything is written.
         sidecar = check_side_file(sidecar_path(out), "metadata file", force=True)
         sidecar_name = f"metadata file {_quote(str(sidecar))}"
 
-    atomic_write(out, name, force, lambda f: image.save(f, **options))
+    atomic_write(out, name, force, lambda f: write(f, text if fmt == "PNG" else None))
     if sidecar is not None and text is not None:
         payload = text.encode("utf-8")
         atomic_write(sidecar, sidecar_name, force, lambda f: f.write(payload))
     return out
+
+
+def _writer(image: Image.Image | torch.Tensor, fmt: str, bit_depth: int,
+            dpi: float | None) -> Callable[[Any, str | None], None]:
+    """A function writing ``image`` in ``fmt`` to an open file, with a PNG's text."""
+    icc = None if fmt == "BMP" else profiles.srgb_icc()
+    if bit_depth == 16:
+        pixels = deep.to_uint16(image if isinstance(image, torch.Tensor) else to_tensor(image))
+
+        def write_deep(f: Any, text: str | None) -> None:
+            if fmt == "PNG":
+                deep.write_png16(f, pixels, icc=icc, dpi=dpi,
+                                 text=None if text is None else {METADATA_KEY: text})
+            else:
+                deep.write_tiff16(f, pixels, icc=icc, dpi=dpi)
+        return write_deep
+
+    picture = to_image(image) if isinstance(image, torch.Tensor) else image
+    if picture.mode != "RGB":
+        picture = picture.convert("RGB")
+    options: dict[str, Any] = {"format": fmt}
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = 95
+    if icc is not None:
+        options["icc_profile"] = icc
+    if dpi is not None:
+        options["dpi"] = (dpi, dpi)
+
+    def write_8(f: Any, text: str | None) -> None:
+        extra: dict[str, Any] = {}
+        if text is not None:
+            info = PngImagePlugin.PngInfo()
+            info.add_text(METADATA_KEY, text)
+            extra["pnginfo"] = info
+        picture.save(f, **options, **extra)
+    return write_8
 
 
 def save_text(text: str, path: str | os.PathLike, *, force: bool = False) -> Path:

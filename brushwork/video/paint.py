@@ -124,6 +124,9 @@ def stylize_video(source: str | os.PathLike[str], style: Any | Sequence[Any],
     init = frame_options.pop("init", "prev-warped")
     carry_start = init == "prev-warped"
     first = Settings.from_options(frame_options, init="content" if carry_start else init)
+    if first.bit_depth != 8 or first.dpi is not None:
+        raise BrushworkError("bit_depth and dpi are for pictures and prints; a video is "
+                             "encoded at 8 bits with no print size")
     if first.init not in ("content", "noise"):
         load_image(first.init, role="init", max_pixels=first.max_pixels)
     clip = open_clip(source, video, max_pixels=first.max_pixels)

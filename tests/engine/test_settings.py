@@ -140,7 +140,7 @@ NOT_DEFAULT: dict[str, Any] = {
     "normalize_gradients": False, "init": "noise", "preserve_colors": "histogram-to-style",
     "multiscale": "on", "min_size": 100, "photo_detail": 0.5, "model": "some dir/w.pth",
     "pooling": "avg", "device": "cpu", "precision": "bf16", "seed": 11,
-    "max_pixels": 12345, "max_memory": 2.5,
+    "max_pixels": 12345, "max_memory": 2.5, "bit_depth": 16, "dpi": 300.0,
     "tile_size": 256, "style_masks": ("sky.png", "the sea.png"), "region_map": "map.png",
     "region_colors": ("#ff0000", "#0000ff"), "mask_mode": "inside",
 }
