@@ -79,11 +79,21 @@ def rgb_profile(description: str, primaries: tuple[tuple[float, float], ...],
     """An ICC v2 RGB display profile's bytes."""
     m = colorants(primaries)
     trc = _curve_tag(gamma, curve)
-    tags = [(b"desc", _desc_tag(description)), (b"cprt", _text_tag("No copyright, test data")),
-            (b"wtpt", _xyz_tag(D50)),
-            (b"rXYZ", _xyz_tag(m[:, 0])), (b"gXYZ", _xyz_tag(m[:, 1])),
-            (b"bXYZ", _xyz_tag(m[:, 2])),
-            (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc)]
+    return _profile(b"RGB ", [
+        (b"desc", _desc_tag(description)), (b"cprt", _text_tag("No copyright, test data")),
+        (b"wtpt", _xyz_tag(D50)),
+        (b"rXYZ", _xyz_tag(m[:, 0])), (b"gXYZ", _xyz_tag(m[:, 1])), (b"bXYZ", _xyz_tag(m[:, 2])),
+        (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc)])
+
+
+def grey_profile(description: str, gamma: float) -> bytes:
+    """An ICC v2 grey display profile's bytes: one tone curve, the D50 white."""
+    return _profile(b"GRAY", [
+        (b"desc", _desc_tag(description)), (b"cprt", _text_tag("No copyright, test data")),
+        (b"wtpt", _xyz_tag(D50)), (b"kTRC", _curve_tag(gamma))])
+
+
+def _profile(space: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
     table_size = 4 + 12 * len(tags)
     offset = 128 + table_size
     table, body = struct.pack(">I", len(tags)), b""
@@ -93,7 +103,7 @@ def rgb_profile(description: str, primaries: tuple[tuple[float, float], ...],
         body += data
     size = 128 + table_size + len(body)
     header = (struct.pack(">I", size) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntr"
-              + b"RGB " + b"XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 4 + b"\0" * 4
+              + space + b"XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 4 + b"\0" * 4
               + b"\0" * 8 + b"\0" * 8 + struct.pack(">I", 0)
               + b"".join(_s15f16(v) for v in D50) + b"\0" * 4 + b"\0" * 16 + b"\0" * 28)
     assert len(header) == 128

@@ -10,7 +10,7 @@ import png
 import pytest
 import tifffile
 import torch
-from icc_support import adobe_rgb, display_p3
+from icc_support import adobe_rgb, display_p3, grey_profile
 from PIL import Image, ImageCms
 
 import brushwork
@@ -66,6 +66,15 @@ def test_a_profiled_photo_is_read_as_srgb(tmp_path, profile, fmt):
     assert np.abs(from_bytes - loaded).max() == 0
     with Image.open(path) as im:
         assert np.abs(np.asarray(load_image(im), dtype=np.int16) - loaded).max() == 0
+
+
+def test_a_grey_photo_with_a_linear_profile_is_brightened_to_srgb(tmp_path):
+    path = tmp_path / "linear.png"
+    Image.new("L", (20, 20), 55).save(path, icc_profile=grey_profile("Linear grey", 1.0))
+    loaded = np.asarray(load_image(path), dtype=np.int16)
+    # Linear 55/255 = 0.216 of white is 128 in sRGB's curve; read as sRGB it would stay 55.
+    assert loaded.shape == (20, 20, 3)
+    assert np.abs(loaded - 128).max() <= 2
 
 
 def test_an_srgb_tagged_photo_keeps_its_numbers(tmp_path):
