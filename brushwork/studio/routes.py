@@ -183,6 +183,15 @@ def upload_routes(studio: Studio) -> APIRouter:
             raise HTTPException(404, "no such upload")
         return FileResponse(store.upload_thumb(upload_id), media_type="image/jpeg")
 
+    @router.get("/api/uploads/{upload_id}/image")
+    def upload_image(upload_id: str) -> Response:
+        """The stored picture (as re-encoded at upload): the gallery's compare view."""
+        path = store.upload_file(upload_id)
+        if path is None:
+            raise HTTPException(404, "no such upload")
+        media = "image/jpeg" if path.suffix == ".jpg" else "image/png"
+        return FileResponse(path, media_type=media)
+
     @router.delete("/api/uploads/{upload_id}")
     def delete_upload(upload_id: str) -> dict[str, Any]:
         try:

@@ -342,3 +342,50 @@ def test_paint_regions_with_the_mouse_store_them_and_get_them_back(browser_page,
         assert page.evaluate(LAYER_ALPHA, [0, 60, 24]) < 15
         assert page.evaluate(LAYER_ALPHA, [1, 60, 24]) > 240
     assert page.errors == []
+
+
+def test_compare_the_painting_with_its_photo(browser_page, pictures, tmp_path, tiny_model_file):
+    """The slider shows the photo left of the divider and the painting right of it."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    app = make_app(tmp_path / "data", tiny_model_file, preview_interval=0.0)
+    with running_server(app) as url:
+        _open(page, url)
+        _choose(page, *pictures, size=64, iterations=12)
+        page.fill("#strength", "1")  # a painting far enough from the photo to tell apart
+        page.dispatch_event("#strength", "change")
+        page.click("#start")
+        page.wait_for_selector("#download:not([hidden])", timeout=120_000)  # a busy machine
+        expect(page.locator("#compare-toggle")).to_be_visible()
+        expect(page.locator("#compare-slider")).to_be_hidden()
+        page.click("#compare-toggle")
+        expect(page.locator("#compare-toggle")).to_have_attribute("aria-pressed", "true")
+        page.wait_for_function("document.getElementById('compare-photo').naturalWidth > 0")
+        box = page.locator("#preview-box")
+
+        def shot(split: int) -> np.ndarray:
+            page.fill("#compare-slider", str(split))
+            expect(page.locator("#compare-slider")).to_have_value(str(split))
+            path = tmp_path / f"split{split}.png"
+            box.screenshot(path=str(path))
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+        photo, painting, half = shot(100), shot(0), shot(50)
+        w = half.shape[1]
+        left, right = slice(0, w // 2 - 4), slice(w // 2 + 4, w)  # the divider between
+        # Each half is the picture it should be, and not the other one (which differs).
+        for part, shown, other in ((left, photo, painting), (right, painting, photo)):
+            apart = np.abs(shown[:, part] - other[:, part]).mean()
+            assert apart > 1.5
+            assert np.abs(half[:, part] - shown[:, part]).mean() < 0.1 * apart
+        # A drag on the picture moves the divider too.
+        b = box.bounding_box()
+        page.mouse.move(b["x"] + 0.25 * b["width"], b["y"] + b["height"] / 2)
+        page.mouse.down()
+        page.mouse.up()
+        assert int(page.locator("#compare-slider").input_value()) == pytest.approx(25, abs=1)
+        page.click("#compare-toggle")
+        expect(page.locator("#compare")).to_be_hidden()
+    assert page.errors == []

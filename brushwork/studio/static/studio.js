@@ -11,6 +11,7 @@ const state = {
   history: new Map(),     // id -> [{step, scale, content, style, tv, total}]
   selected: null,         // job id shown on the stage
   shownPreview: new Map(),// id -> preview version on screen
+  comparing: false,       // the photo shown over the finished painting, cut at the slider
   gallery: [],
 };
 const ADVANCED = ["style_weight", "content_weight", "min_size", "photo_detail"];
@@ -676,6 +677,7 @@ function renderStage() {
     $("progress-fill").style.width = "0";
     $("job-error").textContent = "";
     for (const id of ["cancel", "download", "download-settings", "reopen", "delete"]) $(id).hidden = true;
+    renderCompare(null);
     drawChart([]);
     return;
   }
@@ -710,7 +712,55 @@ function renderStage() {
   } else if (state.shownPreview.get(job.id) === version) {
     img.hidden = false;
   }
+  renderCompare(done ? job : null);
   drawChart(state.history.get(job.id) || [], job.total);
+}
+
+// ---------------------------------------------------------------- compare
+
+// The photo over the finished painting, in the same box with the same object-fit (the
+// painting has the photo's aspect, so the two line up), shown left of a divider that the
+// slider or a drag on the picture moves.
+function renderCompare(job) {
+  const on = !!job && state.comparing;
+  $("compare-toggle").hidden = !job;
+  $("compare-toggle").setAttribute("aria-pressed", String(on));
+  $("compare-toggle").textContent = on ? "Hide the photo" : "Compare with the photo";
+  $("compare-range").hidden = !on;
+  $("compare").hidden = !on;
+  if (!on) return;
+  const src = `/api/uploads/${job.content}/image`;
+  const img = $("compare-photo");
+  if (img.getAttribute("src") !== src) {
+    img.onerror = () => {
+      state.comparing = false;
+      $("job-error").textContent = "the photo of this picture is no longer stored";
+      renderCompare(job);
+    };
+    img.src = src;
+  }
+  setSplit($("compare-slider").value);
+}
+
+function setSplit(percent) {
+  const v = Math.max(0, Math.min(100, Number(percent)));
+  $("compare").style.setProperty("--split", `${v}%`);
+  $("compare-slider").value = String(v);
+}
+
+function initCompare() {
+  $("compare-toggle").addEventListener("click", () => {
+    state.comparing = !state.comparing;
+    renderStage();
+  });
+  $("compare-slider").addEventListener("input", (e) => setSplit(e.target.value));
+  const box = $("compare");
+  const drag = (e) => {
+    const r = box.getBoundingClientRect();
+    setSplit((100 * (e.clientX - r.left)) / r.width);
+  };
+  box.addEventListener("pointerdown", (e) => { box.setPointerCapture(e.pointerId); drag(e); });
+  box.addEventListener("pointermove", (e) => { if (box.hasPointerCapture(e.pointerId)) drag(e); });
 }
 
 let previewLoading = false, previewWanted = null;
@@ -970,6 +1020,7 @@ async function init() {
   $("cancel").addEventListener("click", cancelJob);
   $("delete").addEventListener("click", deleteJob);
   $("reopen").addEventListener("click", reopen);
+  initCompare();
   window.addEventListener("resize", () => renderStage());
   try {
     state.config = await api("/api/config");
