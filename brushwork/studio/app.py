@@ -25,6 +25,7 @@ the worker and the request guard.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -40,7 +41,7 @@ from brushwork.errors import BrushworkError
 from brushwork.io.weights import SOURCES
 from brushwork.studio.events import Broker
 from brushwork.studio.job_queue import JobQueue
-from brushwork.studio.options import Limits
+from brushwork.studio.options import Limits, OptionsError
 from brushwork.studio.routes import (
     Studio,
     event_routes,
@@ -52,7 +53,7 @@ from brushwork.studio.routes import (
 )
 from brushwork.studio.security import BodyLimits, BodyTooLarge, Guard, allowed_hostnames
 from brushwork.studio.store import Store
-from brushwork.studio.worker import Worker
+from brushwork.studio.worker import CHECKPOINT_EVERY, Worker
 
 
 def default_models() -> dict[str, str]:
@@ -63,12 +64,15 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
                models: dict[str, str] | None = None, default_model: str | None = None,
                device: str = "auto", host: str = "127.0.0.1",
                extra_hosts: tuple[str, ...] = (), preview_interval: float = 0.5,
+               checkpoint_every: float = CHECKPOINT_EVERY,
                log: Callable[[str], None] | None = None) -> FastAPI:
     """The studio for ``data_dir``.
 
     ``models`` maps the names a request may use to what stylize gets (a source name or
     an operator-given file); ``host`` is the bound address, checked against each
-    request's Host header.  The worker starts with the app (its lifespan).
+    request's Host header.  The worker starts with the app (its lifespan), after the
+    jobs the last run left unfinished are queued again (a running one goes on from the
+    checkpoint it saved every ``checkpoint_every`` seconds and as the studio stopped).
     """
     limits = limits or Limits()
     models = dict(models or default_models())
@@ -80,12 +84,24 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
     broker = Broker()
     queue = JobQueue(store, broker, models=models, default_model=default_model, device=device,
                      limits=limits, cache=cache)
-    worker = Worker(queue, store, cache=cache, preview_interval=preview_interval, log=say)
+    worker = Worker(queue, store, cache=cache, preview_interval=preview_interval,
+                    checkpoint_every=checkpoint_every, log=say)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for job_id in store.recover():
-            say(f"brushwork studio: job {job_id} was left unfinished by the last run")
+        store.recover()
+        for listed in sorted(store.jobs(("queued",), limit=1_000_000),
+                             key=lambda r: r["created"]):
+            row = store.job(listed["id"]) or listed  # with the history it had saved
+            try:
+                queue.resume(row)
+                say(f"brushwork studio: job {row['id']} was left unfinished by the last run; "
+                    "it goes on")
+            except OptionsError as e:
+                store.update_job(row["id"], state="interrupted", finished=time.time(),
+                                 error=f"could not go on after a restart: {e}")
+                say(f"brushwork studio: job {row['id']} was left unfinished and cannot go on: "
+                    f"{e}")
         pruned = store.prune()
         if any(pruned.values()):
             say(f"brushwork studio: removed {pruned['files']} file(s) and {pruned['uploads']} "

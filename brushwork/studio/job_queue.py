@@ -206,6 +206,11 @@ class JobQueue:
         point = {"step": it.step, "scale": it.scale, **it.losses}
         now = time.monotonic()
         with self._lock:
+            # A resumed run goes on from its checkpoint's step (a fresh one from 1): the
+            # points the last run recorded past it are painted again.
+            while job.history and job.history[-1]["step"] >= it.step:
+                job.history.pop()
+            self._saved = min(self._saved, len(job.history))
             job.step, job.total, job.scale, job.scales = it.step, it.total, it.scale, it.scales
             job.size, job.losses = it.size, dict(it.losses)
             job.elapsed, job.progress = it.elapsed, it.progress
@@ -268,16 +273,38 @@ class JobQueue:
             self._stopping = True
             self._wake.notify_all()
 
-    def interrupt_left(self) -> None:
-        """After the worker stopped: the job it still ran and the queued ones end as
-        interrupted."""
+    def leave_for_next_start(self) -> None:
+        """After the worker stopped: the job it still ran (inside one long evaluation) and
+        the queued ones stay queued in the store, for the next start to go on with."""
         with self._lock:
             left = list(self._queue)
             self._queue.clear()
-            if self._running is not None:  # still inside one long evaluation
+            if self._running is not None:
                 left.insert(0, self._running)
         for job in left:
-            self.finish(job, "interrupted", error="the studio stopped before this job finished")
+            self.suspend(job)
+
+    def suspend(self, job: Job) -> None:
+        """The studio stopped ``job``: queued again in the store, with its history (its
+        checkpoint, if it ran long enough to save one, is where the next start resumes)."""
+        with self._lock:
+            job.state = "queued"
+            history = list(job.history)
+        self.store.update_job(job.id, state="queued", history=history)
+        self.events.changed(job)
+
+    def resume(self, row: dict[str, Any]) -> Job:
+        """Queue again a job the last run of the studio left unfinished (its store row),
+        checked as a new request would be; raises OptionsError when it no longer can be
+        (an upload deleted, a network no longer offered)."""
+        job = self.prepare(row["content"], row["styles"], row["options"], row.get("masks"))
+        job.id, job.created = row["id"], row["created"]
+        job.history = list(row.get("history") or [])
+        with self._lock:
+            self._queue.append(job)
+            self._wake.notify_all()
+        self.events.changed(job)
+        return job
 
     def _publish_places(self) -> None:
         for job in self.active():

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from brushwork.errors import BrushworkError
+from brushwork.io import checkpoint as checkpoints
 from brushwork.io.images import read_metadata
 
 ID_RE = re.compile(r"[0-9a-f]{16}")
@@ -37,6 +38,9 @@ ID_RE = re.compile(r"[0-9a-f]{16}")
 # (write_atomic and save_image name those ".NAME.random").
 _RESULT_FILE = re.compile(r"([0-9a-f]{16})\.(?:png|thumb\.jpg)")
 _TEMP_FILE = re.compile(r"\.[0-9a-f]{16}\.(?:png|thumb\.jpg)\..+")
+# A running job's saved state (brushwork.io.checkpoint.path_for of its picture).
+_CHECKPOINT_FILE = re.compile(r"([0-9a-f]{16})\.png" + re.escape(checkpoints.SUFFIX))
+_CHECKPOINT_TEMP = re.compile(r"[0-9a-f]{16}\.png" + re.escape(checkpoints.SUFFIX) + r"\..+\.tmp")
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
 SCHEMA_VERSION = 1
@@ -151,6 +155,11 @@ class Store:
     def upload_thumb(self, upload_id: str) -> Path:
         assert valid_id(upload_id)
         return self.uploads_dir / f"{upload_id}.thumb.jpg"
+
+    def checkpoint_path(self, job_id: str) -> Path:
+        """Where a running job saves its state (brushwork.io.checkpoint), beside its
+        picture-to-be."""
+        return checkpoints.path_for(self.result_path(job_id))
 
     def result_path(self, job_id: str) -> Path:
         assert valid_id(job_id)
@@ -383,9 +392,15 @@ class Store:
                     counts["uploads"] += 1
         keep = {f"{i}{ext}" for i, ext in uploads.items()} | {f"{i}.thumb.jpg" for i in uploads}
         stale = [p for p in self.uploads_dir.iterdir() if p.name not in keep]
+        with self._lock:
+            active = {r[0] for r in self._db.execute(
+                "SELECT id FROM jobs WHERE state IN ('queued', 'running')")}
         for p in self.results_dir.iterdir():
             result = _RESULT_FILE.fullmatch(p.name)
-            if _TEMP_FILE.fullmatch(p.name) or (result and result[1] not in jobs):
+            saved = _CHECKPOINT_FILE.fullmatch(p.name)
+            if _TEMP_FILE.fullmatch(p.name) or _CHECKPOINT_TEMP.fullmatch(p.name) or (
+                    result and result[1] not in jobs) or (
+                    saved and saved[1] not in active):
                 stale.append(p)
         for path in stale:
             if path.is_file() or path.is_symlink():
@@ -395,15 +410,19 @@ class Store:
         return counts
 
     def recover(self) -> list[str]:
-        """After a restart: jobs left queued or running are marked interrupted.
+        """After a restart: the jobs the last run left queued or running, which are to go
+        on (queued again, in their order, by the studio's start; a running one from its
+        checkpoint).
 
         A job whose picture was written but whose row was not yet committed (the process
-        died in between) is marked done from the settings inside the picture.  Either
-        keeps the history the job had saved as it ran.
+        died in between) is marked done from the settings inside the picture instead.
+        Either keeps the history the job had saved as it ran.
         """
         changed = []
-        for job in self.jobs(ACTIVE, limit=1_000_000):
-            history = self.saved_points(job["id"]) or None
+        for listed in self.jobs(ACTIVE, limit=1_000_000):
+            job = self.job(listed["id"]) or listed
+            # A crash leaves the points saved as it ran; a stop, the whole history.
+            history = self.saved_points(job["id"]) or job.get("history")
             path = self.result_path(job["id"])
             meta = None
             if path.is_file():
@@ -414,9 +433,7 @@ class Store:
                                 settings=meta.get("settings"), losses=meta.get("final_losses"),
                                 elapsed=meta.get("elapsed_s"), history=history)
             else:
-                self.update_job(job["id"], state="interrupted", finished=time.time(),
-                                error="the studio stopped before this job finished",
-                                history=history)
+                self.update_job(job["id"], state="queued", history=history)
             changed.append(job["id"])
         return changed
 

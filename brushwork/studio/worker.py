@@ -8,12 +8,14 @@ into a failed job with a one-line reason; it never dies of a job.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from brushwork.engine.painter import stylize
@@ -25,25 +27,31 @@ from brushwork.studio.options import MEMORY_ADVICE, absent_weights
 from brushwork.studio.store import Store
 from brushwork.studio.uploads import thumbnail_jpeg
 
+# How often a running job saves its state: a restart loses at most this much painting.
+CHECKPOINT_EVERY = 60.0
+
 
 class JobCancelled(Exception):
     """Raised from the callback to stop a run the user cancelled."""
 
 
-class JobInterrupted(Exception):
-    """Raised from the callback to stop a run because the studio is shutting down."""
+class JobInterrupted(KeyboardInterrupt):
+    """Raised from the callback to stop a run because the studio is shutting down: a
+    KeyboardInterrupt, so that the painter saves the run's checkpoint first, as on
+    Ctrl-C, and the next start goes on from it."""
 
 
 class Worker:
     """The thread that runs the queue's jobs one at a time."""
 
     def __init__(self, queue: JobQueue, store: Store, *, cache: Any = None,
-                 preview_interval: float = 0.5,
+                 preview_interval: float = 0.5, checkpoint_every: float = CHECKPOINT_EVERY,
                  log: Callable[[str], None] | None = None) -> None:
         self.queue = queue
         self.store = store
         self.cache = cache
         self.preview_interval = preview_interval
+        self.checkpoint_every = checkpoint_every
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self._thread: threading.Thread | None = None
 
@@ -54,11 +62,12 @@ class Worker:
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop: the running job and the queued ones are marked interrupted."""
+        """Stop: the running job saves its checkpoint, and it and the queued ones are left
+        queued for the next start (:meth:`JobQueue.leave_for_next_start`)."""
         self.queue.close()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.queue.interrupt_left()
+        self.queue.leave_for_next_start()
 
     def _work(self) -> None:
         while (job := self.queue.next_job()) is not None:
@@ -97,22 +106,29 @@ class Worker:
                 preview, last_preview = _jpeg(it.image()), now
             self.queue.step(job, it, preview)
 
+        # Saved every checkpoint_every seconds and when the studio stops; a job the last
+        # run left unfinished goes on from it (brushwork.io.checkpoint, as --resume does).
+        checkpoint = self.store.checkpoint_path(job.id)
         try:
             result = stylize(content, styles, callback=on_step, cache=self.cache,
-                             **job.run_options)
+                             checkpoint=checkpoint, checkpoint_every=self.checkpoint_every,
+                             resume=checkpoint.is_file(), **job.run_options)
+        except KeyboardInterrupt:  # JobInterrupted, or the painter's Interrupted after it
+            self.queue.suspend(job)
+            return
         except JobCancelled:
+            _remove(checkpoint)
             self.queue.finish(job, "cancelled")
             return
-        except JobInterrupted:
-            self.queue.finish(job, "interrupted", error="the studio stopped while this job ran")
-            return
         except BrushworkError as e:  # bad image, diverged (NaN), bad weights ...
+            _remove(checkpoint)
             self.queue.finish(job, "failed", error=self._clean(str(e)))
             return
         except (MemoryError, RuntimeError) as e:
             oom = out_of_memory(e, advice=MEMORY_ADVICE)
             if oom is None:
                 raise
+            _remove(checkpoint)
             self.queue.finish(job, "failed", error=str(oom))
             return
 
@@ -129,6 +145,11 @@ class Worker:
 
     def _clean(self, message: str) -> str:
         return clean_message(self.store, message)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def clean_message(store: Store, message: str) -> str:

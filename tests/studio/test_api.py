@@ -271,37 +271,70 @@ def test_real_nan_and_a_damaged_upload_fail_cleanly(client):
     still_serving(client)
 
 
-def test_stop_mid_job_marks_it_interrupted_and_restart_keeps_the_gallery(tmp_path,
-                                                                         tiny_model_file,
-                                                                         gate):
+def test_a_job_stopped_with_the_studio_goes_on_from_its_checkpoint_at_the_next_start(
+        tmp_path, tiny_model_file, gate, monkeypatch):
     started, release = gate
-    app = make_app(tmp_path / "data", tiny_model_file)
+    resumed: list[tuple[bool, int]] = []  # (resume asked, first step seen) per run
+    held = worker_module.stylize
+
+    def recording(content, styles, *, callback, **kw):
+        first: list[int] = []
+
+        def cb(it):
+            if not first:
+                first.append(it.step)
+                resumed.append((kw["resume"], it.step))
+            callback(it)
+        return held(content, styles, callback=cb, **kw)
+
+    monkeypatch.setattr(worker_module, "stylize", recording)
+    app = make_app(tmp_path / "data", tiny_model_file, checkpoint_every=0.0)
     with TestClient(app, base_url=BASE) as c:
         content, style = uploaded_pair(c)
         done = submit(c, content, [style]).json()
         release.set()
-        wait_for(c, done["id"])
+        wait_for(c, done["id"], timeout=120)
         release.clear()
         started.clear()
-        running = submit(c, content, [style], {"iterations": 100}).json()
+        running = submit(c, content, [style], {"iterations": 12}).json()
         queued = submit(c, content, [style]).json()
-        assert started.wait(20)
+        assert started.wait(60)
+        release.set()  # let it paint a few steps (a checkpoint after each)
+        deadline = time.monotonic() + 60
+        while c.get(f"/api/jobs/{running['id']}").json()["step"] < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        release.clear()  # held again at its next step, stopped there once the stop began
 
-        def release_once_stopping():  # let the held step go on only once the stop began
+        def release_once_stopping():
             while not app.state.queue.stopping:
                 time.sleep(0.01)
             release.set()
         threading.Thread(target=release_once_stopping, daemon=True).start()
     # Leaving the block stopped the studio (lifespan shutdown), as Ctrl-C does.
-    again = make_app(tmp_path / "data", tiny_model_file)
+    store = Store(tmp_path / "data")
+    left = {r["id"]: r for r in store.jobs(("queued",))}
+    stopped_at = max(p["step"] for p in store.job(running["id"])["history"])
+    assert set(left) == {running["id"], queued["id"]}
+    assert store.checkpoint_path(running["id"]).is_file()
+    store.close()
+    release.set()
+    resumed.clear()
+    again = make_app(tmp_path / "data", tiny_model_file, checkpoint_every=0.0)
     with TestClient(again, base_url=BASE) as c:
-        assert c.get(f"/api/jobs/{running['id']}").json()["state"] == "interrupted"
-        assert c.get(f"/api/jobs/{queued['id']}").json()["state"] == "interrupted"
+        first = wait_for(c, running["id"], timeout=120)
+        second = wait_for(c, queued["id"], timeout=120)
+        assert first["state"] == second["state"] == "done"
+        # The stopped job went on from its checkpoint; the queued one started afresh.
+        assert resumed[0][0] is True and resumed[0][1] >= 4
+        assert resumed[0][1] <= stopped_at + 1
+        assert resumed[1] == (False, 1)
+        history = c.get(f"/api/jobs/{running['id']}").json()["history"]
+        assert [p["step"] for p in history] == list(range(1, first["total"] + 1))
+        assert not again.state.store.checkpoint_path(running["id"]).exists()
         assert c.get(f"/api/jobs/{done['id']}").json()["state"] == "done"
-        assert c.get(f"/api/jobs/{done['id']}/result").status_code == 200
-        assert [j["id"] for j in c.get("/api/gallery").json()["results"]] == [done["id"]]
-        # The uploads survive too: a re-opened job can run again.
-        assert wait_for(c, submit(c, content, [style]).json()["id"])["state"] == "done"
+        gallery = [j["id"] for j in c.get("/api/gallery").json()["results"]]
+        assert set(gallery) == {done["id"], running["id"], queued["id"]}
 
 
 def test_restart_recovers_jobs_a_crash_left_running(tmp_path, tiny_model_file):
@@ -317,7 +350,9 @@ def test_restart_recovers_jobs_a_crash_left_running(tmp_path, tiny_model_file):
     store.close()
     with TestClient(make_app(tmp_path / "data", tiny_model_file), base_url=BASE) as c:
         a, b, cc = (c.get(f"/api/jobs/{x * 16}").json() for x in "abc")
-        assert a["state"] == b["state"] == "interrupted" and "stopped" in a["error"]
+        # Their uploads are gone: they cannot go on, and say why.
+        assert a["state"] == b["state"] == "interrupted"
+        assert a["error"].startswith("could not go on after a restart: no upload with id")
         assert cc["state"] == "done" and cc["losses"] == {"total": 1.0}
 
 
@@ -739,8 +774,8 @@ def test_the_studio_leaves_malloc_alone_and_painting_commands_do_not(tmp_path, m
     assert calls == ["reuse"]
 
 
-def test_cli_serves_until_ctrl_c_and_marks_the_running_job_interrupted(tmp_path,
-                                                                        tiny_model_file):
+def test_cli_serves_until_ctrl_c_and_leaves_the_running_job_for_the_next_start(
+        tmp_path, tiny_model_file):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "brushwork", "studio", "--port", "0", "--data",
@@ -758,7 +793,7 @@ def test_cli_serves_until_ctrl_c_and_marks_the_running_job_interrupted(tmp_path,
             job = http.post("/api/jobs", json={"content": ids[0], "styles": [ids[1]],
                                                "options": {"size": 64, "iterations": 5000}})
             assert job.status_code == 201
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90  # the first job measures the machine first
             while http.get(f"/api/jobs/{job.json()['id']}").json()["step"] < 2:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
@@ -772,7 +807,8 @@ def test_cli_serves_until_ctrl_c_and_marks_the_running_job_interrupted(tmp_path,
     assert "stopped" in err and "Traceback" not in err
     store = Store(tmp_path / "data")
     row = store.job(job.json()["id"])
-    assert row["state"] == "interrupted" and 2 <= len(row["history"]) < 5000
+    assert row["state"] == "queued" and 2 <= len(row["history"]) < 5000
+    assert store.checkpoint_path(row["id"]).is_file()  # saved as it stopped
 
 
 def test_docs_document_every_studio_flag_and_route(app):
