@@ -1,4 +1,5 @@
-"""Make docs/images/studio.png (mid-job) and studio_done.png (finished) with Playwright.
+"""Make docs/images/studio.png (mid-job), studio_done.png (finished) and
+studio_compare.png (the finished picture compared with its photo) with Playwright.
 
     python docs/scripts/studio_screenshots.py [--chromium /usr/bin/chromium]
 
@@ -95,6 +96,11 @@ def main() -> None:
             page.wait_for_selector("#download:not([hidden])")
             page.wait_for_timeout(500)
             page.screenshot(path=str(tmp / "done.png"))
+            page.click("#compare-toggle")  # the photo over the painting, cut at 45%
+            page.wait_for_selector("#compare:not([hidden])")
+            page.fill("#compare-slider", "45")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(tmp / "compare.png"))
             context.close()
     finally:
         app.state.broker.close()
@@ -102,6 +108,7 @@ def main() -> None:
         thread.join(30)
     save_small(tmp / "mid.png", IMAGES / "studio.png")
     save_small(tmp / "done.png", IMAGES / "studio_done.png")
+    save_small(tmp / "compare.png", IMAGES / "studio_compare.png")
 
 
 if __name__ == "__main__":
