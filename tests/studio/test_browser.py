@@ -389,3 +389,55 @@ def test_compare_the_painting_with_its_photo(browser_page, pictures, tmp_path, t
         page.click("#compare-toggle")
         expect(page.locator("#compare")).to_be_hidden()
     assert page.errors == []
+
+
+def test_a_job_resumed_after_the_studio_is_stopped_and_started_again(
+        browser_page, pictures, tmp_path, tiny_model_file, monkeypatch):
+    """Paint from the page, stop the server mid-job, start a new one on the same data
+    folder: the page shows the job going on from its checkpoint to the end."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    real = worker_module.stylize
+    runs: list[tuple[bool, int]] = []  # (resume asked, first step) per run
+
+    def paced_recording(content, styles, *, callback, **kw):
+        first: list[int] = []
+
+        def cb(it):
+            if not first:
+                first.append(it.step)
+                runs.append((kw["resume"], it.step))
+            time.sleep(0.15)
+            callback(it)
+        return real(content, styles, callback=cb, **kw)
+
+    monkeypatch.setattr(worker_module, "stylize", paced_recording)
+    data = tmp_path / "data"
+    app = make_app(data, tiny_model_file, preview_interval=0.0, checkpoint_every=0.0)
+    with running_server(app) as url:
+        _open(page, url)
+        _choose(page, *pictures, size=48, iterations=40)
+        page.click("#start")
+        chart, deadline = page.locator("#loss-chart"), time.monotonic() + 120
+        while int(chart.get_attribute("data-points") or 0) < 6:  # no eval under the CSP
+            assert time.monotonic() < deadline, "the job painted no steps"
+            time.sleep(0.1)
+    # The block's end stopped the server as Ctrl-C does: the page says it lost it.
+    expect(page.locator("#connection")).not_to_have_class("live", timeout=20_000)
+    again = make_app(data, tiny_model_file, preview_interval=0.0, checkpoint_every=0.0)
+    with running_server(again) as url2:
+        _open(page, url2)
+        page.wait_for_selector("#download:not([hidden])", timeout=120_000)
+        expect(page.locator("#job-state")).to_have_text("done", ignore_case=True)
+        # All 40 steps on the chart, the stopped run's and the resumed run's.
+        assert page.locator("#loss-chart").get_attribute("data-points") == "40"
+        jobs = httpx.get(f"{url2}/api/gallery").json()["results"]
+        assert len(jobs) == 1
+        job_id = jobs[0]["id"]
+        history = httpx.get(f"{url2}/api/jobs/{job_id}").json()["history"]
+        assert [p["step"] for p in history] == list(range(1, 41))
+    assert len(runs) == 2 and runs[0] == (False, 1)
+    assert runs[1][0] is True and runs[1][1] >= 6  # went on; did not start over
+    assert page.errors == [] or all("Failed to load resource" in e or "net::" in e
+                                    for e in page.errors)

@@ -1007,7 +1007,11 @@ async function resync() {
     const data = await api("/api/jobs?limit=30");
     for (const job of data.jobs) state.jobs.set(job.id, Object.assign({}, state.jobs.get(job.id) || {}, job));
     renderQueue();
-    if (state.selected) await select(state.selected);
+    // A page opened while a job runs (say, after the studio was restarted and the
+    // job went on from its checkpoint) shows that job; otherwise it keeps its choice.
+    const running = data.jobs.find((j) => j.state === "running");
+    if (!state.selected && running) await select(running.id);
+    else if (state.selected) await select(state.selected);
   } catch (err) { /* try again on the next open */ }
   loadGallery();
 }
