@@ -288,7 +288,9 @@ def estimate_size(content_size: tuple[int, int], *, log: Log | None = None,
     settings = Settings.from_options(options)
     device = resolve_device(settings.device)
     net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
-    return _forecast(net, settings, device, content_size, measure=measure)
+    forecast = _forecast(net, settings, device, content_size, measure=measure)
+    _check_sliced(settings, forecast, regions=False)  # the run would refuse it
+    return forecast
 
 
 def _forecast(net: FeatureExtractor, settings: Settings, device: torch.device,
