@@ -114,8 +114,8 @@ def measure(picture: torch.Tensor, photo: torch.Tensor, painting: torch.Tensor
     return {"content": content, "gram": gram, "sliced": sum(sliced) / len(sliced)}
 
 
-def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path
-              ) -> dict[str, Any]:
+def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path,
+              losses: tuple[str, ...] = STYLE_LOSSES) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"size": size, "strengths": strengths, "pairs": {}}
     for pair in pairs:
@@ -123,7 +123,7 @@ def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path
         photo_img = load_image(photo_path)
         rows, pics = [], []
         base = None
-        for loss in STYLE_LOSSES:
+        for loss in losses:
             row_pics = []
             for strength in strengths:
                 file = out / f"{pair.replace(':', '_')}_{loss}_{strength:g}.png"
@@ -150,7 +150,7 @@ def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path
                 print(pair, json.dumps(row), flush=True)
             pics.append(row_pics)
         record["pairs"][pair] = {"photo": base, "rows": rows}
-        sheet = grid_sheet(pics, list(STYLE_LOSSES), [f"strength {s:g}" for s in strengths],
+        sheet = grid_sheet(pics, list(losses), [f"strength {s:g}" for s in strengths],
                            title=f"{pair.replace(':', ' x ')}, {size} px, seed 1",
                            thumb=size)
         sheet.convert("RGB").save(DOCS / "images" / f"style_losses_{pair.replace(':', '_')}.jpg",
@@ -170,7 +170,7 @@ def _frontier_plot(record: dict[str, Any]) -> None:
     for col, (pair, data) in enumerate(pairs.items()):
         for r, measure_name in enumerate(("gram_left", "sliced_left")):
             ax = axes[r][col]
-            for loss in STYLE_LOSSES:
+            for loss in sorted({x["loss"] for x in data["rows"]}, key=STYLE_LOSSES.index):
                 rows = [x for x in data["rows"] if x["loss"] == loss]
                 ax.plot([x["content"] for x in rows], [x[measure_name] for x in rows],
                         marker="o", label=loss)
@@ -196,13 +196,14 @@ def main() -> None:
     w.add_argument("--strengths", default="0.4,0.7,1")
     w.add_argument("--pairs", default="astronaut:starry_night,chelsea_cat:great_wave")
     w.add_argument("--out", type=Path, default=Path("/tmp/style_losses"))
+    w.add_argument("--losses", default=",".join(STYLE_LOSSES))
     args = parser.parse_args()
     if args.command == "time":
         result = cmd_time([int(v) for v in args.sizes.split(",")], args.reps)
         (DOCS / "style_losses_time.json").write_text(json.dumps(result, indent=1) + "\n")
     else:
         result = cmd_sweep(args.pairs.split(","), [float(v) for v in args.strengths.split(",")],
-                           args.size, args.out)
+                           args.size, args.out, tuple(args.losses.split(",")))
         (DOCS / "style_losses.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
