@@ -5,6 +5,7 @@
         --reps) of each loss, the painting and photo astronaut x starry_night
     python docs/scripts/style_losses.py sweep [--size 256] [--strengths 0.4,0.7,1]
             [--pairs astronaut:starry_night,chelsea_cat:great_wave] [--out /tmp/sl]
+        [--iterations N] [--losses gram,w2,sliced]
         paints each pair at each strength with each loss (seed 1, defaults otherwise),
         measures every picture (below), writes docs/style_losses.json (pictures under
         --out; a run already there is measured, not painted again), one sheet per pair
@@ -47,6 +48,7 @@ from brushwork.maths.distributions import (
     sliced_loss,
     sorted_projections,
 )
+from brushwork.maths.strength import STYLE_LOSS_SCALES
 
 DOCS = Path(__file__).resolve().parents[1]
 IMAGES = Path(__file__).resolve().parents[3] / "shared" / "images"
@@ -115,9 +117,12 @@ def measure(picture: torch.Tensor, photo: torch.Tensor, painting: torch.Tensor
 
 
 def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path,
-              losses: tuple[str, ...] = STYLE_LOSSES) -> dict[str, Any]:
+              losses: tuple[str, ...] = STYLE_LOSSES, iterations: int | None = None
+              ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"size": size, "strengths": strengths, "pairs": {}}
+    budget = {} if iterations is None else {"iterations": iterations}
+    record: dict[str, Any] = {"size": size, "strengths": strengths, "pairs": {}, **budget,
+                              "scales": STYLE_LOSS_SCALES}
     for pair in pairs:
         photo_path, painting_path = _paths(pair)
         photo_img = load_image(photo_path)
@@ -126,12 +131,13 @@ def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path,
         for loss in losses:
             row_pics = []
             for strength in strengths:
-                file = out / f"{pair.replace(':', '_')}_{loss}_{strength:g}.png"
+                file = out / (f"{pair.replace(':', '_')}_{loss}_{strength:g}_"
+                              f"{iterations or 'default'}.png")
                 began = time.perf_counter()
                 if not file.exists():
                     result = brushwork.stylize(photo_path, painting_path, size=size,
                                                strength=strength, style_loss=loss, seed=1,
-                                               cache=_cache)
+                                               cache=_cache, **budget)
                     result.save(file)
                 seconds = time.perf_counter() - began
                 picture = to_tensor(load_image(file))
@@ -151,7 +157,8 @@ def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path,
             pics.append(row_pics)
         record["pairs"][pair] = {"photo": base, "rows": rows}
         sheet = grid_sheet(pics, list(losses), [f"strength {s:g}" for s in strengths],
-                           title=f"{pair.replace(':', ' x ')}, {size} px, seed 1",
+                           title=f"{pair.replace(':', ' x ')}, {size} px, seed 1"
+                           + (f", {iterations} iterations" if iterations else ""),
                            thumb=size)
         sheet.convert("RGB").save(DOCS / "images" / f"style_losses_{pair.replace(':', '_')}.jpg",
                                   quality=85)
@@ -197,13 +204,15 @@ def main() -> None:
     w.add_argument("--pairs", default="astronaut:starry_night,chelsea_cat:great_wave")
     w.add_argument("--out", type=Path, default=Path("/tmp/style_losses"))
     w.add_argument("--losses", default=",".join(STYLE_LOSSES))
+    w.add_argument("--iterations", type=int, help="at the final scale (default: Settings')")
     args = parser.parse_args()
     if args.command == "time":
         result = cmd_time([int(v) for v in args.sizes.split(",")], args.reps)
         (DOCS / "style_losses_time.json").write_text(json.dumps(result, indent=1) + "\n")
     else:
         result = cmd_sweep(args.pairs.split(","), [float(v) for v in args.strengths.split(",")],
-                           args.size, args.out, tuple(args.losses.split(",")))
+                           args.size, args.out, tuple(args.losses.split(",")),
+                           args.iterations)
         (DOCS / "style_losses.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
