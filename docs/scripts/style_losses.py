@@ -120,7 +120,7 @@ def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path,
               losses: tuple[str, ...] = STYLE_LOSSES, iterations: int | None = None
               ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    budget = {} if iterations is None else {"iterations": iterations}
+    budget: dict[str, Any] = {} if iterations is None else {"iterations": iterations}
     record: dict[str, Any] = {"size": size, "strengths": strengths, "pairs": {}, **budget,
                               "scales": STYLE_LOSS_SCALES}
     for pair in pairs:
