@@ -1,8 +1,11 @@
 """The style losses side by side: cost per evaluation, and the frontier over strength.
 
-    python docs/scripts/style_losses.py time [--sizes 256,512] [--reps 3]
-        seconds per evaluation (forward and backward of the whole objective, best of
-        --reps) of each loss, the painting and photo astronaut x starry_night
+    python docs/scripts/style_losses.py time [--sizes 256,512] [--whole-sizes 256,512]
+            [--reps 3]
+        seconds of each loss's style term (forward and backward from the network's
+        features, which every loss shares), and of a whole evaluation of the objective
+        (the network's passes too) at --whole-sizes, best of --reps, the photo and
+        painting astronaut x starry_night; writes docs/style_losses_time.json
     python docs/scripts/style_losses.py sweep [--size 256] [--strengths 0.4,0.7,1]
             [--pairs astronaut:starry_night,chelsea_cat:great_wave] [--out /tmp/sl]
         [--iterations N] [--losses gram,w2,sliced]
@@ -28,6 +31,7 @@ Images from ../shared/images (not in the repository).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -67,7 +71,33 @@ def _paths(pair: str) -> tuple[Path, Path]:
     return IMAGES / "content" / f"{photo}.jpg", IMAGES / "style" / f"{painting}.jpg"
 
 
-def cmd_time(sizes: list[int], reps: int) -> dict[str, Any]:
+def _best(run: Any, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps + 1):  # the first sets up the kernels
+        began = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def _style_term(objective: Objective, feats: dict[str, torch.Tensor],
+                layers: tuple[str, ...]) -> None:
+    leaves = {n: feats[n].clone().requires_grad_(True) for n in layers}
+    total = sum(layer(leaves[n]) for n, layer in zip(layers, objective.style_layers,
+                                                      strict=True))
+    assert isinstance(total, torch.Tensor)
+    total.backward()
+
+
+def _whole(objective: Objective, photo: torch.Tensor) -> None:
+    x = photo.clone().requires_grad_(True)
+    objective(x)["total"].backward()
+
+
+def cmd_time(sizes: list[int], whole_sizes: list[int], reps: int) -> dict[str, Any]:
+    """Per loss: the style term alone (forward and backward from the network's features,
+    which every loss shares) at ``sizes``, and a whole evaluation (the network's forward
+    and backward too) at ``whole_sizes``."""
     photo_path, painting_path = _paths("astronaut:starry_night")
     out: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "rows": []}
     for size in sizes:
@@ -76,15 +106,17 @@ def cmd_time(sizes: list[int], reps: int) -> dict[str, Any]:
             s = Settings(style_loss=loss, size=size, seed=0)
             net = _cache.network(s, CPU)
             objective = Objective.for_styles(net, s, photo, [style])
-            best = float("inf")
-            for _ in range(reps + 1):  # the first sets up the kernels
-                x = photo.clone().requires_grad_(True)
-                began = time.perf_counter()
-                objective(x)["total"].backward()
-                best = min(best, time.perf_counter() - began)
-            row = {"size": f"{photo.shape[-1]}x{photo.shape[-2]}", "loss": loss,
-                   "precision": str(net.dtype).removeprefix("torch."),
-                   "seconds": round(best, 3)}
+            with torch.no_grad():
+                feats = {n: f.detach() for n, f in net(photo).items()}
+
+            row: dict[str, Any] = {
+                "size": f"{photo.shape[-1]}x{photo.shape[-2]}", "loss": loss,
+                "precision": str(net.dtype).removeprefix("torch."),
+                "style_term_seconds": round(_best(
+                    functools.partial(_style_term, objective, feats, s.style_layers), reps), 3)}
+            if size in whole_sizes:
+                row["evaluation_seconds"] = round(_best(
+                    functools.partial(_whole, objective, photo), reps), 3)
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
     return out
@@ -197,6 +229,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("time")
     t.add_argument("--sizes", default="256,512")
+    t.add_argument("--whole-sizes", default="256,512", help="sizes timed whole too")
     t.add_argument("--reps", type=int, default=3)
     w = sub.add_parser("sweep")
     w.add_argument("--size", type=int, default=256)
@@ -207,7 +240,8 @@ def main() -> None:
     w.add_argument("--iterations", type=int, help="at the final scale (default: Settings')")
     args = parser.parse_args()
     if args.command == "time":
-        result = cmd_time([int(v) for v in args.sizes.split(",")], args.reps)
+        result = cmd_time([int(v) for v in args.sizes.split(",")],
+                          [int(v) for v in args.whole_sizes.split(",") if v], args.reps)
         (DOCS / "style_losses_time.json").write_text(json.dumps(result, indent=1) + "\n")
     else:
         result = cmd_sweep(args.pairs.split(","), [float(v) for v in args.strengths.split(",")],
