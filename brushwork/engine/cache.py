@@ -6,16 +6,16 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
 
 from brushwork.engine.network import FeatureExtractor, check_layers
-from brushwork.engine.objective import style_grams
 from brushwork.engine.precision import resolve_precision
 from brushwork.engine.settings import Settings
+from brushwork.engine.style_terms import style_statistics
 from brushwork.io.weights import VGGWeights, load_weights
 
 T = TypeVar("T")
@@ -126,20 +126,23 @@ class Cache:
                 self._network_keys[net] = key
         return net
 
-    def style_grams(self, net: FeatureExtractor, style: torch.Tensor,
-                    layers: Sequence[str]) -> list[torch.Tensor]:
-        """:func:`brushwork.engine.objective.style_grams`, computed once per network, style
-        image and layers."""
+    def style_statistics(self, net: FeatureExtractor, style: torch.Tensor,
+                         settings: Settings) -> list[torch.Tensor]:
+        """:func:`brushwork.engine.style_terms.style_statistics`, computed once per
+        network, style image, layers and style loss (and seed, which draws the sliced
+        loss's directions)."""
         with self._keys_lock:
             net_key = self._network_keys.get(net)
         if net_key is None:  # not one of ours: nothing to key it by safely
-            return style_grams(net, style, layers)
+            return style_statistics(net, style, settings)
         digest = hashlib.sha1(style.detach().cpu().numpy().tobytes()).hexdigest()
-        key = (net_key, tuple(style.shape), tuple(layers), digest)
-        grams = self._targets.get(key)
-        if grams is None:
-            grams = self._targets.put(key, style_grams(net, style, layers))
+        loss_key = (settings.style_loss,
+                    settings.seed if settings.style_loss == "sliced" else None)
+        key = (net_key, tuple(style.shape), tuple(settings.style_layers), loss_key, digest)
+        stats = self._targets.get(key)
+        if stats is None:
+            stats = self._targets.put(key, style_statistics(net, style, settings))
             self.target_misses += 1
         else:
             self.target_hits += 1
-        return grams
+        return stats

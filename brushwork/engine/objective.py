@@ -10,14 +10,11 @@ from torch import nn
 
 from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.settings import Settings
-from brushwork.maths.losses import content_loss, gram, style_layer_loss, tv_loss
-from brushwork.maths.regions import (
-    guided_grams,
-    guided_style_loss,
-    guides,
-    region_weights,
-    split_regions,
-)
+from brushwork.engine.style_terms import StyleLayer, style_statistics
+from brushwork.errors import BrushworkError
+from brushwork.maths.distributions import mixture_sorted
+from brushwork.maths.losses import content_loss, gram, tv_loss
+from brushwork.maths.regions import guides, region_weights, split_regions
 
 REFERENCE_LONG_SIDE = 256  # the size at which content_weight applies as given
 # More loss terms for a run: the picture -> named weighted terms (brushwork.video's temporal
@@ -54,13 +51,23 @@ def region_targets(per_style: Sequence[Sequence[torch.Tensor]]) -> list[torch.Te
 
 
 def style_targets(grams: Sequence[Sequence[torch.Tensor]], blend: Sequence[float],
-                  masks: torch.Tensor | None = None, fresh: torch.Tensor | None = None
+                  masks: torch.Tensor | None = None, fresh: torch.Tensor | None = None,
+                  loss: str = "gram"
                   ) -> tuple[list[torch.Tensor], torch.Tensor | None, list[float] | None]:
     """``(targets, masks, weights)`` for :class:`Objective` from each style's Gram matrices
     (per layer) and their ``blend``: one blended target over the whole picture; with
     ``masks`` ``(R, 1, H, W)``, style ``r`` paints region ``r``; with ``fresh``
     ``(1, 1, H, W)`` (at the masks' or the picture's size), each region is split into its
-    part outside and inside it (:func:`brushwork.maths.regions.split_regions`)."""
+    part outside and inside it (:func:`brushwork.maths.regions.split_regions`).
+
+    ``grams`` are the styles' statistics for ``loss`` (:func:`style_statistics`): Gram or
+    moment matrices blend as sums; sliced projections blend as a mixture and take no
+    regions."""
+    if loss == "sliced":
+        if masks is not None or fresh is not None:
+            raise BrushworkError("style_loss sliced takes no style masks, region map or "
+                                 "fresh regions; use style_loss w2 or gram with them")
+        return [mixture_sorted(layer, blend) for layer in zip(*grams, strict=True)], None, None
     if masks is None and fresh is None:
         return blend_grams(grams, blend), None, None
     if masks is None:  # the whole picture as one region, with the styles' blend
@@ -88,8 +95,8 @@ class GramCache(Protocol):
     """Where style targets may come from instead of being computed
     (brushwork.engine.cache.Cache)."""
 
-    def style_grams(self, net: FeatureExtractor, style: torch.Tensor,
-                    layers: Sequence[str]) -> list[torch.Tensor]: ...
+    def style_statistics(self, net: FeatureExtractor, style: torch.Tensor,
+                         settings: Settings) -> list[torch.Tensor]: ...
 
 
 class Objective(nn.Module):
@@ -105,8 +112,9 @@ class Objective(nn.Module):
     def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
                  style_targets: Sequence[torch.Tensor], masks: torch.Tensor | None = None,
                  weights: Sequence[float] | None = None) -> None:
-        """``style_targets``: one Gram matrix per style layer, per position
-        (:func:`style_grams`, or :func:`blend_grams` of several).
+        """``style_targets``: one target per style layer, per position, for the
+        settings' ``style_loss`` (:func:`brushwork.engine.style_terms.style_statistics`:
+        for gram a Gram matrix, :func:`style_grams`; or :func:`style_targets` of several).
 
         With ``masks`` ``(R, 1, H, W)`` (in 0..1, at ``content``'s size), each target is
         ``(R, C, C)``, region ``r``'s painting's Gram matrix, and the style loss is the
@@ -133,12 +141,20 @@ class Objective(nn.Module):
         for i, g in enumerate(style_targets):
             self.register_buffer(f"gram_{i}", g)
         self.guided = masks is not None
+        areas: list[tuple[float, ...] | None] = [None] * n
+        self.region_weights: list[float] | None = None
         if masks is not None:
             self.region_weights = list(weights) if weights is not None else [1.0] * len(masks)
             layer_guides = guides(masks, net.steps, settings.style_layers, settings.mask_mode)
-            self.areas = [g.areas for g in layer_guides]
+            areas = [g.areas for g in layer_guides]
             for i, guide in enumerate(layer_guides):
                 self.register_buffer(f"roots_{i}", guide.roots, persistent=False)
+        self.style_layers = [
+            StyleLayer(settings, i, target, feats[name].shape[1],
+                       feats[name].shape[-1] * feats[name].shape[-2], self.image_pixels,
+                       areas[i], self.region_weights)
+            for i, (name, target) in enumerate(zip(settings.style_layers, style_targets,
+                                                   strict=True))]
 
     @classmethod
     def for_styles(cls, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
@@ -150,10 +166,10 @@ class Objective(nn.Module):
         With ``masks`` ``(R, 1, H, W)``, one per style at the photo's size, each style
         paints its own region instead, weighted by its blend (1 each when equal)."""
         blend = list(blend) if blend is not None else [1.0 / len(styles)] * len(styles)
-        layers = settings.style_layers
-        grams = [cache.style_grams(net, t, layers) if cache else style_grams(net, t, layers)
-                 for t in styles]
-        return cls(net, settings, content, *style_targets(grams, blend, masks))
+        stats = [cache.style_statistics(net, t, settings) if cache
+                 else style_statistics(net, t, settings) for t in styles]
+        return cls(net, settings, content,
+                   *style_targets(stats, blend, masks, loss=settings.style_loss))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.s
@@ -163,18 +179,9 @@ class Objective(nn.Module):
             content = content + content_loss(feats[name], getattr(self, f"content_{i}"),
                                              s.content_norm)
         style = x.new_zeros(())
-        for i, name in enumerate(s.style_layers):
-            f = feats[name]
-            channels, positions = f.shape[1], f.shape[2] * f.shape[3]
-            if self.guided:
-                style = style + self.layer_weights[i] * guided_style_loss(
-                    guided_grams(f, getattr(self, f"roots_{i}"), self.gram),
-                    getattr(self, f"gram_{i}"), self.areas[i], self.region_weights, channels,
-                    positions, s.style_norm, self.image_pixels)
-                continue
-            target = getattr(self, f"gram_{i}") * positions
-            style = style + self.layer_weights[i] * style_layer_loss(
-                self.gram(f)[0], target, channels, positions, s.style_norm, self.image_pixels)
+        for i, (name, layer) in enumerate(zip(s.style_layers, self.style_layers, strict=True)):
+            roots = getattr(self, f"roots_{i}") if self.guided else None
+            style = style + self.layer_weights[i] * layer(feats[name], roots, self.gram)
         tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else x.new_zeros(())
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
                  "tv": s.tv_weight * tv}

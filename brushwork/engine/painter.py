@@ -29,13 +29,14 @@ from brushwork.engine.memory import forecast as forecasts
 from brushwork.engine.memory import probe
 from brushwork.engine.memory.allocator import kept_copy
 from brushwork.engine.network import FeatureExtractor
-from brushwork.engine.objective import ExtraTerms, Objective, WithTerms, style_grams, style_targets
+from brushwork.engine.objective import ExtraTerms, Objective, WithTerms, style_targets
 from brushwork.engine.optimise import Optimiser
 from brushwork.engine.precision import name_of, resolve_precision
 from brushwork.engine.pyramid import Scale, scales
 from brushwork.engine.result import Interrupted, Iterate, Result
 from brushwork.engine.settings import Settings
 from brushwork.engine.stopping import StopRule
+from brushwork.engine.style_terms import refuse_sliced, style_statistics
 from brushwork.engine.tiling import TiledObjective, tiled_style_grams
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.io import checkpoint as checkpoints
@@ -95,6 +96,7 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     # forecast counts as kept: counted once.
     held = checkpoints.tensor_bytes(resumed) if resumed is not None else 0
     forecast = _forecast(net, settings, device, inputs.content.size, held=held)
+    _check_sliced(settings, forecast, inputs.masks is not None or fresh is not None)
     if log is not None:
         log(forecast.describe())
         log(resolve_precision(settings.precision, device).describe())
@@ -122,6 +124,14 @@ def stylize(content: ImageInput, style: ImageInput | Sequence[ImageInput], *,
     if saver is not None:
         saver.finished()
     return _result(x, inputs, settings, progress, device, run.precision, interrupted=False)
+
+
+def _check_sliced(settings: Settings, forecast: forecasts.Estimate, regions: bool) -> None:
+    """Refuse, before anything is painted, a sliced style loss the run cannot evaluate:
+    a scale its plan paints in tiles, or regions."""
+    tiled = [p.scale for p in forecast.scales if p.tile is not None]
+    refuse_sliced(settings, regions=regions,
+                  tiled=f"{tiled[0].size[0]}x{tiled[0].size[1]}" if tiled else None)
 
 
 def _check_extras(checkpoint: str | os.PathLike[str] | None, start: torch.Tensor | None,
@@ -278,7 +288,9 @@ def estimate_size(content_size: tuple[int, int], *, log: Log | None = None,
     settings = Settings.from_options(options)
     device = resolve_device(settings.device)
     net = cache.network(settings, device, log) if cache else load_network(settings, device, log)
-    return _forecast(net, settings, device, content_size, measure=measure)
+    forecast = _forecast(net, settings, device, content_size, measure=measure)
+    _check_sliced(settings, forecast, regions=False)  # the run would refuse it
+    return forecast
 
 
 def _forecast(net: FeatureExtractor, settings: Settings, device: torch.device,
@@ -367,13 +379,15 @@ def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: Fea
         photo = match_color(photo, style_ts[main])
     layers = settings.style_layers
     if tile is not None:
-        grams = [tiled_style_grams(net, t, layers, tile) if max(t.shape[-2:]) > tile
-                 else style_grams(net, t, layers) for t in style_ts]
-    else:
-        grams = [cache.style_grams(net, t, layers) if cache else style_grams(net, t, layers)
+        stats = [tiled_style_grams(net, t, layers, tile, settings.style_loss)
+                 if max(t.shape[-2:]) > tile else style_statistics(net, t, settings)
                  for t in style_ts]
+    else:
+        stats = [cache.style_statistics(net, t, settings) if cache
+                 else style_statistics(net, t, settings) for t in style_ts]
     fresh_here = None if fresh is None else resize_masks(fresh.to(device, torch.float32), (w, h))
-    targets, masks, weights = style_targets(grams, inputs.blend, masks, fresh_here)
+    targets, masks, weights = style_targets(stats, inputs.blend, masks, fresh_here,
+                                            settings.style_loss)
     if tile is None:
         return Objective(net, settings, photo, targets, masks, weights)
     return TiledObjective(net, settings, photo, targets, tile, masks, weights)

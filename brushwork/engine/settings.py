@@ -15,6 +15,7 @@ from brushwork.engine.precision import PRECISIONS
 from brushwork.errors import BrushworkError
 from brushwork.io.images import BIT_DEPTHS, DEFAULT_MAX_PIXELS
 from brushwork.io.masks import parse_color
+from brushwork.maths.distributions import STYLE_LOSSES
 from brushwork.maths.losses import CONTENT_NORMS, STYLE_NORMS
 from brushwork.maths.regions import MASK_MODES
 from brushwork.maths.strength import DEFAULT_STRENGTH, KNOBS, knobs
@@ -101,6 +102,12 @@ class Settings:
     style_norm: str = _opt("paper", "style loss normalisation: paper = 1/(4 N^2 M^2), "
                            "mean = the PyTorch tutorial's, keras = the Keras example's",
                            choices=STYLE_NORMS)
+    # brushwork.engine.style_terms, brushwork.maths.distributions; docs/style-losses.md.
+    style_loss: str = _opt(
+        "gram", "the style statistic: gram = the paper's Gram matrices; w2 = Wasserstein-2 "
+        "between Gaussian fits of the features (means and covariances); sliced = sliced "
+        "Wasserstein, the features' whole distributions along random projections (no tiles, "
+        "no masks)", choices=STYLE_LOSSES)
     # The optimiser.
     optimizer: str = _opt("lbfgs", "lbfgs, adam, or sgd (with an exponentially decaying rate, "
                           "as in the Keras example)",
@@ -327,6 +334,7 @@ def validate(s: Settings) -> None:
     _choice("precision", s.precision, PRECISIONS)
     _choice("content_norm", s.content_norm, CONTENT_NORMS)
     _choice("style_norm", s.style_norm, STYLE_NORMS)
+    _choice("style_loss", s.style_loss, STYLE_LOSSES)
     if not isinstance(s.init, str) or not s.init:
         raise BrushworkError(f"init must be 'content', 'noise' or an image file, not {s.init!r}")
     if s.seed is not None and (isinstance(s.seed, bool) or not isinstance(s.seed, int)

@@ -32,9 +32,11 @@ from torch import nn
 from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.objective import size_invariant_weight
 from brushwork.engine.settings import Settings
+from brushwork.engine.style_terms import StyleLayer, refuse_sliced
 from brushwork.errors import BrushworkError
-from brushwork.maths.losses import gram, style_layer_loss, tv_loss
-from brushwork.maths.regions import LayerGuide, guided_grams, guided_style_loss, guides
+from brushwork.maths.distributions import moment_matrix
+from brushwork.maths.losses import gram, tv_loss
+from brushwork.maths.regions import LayerGuide, guides
 
 
 def strides(steps: Sequence[str]) -> dict[str, int]:
@@ -147,45 +149,36 @@ def _content_scale(norm: str, numel: int) -> float:
 
 @torch.no_grad()
 def tiled_grams(net: FeatureExtractor, image: torch.Tensor, layers: Sequence[str],
-                tile: int) -> list[torch.Tensor]:
+                tile: int, loss: str = "gram") -> list[torch.Tensor]:
     """Gram matrices of ``image`` at ``layers`` (``(C, C)`` each, not divided by the
-    positions), accumulated tile by tile."""
+    positions), accumulated tile by tile; with ``loss="w2"``, moment matrices
+    (:func:`brushwork.maths.distributions.moment_matrix`)."""
+    if loss not in ("gram", "w2"):
+        raise BrushworkError(f"style_loss {loss} cannot be evaluated in tiles; use w2 or gram")
     halo, align = tile_geometry(net)
     stride = strides(net.steps)
-    grams: list[torch.Tensor | None] = [None] * len(layers)
+    statistic = moment_matrix if loss == "w2" else (lambda f: gram(f)[0])
+    sums: list[torch.Tensor | None] = [None] * len(layers)
     for t in plan_tiles(image.shape[-2], image.shape[-1], tile, halo, align):
-        _add_owned_grams(grams, t, net(t.box(image)), layers, stride)
-    return [g for g in grams if g is not None]
+        feats = net(t.box(image))
+        for i, name in enumerate(layers):
+            g = statistic(t.owned(feats[name], stride[name]))
+            prev = sums[i]
+            sums[i] = g if prev is None else prev.add_(g)
+    return [g for g in sums if g is not None]
 
 
-def _add_owned_grams(grams: list[torch.Tensor | None], t: Tile,
-                     feats: dict[str, torch.Tensor], layers: Sequence[str],
-                     stride: dict[str, int],
-                     layer_guides: Sequence[LayerGuide] | None = None) -> None:
-    """Add the Gram matrices of the positions ``t`` owns into ``grams`` (in place); with
-    ``layer_guides``, each region's guided Gram matrix ``(R, C, C)``."""
-    for i, name in enumerate(layers):
-        g = _owned_gram(t, feats[name], stride[name],
-                        layer_guides[i] if layer_guides is not None else None)
-        prev = grams[i]
-        grams[i] = g if prev is None else prev.add_(g)
-
-
-def _owned_gram(t: Tile, features: torch.Tensor, stride: int,
-                guide: LayerGuide | None) -> torch.Tensor:
-    """The Gram matrix of the positions ``t`` owns in ``features``; with ``guide``, each
-    region's, from the tile's slice of the whole picture's masks at this layer."""
-    owned = t.owned(features, stride)
-    if guide is None:
-        return gram(owned)[0]
-    return guided_grams(owned, _owned_target(guide.roots, t, stride))
+def _owned_roots(guides: Sequence[LayerGuide] | None, i: int, t: Tile,
+                 stride: int) -> torch.Tensor | None:
+    """The tile's slice of the whole picture's mask roots at style layer ``i``."""
+    return None if guides is None else _owned_target(guides[i].roots, t, stride)
 
 
 def tiled_style_grams(net: FeatureExtractor, style: torch.Tensor, layers: Sequence[str],
-                      tile: int) -> list[torch.Tensor]:
-    """:func:`brushwork.engine.objective.style_grams` (per position) for a style image too large
-    to run whole."""
-    grams = tiled_grams(net, style, layers, tile)
+                      tile: int, loss: str = "gram") -> list[torch.Tensor]:
+    """:func:`brushwork.engine.style_terms.style_statistics` (per position) for a style
+    image too large to run whole (gram and w2; sliced is never tiled)."""
+    grams = tiled_grams(net, style, layers, tile, loss)
     stride = strides(net.steps)
     h, w = style.shape[-2:]
     return [g / (-(-h // stride[n]) * -(-w // stride[n])) for g, n in zip(grams, layers,
@@ -221,11 +214,17 @@ class TiledObjective(nn.Module):
         halo, align = tile_geometry(net)
         self.tiles = plan_tiles(height, width, tile, halo, align)
         self.stride = strides(net.steps)
-        self.style_targets = [g.detach() for g in style_targets]
+        refuse_sliced(settings, tiled=f"{width}x{height}")
         self.guides: list[LayerGuide] | None = None
         if masks is not None:
             self.guides = guides(masks, net.steps, settings.style_layers, settings.mask_mode)
-            self.region_weights = list(weights) if weights is not None else [1.0] * len(masks)
+        extra = 1 if settings.style_loss == "w2" else 0  # a moment matrix's border
+        self.style_layers = [
+            StyleLayer(settings, i, target.detach(), target.shape[-1] - extra,
+                       self._positions(name), self.image_pixels,
+                       self.guides[i].areas if self.guides is not None else None, weights)
+            for i, (name, target) in enumerate(zip(settings.style_layers, style_targets,
+                                                   strict=True))]
         # The photo's content features, whole, assembled from the tiles' owned positions.
         self.content_targets = [_assemble(net, content, name, self.stride[name], self.tiles)
                                 for name in settings.content_layers]
@@ -249,7 +248,13 @@ class TiledObjective(nn.Module):
         content = 0.0
         for t in self.tiles:
             feats = self.net(t.box(x))
-            _add_owned_grams(grams, t, feats, s.style_layers, self.stride, self.guides)
+            for i, (name, layer) in enumerate(zip(s.style_layers, self.style_layers,
+                                                  strict=True)):
+                st = self.stride[name]
+                g = layer.statistic(t.owned(feats[name], st),
+                                    _owned_roots(self.guides, i, t, st))
+                prev = grams[i]
+                grams[i] = g if prev is None else prev.add_(g)
             for name, target in zip(s.content_layers, self.content_targets, strict=True):
                 diff = t.owned(feats[name], self.stride[name]) - _owned_target(
                     target, t, self.stride[name])
@@ -263,22 +268,11 @@ class TiledObjective(nn.Module):
                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The style loss (before beta) from whole Gram matrices, and its gradient with
         respect to each of them."""
-        s = self.s
         leaves = [g.detach().requires_grad_(True) for g in grams]
         with torch.enable_grad():
             style = leaves[0].new_zeros(())
-            for i, name in enumerate(s.style_layers):
-                positions = self._positions(name)
-                channels = leaves[i].shape[-1]
-                if self.guides is not None:
-                    style = style + self.layer_weights[i] * guided_style_loss(
-                        leaves[i], self.style_targets[i], self.guides[i].areas,
-                        self.region_weights, channels, positions, s.style_norm,
-                        self.image_pixels)
-                    continue
-                target = self.style_targets[i] * positions
-                style = style + self.layer_weights[i] * style_layer_loss(
-                    leaves[i], target, channels, positions, s.style_norm, self.image_pixels)
+            for i, layer in enumerate(self.style_layers):
+                style = style + self.layer_weights[i] * layer.from_statistic(leaves[i])
             d_grams = list(torch.autograd.grad(style, leaves))
         return style.detach(), d_grams
 
@@ -294,8 +288,9 @@ class TiledObjective(nn.Module):
                 share = xt.new_zeros(())
                 if g_style:
                     for i, (name, d) in enumerate(zip(s.style_layers, d_grams, strict=True)):
-                        g = _owned_gram(t, feats[name], self.stride[name],
-                                        self.guides[i] if self.guides is not None else None)
+                        st = self.stride[name]
+                        g = self.style_layers[i].statistic(
+                            t.owned(feats[name], st), _owned_roots(self.guides, i, t, st))
                         share = share + g_style * (d * g).sum()
                 if g_content:
                     for name, target in zip(s.content_layers, self.content_targets,

@@ -35,6 +35,11 @@ STYLE_WEIGHT = 1e4  # beta; strength turns alpha against it
 # (value at strength 0, value at strength 1)
 CONTENT_WEIGHT_RANGE = (3000.0, 0.003)
 COARSEST_RANGE = (128.0, 64.0)
+# Each style loss's factor, so that one strength (one beta against alpha) means a like
+# balance of photo and painting whatever the statistic: the median over photo/painting
+# pairs of the Gram loss's gradient norm at the photo over this loss's
+# (docs/scripts/style_loss_scales.py; docs/style-losses.md).
+STYLE_LOSS_SCALES: dict[str, float] = {"gram": 1.0, "w2": 1.1, "sliced": 325.0}
 # What strength sets; giving one of these beside an explicit strength must agree.
 KNOBS = ("content_weight", "style_weight", "min_size", "photo_detail")
 # The defaults before strength existed: alpha 0.5, the pyramid from 160 px, and each

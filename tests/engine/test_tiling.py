@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.objective import Objective, style_grams
 from brushwork.engine.settings import Settings
+from brushwork.engine.style_terms import style_statistics
 from brushwork.engine.tiling import (
     TiledObjective,
     _spans,
@@ -69,10 +70,13 @@ CASES = [
     {"content_norm": "mean", "style_norm": "mean", "pooling": "avg"},
     {"style_layers": ("relu1_1", "pool3", "conv4_1"), "content_layers": ("relu2_1",),
      "style_norm": "keras", "tv_weight": 1.0, "content_norm": "sum"},
+    {"style_loss": "w2"},
+    {"style_loss": "w2", "style_layers": ("relu1_1", "pool3", "conv4_1"), "pooling": "avg"},
 ]
 
 
-@pytest.mark.parametrize("options", CASES, ids=["defaults", "mean-avg", "pooled-keras"])
+@pytest.mark.parametrize("options", CASES,
+                         ids=["defaults", "mean-avg", "pooled-keras", "w2", "w2-pooled-avg"])
 def test_tiled_objective_equals_the_whole_one(options, device):
     """Odd sizes, so tile edges do not divide the picture evenly."""
     s = Settings(**options)
@@ -81,7 +85,7 @@ def test_tiled_objective_equals_the_whole_one(options, device):
     g = torch.Generator().manual_seed(4)
     photo = (torch.rand(1, 3, 197, 230, generator=g) * 255).to(device)
     style = (torch.rand(1, 3, 120, 100, generator=g) * 255).to(device)
-    targets = style_grams(net, style, s.style_layers)
+    targets = style_statistics(net, style, s)
     whole = Objective(net, s, photo, targets)
     tiled = TiledObjective(net, s, photo, targets, tile=16)
     # Tiles both ways (3 x 5 for relu5_1's 80 px halo, more for shallower layers).
@@ -96,21 +100,25 @@ def test_tiled_objective_equals_the_whole_one(options, device):
     assert float((a.grad - b.grad).abs().max()) < 1e-4 * float(a.grad.abs().max())
 
 
-def test_tiled_style_targets_equal_whole_ones():
-    s = Settings()
+@pytest.mark.parametrize("loss", ["gram", "w2"])
+def test_tiled_style_targets_equal_whole_ones(loss):
+    s = Settings(style_loss=loss)
     net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers)
     style = torch.rand(1, 3, 230, 201, generator=torch.Generator().manual_seed(5)) * 255
     assert len(plan_tiles(230, 201, 16, *tile_geometry(net))) == 5 * 3
-    whole = style_grams(net, style, s.style_layers)
-    tiled = tiled_style_grams(net, style, s.style_layers, tile=16)
+    whole = style_statistics(net, style, s)
+    tiled = tiled_style_grams(net, style, s.style_layers, tile=16, loss=loss)
+    if loss == "gram":
+        torch.testing.assert_close(whole[0], style_grams(net, style, s.style_layers)[0])
     for w, t in zip(whole, tiled, strict=True):
         torch.testing.assert_close(t, w, rtol=1e-4, atol=1e-4 * float(w.abs().max()))
 
 
-@pytest.mark.parametrize("mode", ["resize", "inside"])
-def test_tiled_objective_with_regions_equals_the_whole_one(mode, device):
+@pytest.mark.parametrize(("mode", "loss"), [("resize", "gram"), ("inside", "gram"),
+                                           ("resize", "w2")])
+def test_tiled_objective_with_regions_equals_the_whole_one(mode, loss, device):
     """Soft masks of two styles (and a corner in neither), each tile taking its slice."""
-    s = Settings(mask_mode=mode)
+    s = Settings(mask_mode=mode, style_loss=loss)
     net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers).to(device)
     g = torch.Generator().manual_seed(6)
     h, w = 197, 230
@@ -122,7 +130,7 @@ def test_tiled_objective_with_regions_equals_the_whole_one(mode, device):
     masks = masks.to(device)
     whole = Objective.for_styles(net, s, photo, styles, [2.0, 1.0], masks=masks)
     targets = [torch.stack(layer) for layer in zip(
-        *[style_grams(net, t, s.style_layers) for t in styles], strict=True)]
+        *[style_statistics(net, t, s) for t in styles], strict=True)]
     tiled = TiledObjective(net, s, photo, targets, tile=16, masks=masks,
                            weights=whole.region_weights)
     x = (torch.rand(1, 3, h, w, generator=g) * 255).to(device)
@@ -133,3 +141,15 @@ def test_tiled_objective_with_regions_equals_the_whole_one(mode, device):
     for key in ("content", "style", "total"):
         assert got[key].item() == pytest.approx(want[key].item(), rel=1e-4)
     assert float((a.grad - b.grad).abs().max()) < 1e-4 * float(a.grad.abs().max())
+
+
+def test_a_sliced_loss_in_tiles_is_refused_with_one_line():
+    s = Settings(style_loss="sliced")
+    net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers)
+    g = torch.Generator().manual_seed(7)
+    photo = torch.rand(1, 3, 120, 130, generator=g) * 255
+    targets = style_statistics(net, torch.rand(1, 3, 64, 64, generator=g) * 255, s)
+    with pytest.raises(BrushworkError, match=r"^style_loss sliced cannot be painted in tiles "
+                       r".*the 130x120 scale.*use style_loss w2 or gram") as caught:
+        TiledObjective(net, s, photo, targets, tile=16)
+    assert "\n" not in str(caught.value)

@@ -138,3 +138,18 @@ def test_sweep_over_strength_plans_one_cell_per_value_and_checks_contradictions(
                                                  {"strength": 1.0}]
     with pytest.raises(BrushworkError, match="contradicts"):
         plan({"strength": [0.1, 0.5]}, content_weight=2.0, size=64, seed=1)
+
+
+def test_each_style_loss_has_the_scale_its_measurement_recorded():
+    """STYLE_LOSS_SCALES are docs/style_loss_scales.json's, rounded (docs/style-losses.md)."""
+    import json
+    from pathlib import Path
+
+    from brushwork.maths.distributions import STYLE_LOSSES
+    from brushwork.maths.strength import STYLE_LOSS_SCALES
+
+    measured = json.loads((Path(__file__).resolve().parents[2] / "docs" /
+                           "style_loss_scales.json").read_text())["scales"]
+    assert set(STYLE_LOSS_SCALES) == set(STYLE_LOSSES) == set(measured)
+    for loss, scale in STYLE_LOSS_SCALES.items():
+        assert scale == pytest.approx(measured[loss], rel=0.05), loss

@@ -29,6 +29,7 @@ from brushwork.commands import main
 from brushwork.commands.parser import build_parser
 from brushwork.errors import DivergedError
 from brushwork.io.images import read_metadata
+from brushwork.maths.distributions import STYLE_LOSSES
 from brushwork.maths.strength import DEFAULT_STRENGTH, knobs
 from brushwork.studio import worker as worker_module
 from brushwork.studio.store import Store
@@ -155,6 +156,10 @@ def test_page_and_static_files_are_served_with_safe_headers(client):
     assert config["defaults"]["content_weight"] == pytest.approx(
         knobs(DEFAULT_STRENGTH)["content_weight"])
     assert config["defaults"]["min_size"] == knobs(DEFAULT_STRENGTH)["min_size"]
+    # The page offers each style statistic the API takes, the default first.
+    page = client.get("/").text.split('<select id="style_loss"')[1].split("</select>")[0]
+    offered = [part.split('"')[0] for part in page.split('<option value="')[1:]]
+    assert offered == list(STYLE_LOSSES) and config["defaults"]["style_loss"] == offered[0]
 
 
 @pytest.fixture
@@ -513,6 +518,7 @@ def test_unknown_upload_id(client):
     ({"strength": 0.5, "content_weight": 5}, "contradicts"),
     ({"photo_detail": -0.1}, "photo_detail"),
     ({"preserve_colors": "sepia"}, "preserve_colors"),
+    ({"style_loss": "w3"}, "style_loss must be one of gram, w2, sliced"),
     ({"optimizer": "newton"}, "optimizer"),
     ({"content_layers": ["relu9_9"]}, "relu9_9"),
     # relu5_4 is VGG19's; the offered model is a VGG16, so the request is refused at once.

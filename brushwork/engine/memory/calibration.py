@@ -22,8 +22,9 @@ import torch
 from brushwork.engine.cache import model_key
 from brushwork.engine.memory.probe import PeakMeter, resident_bytes, sync
 from brushwork.engine.network import FeatureExtractor
-from brushwork.engine.objective import Objective, style_grams
+from brushwork.engine.objective import Objective
 from brushwork.engine.settings import Settings
+from brushwork.engine.style_terms import style_statistics
 from brushwork.engine.tiling import Tile, TiledObjective, tile_geometry
 from brushwork.errors import BrushworkError
 from brushwork.io.weights import cache_dir, write_cache_json
@@ -242,7 +243,7 @@ def _calibration_key(net: FeatureExtractor, settings: Settings, device: torch.de
     # The network's precision sets both the time and the bytes of saved activations.
     return "|".join(map(str, (device, hardware, torch.__version__, torch.get_num_threads(),
                               model_key(settings.model), net.pooling, settings.content_layers,
-                              settings.style_layers, net.dtype)))
+                              settings.style_layers, settings.style_loss, net.dtype)))
 
 
 def _objective_factory(net: FeatureExtractor, settings: Settings,
@@ -259,7 +260,10 @@ def _objective_factory(net: FeatureExtractor, settings: Settings,
 
 def _tiled_factory(net: FeatureExtractor, settings: Settings,
                    device: torch.device) -> Callable[[], TiledObjective]:
-    """The run's objective in 2 x 2 tiles of the smallest size a plan may choose."""
+    """The run's objective in 2 x 2 tiles of the smallest size a plan may choose (a
+    sliced loss is never tiled: w2's tiles, the dearer of the two that may be, stand in)."""
+    tileable = replace(settings, style_loss="w2") if settings.style_loss == "sliced" \
+        else settings
     halo, align = tile_geometry(net)
     tile = max(halo, align)
     n = 2 * (tile + halo)
@@ -268,8 +272,8 @@ def _tiled_factory(net: FeatureExtractor, settings: Settings,
         g = torch.Generator().manual_seed(1)
         photo = (torch.rand(1, 3, n, n, generator=g) * 255).to(device)
         style = (torch.rand(1, 3, 64, 64, generator=g) * 255).to(device)
-        return TiledObjective(net, settings, photo, style_grams(net, style,
-                                                                settings.style_layers), tile)
+        return TiledObjective(net, tileable, photo, style_statistics(net, style, tileable),
+                              tile)
 
     return tiled
 

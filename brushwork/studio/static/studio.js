@@ -143,7 +143,7 @@ function setupForm() {
 
 function resetForm() {
   const d = state.config.defaults;
-  for (const name of [...Object.keys(SLIDERS), "preserve_colors", "model", "seed"]) {
+  for (const name of [...Object.keys(SLIDERS), "preserve_colors", "style_loss", "model", "seed"]) {
     setOption(name, d[name]);
   }
   $("advanced").open = false;
@@ -164,6 +164,7 @@ function readOptions() {
     options[name] = SLIDERS[name].int ? Math.round(v) : v;
   }
   options.preserve_colors = $("preserve_colors").value;
+  options.style_loss = $("style_loss").value;
   options.model = $("model").value;
   const seed = $("seed").value.trim();
   if (seed !== "") options.seed = Math.round(Number(seed));
