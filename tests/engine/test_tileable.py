@@ -97,3 +97,15 @@ def test_wrapped_tiles_give_the_whole_torus_objective(tv_weight):
     # The flat objective differs at the same picture: the torus is really in use.
     flat = Objective(net, Settings(tv_weight=tv_weight), photo, targets)(x)
     assert flat["style"].item() != pytest.approx(want["style"].item(), rel=1e-3)
+
+
+def test_stylize_paints_a_tileable_picture_on_the_grid(use_tiny, photo_path, painting_path):
+    import brushwork
+
+    result = brushwork.stylize(photo_path, painting_path, size=48, iterations=3,
+                               multiscale="on", min_size=24, tileable=True, seed=1)
+    # The 40x32 photo at 48 px is 48x38, rounded to 48x32; the coarse scale's 24x19 to
+    # 32x16 (the nearest multiples of 16).
+    assert result.image.size == (48, 32)
+    assert {(h["scale"]) for h in result.history} == {0, 1}
+    assert result.settings["tileable"] is True
