@@ -2,12 +2,14 @@
 shown as a 2x2 repetition so that a seam shows where it is, with the seam ratios.
 
     python docs/scripts/texture.py [PAINTING] [--size 256] [--iterations 40] [--seed 1]
-                                   [--out docs/images/texture_starry_night.jpg]
+                                   [--out docs/images/texture_starry_night.jpg] [--keep DIR]
 
 Paints the texture twice with the default network, the same seed and settings, once
 with ``tileable=True``; prints each one's seam ratio (brushwork.maths.torus.seam_ratio:
 in the 2x2 repetition, the mean step between neighbouring pixels across the seam lines
-over the mean step elsewhere; 1 = no seam), the losses and the time; writes the sheet
+over the mean step elsewhere; 1 = no seam), the same ratio with each other line of the
+network's 16 px pooling grid rolled to the seam (a torus has no special line, so the seam
+is only one of them), the losses and the time; writes the sheet
 (painting | tileable 2x2 | flat 2x2) as JPEG.  PAINTING defaults to
 ../shared/images/style/starry_night.jpg.
 """
@@ -18,6 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 import brushwork
@@ -40,6 +43,19 @@ def repeat(picture: Image.Image) -> Image.Image:
     return out
 
 
+def grid_lines(pixels: torch.Tensor, step: int = 16) -> tuple[float, float]:
+    """The seam ratio of ``pixels`` rolled so that each other line of the network's
+    16 px pooling grid becomes the seam (the mean over them), and so that the lines
+    half-way between become it: on a torus the real seam is one of the grid lines, so
+    it is only as visible as they are."""
+    h, w = pixels.shape[-2:]
+    on = [seam_ratio(pixels.roll((r * h // w, r), (-2, -1)))
+          for r in range(step, w, step)]
+    off = [seam_ratio(pixels.roll((r * h // w, r), (-2, -1)))
+           for r in range(step // 2, w, step)]
+    return sum(on) / len(on), sum(off) / len(off)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("painting", nargs="?", default=str(PAINTING))
@@ -47,19 +63,26 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=str(HERE / "images" / "texture_starry_night.jpg"))
+    ap.add_argument("--keep", metavar="DIR", help="also write each texture as a PNG here")
+    ap.add_argument("--only", choices=("tileable", "flat"), help="paint only this one")
     args = ap.parse_args()
     cache = Cache()
     pics, notes = [], []
-    for tileable in (True, False):
+    for tileable in [t for t in (True, False)
+                     if args.only is None or args.only == ("tileable" if t else "flat")]:
         began = time.perf_counter()
         result = brushwork.texture(args.painting, args.size, iterations=args.iterations,
                                    seed=args.seed, tileable=tileable, cache=cache)
         assert result.pixels is not None
         ratio = seam_ratio(result.pixels)
         name = "tileable" if tileable else "flat"
-        print(f"{name}: {result.image.width}x{result.image.height}, seam ratio {ratio:.3f}, "
-              f"style loss {result.losses['style']:.4g}, "
+        on, off = grid_lines(result.pixels)
+        print(f"{name}: {result.image.width}x{result.image.height}, seam ratio {ratio:.3f} "
+              f"(the other 16 px grid lines as seams: {on:.3f}; the lines between them: "
+              f"{off:.3f}), style loss {result.losses['style']:.4g}, "
               f"{time.perf_counter() - began:.0f} s")
+        if args.keep:
+            result.save(Path(args.keep) / f"texture_{name}.png", force=True)
         pics.append(repeat(result.image))
         notes.append(f"{name}: seam ratio {ratio:.2f}")
     painting = load_image(args.painting, role="style")
