@@ -49,15 +49,19 @@ def _fmt_default(value: Any) -> str:
 
 def add_settings_options(parser: argparse.ArgumentParser,
                          overrides: dict[str, Any] | None = None,
-                         sweepable: tuple[str, ...] = ()) -> None:
+                         sweepable: tuple[str, ...] = (),
+                         skip: tuple[str, ...] = ()) -> None:
     """One option per Settings field, with its default (or the command's own) in the help.
 
     Fields in ``sweepable`` take several values (kept as raw strings; see
-    brushwork.commands.sweep.sweep_values).
+    brushwork.commands.sweep.sweep_values); fields in ``skip`` get no flag (those that
+    make no sense for the command, a texture's photo options).
     """
     overrides = overrides or {}
     group = parser.add_argument_group("style transfer options")
     for spec in cli_options():
+        if spec.name in skip:
+            continue
         default = overrides.get(spec.name, spec.default)
         # argparse's default formatter would repeat a default it can see; a literal one is
         # written for the suppressed ones (the user did not pass them: Settings decides).

@@ -7,15 +7,25 @@ import argparse
 from types import ModuleType
 
 from brushwork._version import __version__
-from brushwork.commands import batch, bench, demo, models, studio, stylize, sweep, video
+from brushwork.commands import (
+    batch,
+    bench,
+    demo,
+    models,
+    studio,
+    stylize,
+    sweep,
+    texture,
+    video,
+)
 from brushwork.commands.options import Parser
 
 # name -> the module that declares and runs it.  Each module has HELP (one line for
 # `brushwork --help`), add_arguments(parser) and run(args) -> exit status; DESCRIPTION
 # optionally, for the subcommand's own --help.
 COMMANDS: dict[str, ModuleType] = {
-    "stylize": stylize, "demo": demo, "sweep": sweep, "video": video, "batch": batch,
-    "bench": bench, "models": models, "studio": studio,
+    "stylize": stylize, "texture": texture, "demo": demo, "sweep": sweep, "video": video,
+    "batch": batch, "bench": bench, "models": models, "studio": studio,
 }
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from brushwork.commands.options import add_run_options, add_settings_options, settings_from_args
+from brushwork.engine.memory.forecast import Estimate
 from brushwork.engine.painter import estimate, stylize
 from brushwork.engine.pyramid import count_steps
 from brushwork.engine.result import Interrupted, Iterate, Result
@@ -58,9 +59,24 @@ def snapshot_path(output: Path, step: int) -> Path:
 
 def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
                 options: dict[str, Any]) -> int:
+    """Paint ``content`` in ``styles`` as ``args`` (add_run_options's flags) ask."""
+    return run_painting(lambda **run: stylize(content, list(styles), **run, **options),
+                        lambda: estimate(content, list(styles), **options), args, options)
+
+
+# A painting run given its callback, log, checkpoint, checkpoint_every and resume.
+Paint = Callable[..., Result]
+
+
+def run_painting(paint: Paint, forecast: Callable[[], Estimate], args: argparse.Namespace,
+                 options: dict[str, Any]) -> int:
+    """One picture painted as ``args`` ask (``--estimate`` prints ``forecast()``
+    instead), with a progress bar, snapshots, a checkpoint, Ctrl-C and an atomic write:
+    what ``brushwork stylize``, ``demo`` and ``texture`` share.  ``options``: the run's
+    settings, checked before any file is touched."""
     settings = Settings(**options)  # validate before touching any file
     if args.estimate:
-        return print_estimate(content, styles, options)
+        return print_estimate(forecast())
     if args.print_every < 0 or args.save_every < 0:
         raise BrushworkError("--print-every and --save-every must be 0 or positive")
     if not args.checkpoint_every >= 0:  # NaN too
@@ -101,9 +117,8 @@ def run_stylize(content: Any, styles: Sequence[Any], args: argparse.Namespace,
                               role="snapshot")
 
     try:
-        result = stylize(content, list(styles), callback=on_step, log=log,
-                         checkpoint=checkpoint, checkpoint_every=60 * args.checkpoint_every,
-                         resume=args.resume, **options)
+        result = paint(callback=on_step, log=log, checkpoint=checkpoint,
+                       checkpoint_every=60 * args.checkpoint_every, resume=args.resume)
     except Interrupted as stop:
         if bar is not None:
             bar.close()
@@ -151,9 +166,8 @@ def _check_files(args: argparse.Namespace, overwrite: bool, bit_depth: int
     return output, checkpoint, plot
 
 
-def print_estimate(content: Any, styles: Sequence[Any], options: dict[str, Any]) -> int:
+def print_estimate(forecast: Estimate) -> int:
     """``--estimate``: the prediction and the plan per scale, on stdout; nothing written."""
-    forecast = estimate(content, list(styles), **options)
     print(forecast.describe())
     for level, p in enumerate(forecast.scales, 1):
         how = f"tiles of {p.tile} px" if p.tile is not None else "whole"
@@ -166,5 +180,6 @@ def write_plot(result: Result, path: Path, force: bool) -> None:
     from brushwork.io.plots import loss_plot
 
     size = f"{result.image.width}x{result.image.height}"
-    title = f"{Path(str(result.inputs['content'])).name}, {size}"
+    subject = result.inputs.get("content")
+    title = f"{Path(str(subject)).name if subject is not None else 'texture'}, {size}"
     save_image(loss_plot(result.history, title=title), path, force=force)

@@ -2,6 +2,7 @@
 features, the studio and the commands above it (see docs/architecture.md).
 
 * ``painter``    :func:`stylize` and :func:`estimate`: the run, coarse to fine
+* ``texture``    :func:`texture` and :func:`estimate_texture`: the style alone, from noise
 * ``settings``   :class:`Settings`, the one schema of options (CLI, API, studio, batch)
 * ``result``     what a run hands back: :class:`Iterate`, :class:`Result`, :class:`Interrupted`
 * ``network``    the frozen VGG feature extractor
@@ -23,6 +24,8 @@ from brushwork.engine.memory.forecast import Estimate
 from brushwork.engine.painter import ImageInput, estimate, stylize
 from brushwork.engine.result import Interrupted, Iterate, Result
 from brushwork.engine.settings import Settings, option_specs
+from brushwork.engine.texture import estimate_texture, texture
 
-__all__ = ["stylize", "estimate", "Estimate", "Cache", "Settings", "option_specs", "Result",
-           "Iterate", "Interrupted", "ImageInput", "resolve_device"]
+__all__ = ["stylize", "estimate", "texture", "estimate_texture", "Estimate", "Cache",
+           "Settings", "option_specs", "Result", "Iterate", "Interrupted", "ImageInput",
+           "resolve_device"]

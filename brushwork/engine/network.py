@@ -121,8 +121,16 @@ class FeatureExtractor(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``image``: (B, 3, H, W) RGB in 0..255."""
+    def forward(self, image: torch.Tensor, wrap: bool = False) -> dict[str, torch.Tensor]:
+        """``image``: (B, 3, H, W) RGB in 0..255.
+
+        ``wrap``: see the picture as a torus, its left edge the right one's neighbour and
+        its top the bottom's: each convolution pads circularly instead of with zeros, so
+        features at an edge see the opposite edge and a picture that matches them there
+        repeats without a seam.  Its height and width must be multiples of the deepest
+        layer's stride (:func:`stride`), so that every pooling tiles the torus exactly."""
+        if wrap:
+            self._check_wraps(image)
         wanted = set(self.layers)
         features: dict[str, torch.Tensor] = {}
         x = self.preprocess(image)
@@ -135,7 +143,13 @@ class FeatureExtractor(nn.Module):
         self._weights_layout(nhwc)
         for name in self.steps:
             if name.startswith("conv"):
-                x = self.convs[name](x)
+                conv = self.convs[name]
+                if wrap:
+                    assert isinstance(conv, nn.Conv2d)
+                    x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), conv.weight,
+                                 conv.bias)
+                else:
+                    x = conv(x)
             elif name.startswith("relu"):
                 # In place unless the pre-activation itself was asked for.
                 x = F.relu(x, inplace="conv" + name[4:] not in wanted)
@@ -146,6 +160,17 @@ class FeatureExtractor(nn.Module):
             if name in wanted:
                 features[name] = x
         return features
+
+    def stride(self) -> int:
+        """The deepest layer's stride in pixels: 2 to the number of poolings before it."""
+        return 2 ** sum(name.startswith("pool") for name in self.steps)
+
+    def _check_wraps(self, image: torch.Tensor) -> None:
+        height, width = image.shape[-2:]
+        stride = self.stride()
+        if height % stride or width % stride:
+            raise BrushworkError(f"a picture seen as a torus must be a multiple of {stride} px "
+                                 f"on each side, not {width}x{height}")
 
     def _weights_layout(self, nhwc: bool) -> None:
         """Weights in the activations' layout: on the CPU in NHWC, or each convolution's

@@ -133,7 +133,9 @@ class Objective(nn.Module):
         n = len(settings.style_layers)
         self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
         with torch.no_grad():
-            feats = net(content)
+            # Seen as the picture is (on a torus when tileable), so that the photo itself
+            # is still the content loss's minimum.
+            feats = net(content, wrap=settings.tileable)
         for i, name in enumerate(settings.content_layers):
             target = feats[name].detach()  # float32 (or wider) whatever the network's dtype
             self.register_buffer(f"content_{i}", target.to(
@@ -173,7 +175,7 @@ class Objective(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.s
-        feats = self.net(x)
+        feats = self.net(x, wrap=s.tileable)
         content = x.new_zeros(())
         for i, name in enumerate(s.content_layers):
             content = content + content_loss(feats[name], getattr(self, f"content_{i}"),
@@ -182,7 +184,7 @@ class Objective(nn.Module):
         for i, (name, layer) in enumerate(zip(s.style_layers, self.style_layers, strict=True)):
             roots = getattr(self, f"roots_{i}") if self.guided else None
             style = style + self.layer_weights[i] * layer(feats[name], roots, self.gram)
-        tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else x.new_zeros(())
+        tv = tv_loss(x, s.tv_power, s.tileable) if s.tv_weight > 0 else x.new_zeros(())
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
                  "tv": s.tv_weight * tv}
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]

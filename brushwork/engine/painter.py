@@ -44,6 +44,7 @@ from brushwork.io.images import load_image, resize_to, scaled_size, to_image, to
 from brushwork.io.masks import load_masks
 from brushwork.maths.color import luminance_transfer, match_color
 from brushwork.maths.regions import recolour_by_region, resize_masks
+from brushwork.maths.torus import resize_wrapped
 
 ImageInput = Any  # a path, a PIL image or a numpy array
 Callback = Callable[[Iterate], None]
@@ -204,7 +205,8 @@ class _Run:
             x = _first_image(settings, self.inputs, photo, self.generator) \
                 if self.start is None else _resized(self.start.to(device, torch.float32), photo)
         else:
-            x = enlarge(x, prev_photo, photo, settings.knob("photo_detail"))
+            x = enlarge(x, prev_photo, photo, settings.knob("photo_detail"),
+                        wrap=settings.tileable)
         x = x.contiguous().requires_grad_(True)
         last = level == self.scales - 1
         painter = _ScalePainter(x, Optimiser(x, objective, settings, scale_plan.history),
@@ -309,12 +311,16 @@ def _forecast(net: FeatureExtractor, settings: Settings, device: torch.device,
 
 
 def enlarge(x: torch.Tensor, coarse_photo: torch.Tensor, photo: torch.Tensor,
-            photo_detail: float) -> torch.Tensor:
+            photo_detail: float, wrap: bool = False) -> torch.Tensor:
     """The start of a finer scale: the coarse picture ``x``, enlarged to ``photo``'s size,
     plus ``photo_detail`` times the detail this scale's photo has and the coarse one
     lacks.  1 enlarges only what the coarse scale added to the photo (the photo's edges
-    stay sharp); 0 enlarges the coarse painting as it is."""
+    stay sharp); 0 enlarges the coarse painting as it is.  ``wrap``: both enlarged as
+    tori (a tileable run), so the edges stay each other's neighbours."""
     h, w = photo.shape[-2:]
+    if wrap:
+        coarse, x = resize_wrapped(coarse_photo, (h, w)), resize_wrapped(x, (h, w))
+        return (x + photo_detail * (photo - coarse)).clamp(0, 255)
     coarse = F.interpolate(coarse_photo, size=(h, w), mode="bicubic", align_corners=False)
     x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
     return (x + photo_detail * (photo - coarse)).clamp(0, 255)

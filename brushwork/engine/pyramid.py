@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brushwork.engine.settings import Settings
+from brushwork.engine.settings import TILEABLE_MULTIPLE, Settings
 from brushwork.io.images import scaled_size
 
 
@@ -40,9 +40,17 @@ def scales(settings: Settings, content_size: tuple[int, int]) -> list[Scale]:
         while longs[0] // 2 >= min_size:
             longs.insert(0, longs[0] // 2)
     last = len(longs) - 1
-    return [Scale(scaled_size(content_size, long_side),
+    sized = (tileable_size if settings.tileable else lambda size: size)
+    return [Scale(sized(scaled_size(content_size, long_side)),
                   settings.iterations * (2 if i < last else 1))
             for i, long_side in enumerate(longs)]
+
+
+def tileable_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` (width, height) with each side rounded to the nearest multiple (halves up) of
+    :data:`TILEABLE_MULTIPLE` (at least one), as a tileable picture's must be."""
+    m = TILEABLE_MULTIPLE
+    return (max(m, (size[0] + m // 2) // m * m), max(m, (size[1] + m // 2) // m * m))
 
 
 def count_steps(settings: Settings, content_size: tuple[int, int]) -> int:

@@ -38,6 +38,9 @@ MAX_HISTORY = 1000
 MAX_STYLE_SCALE = 4.0
 # A PNG records pixels per metre in 32 bits; past this nothing prints anyway.
 MAX_DPI = 100_000
+# A tileable picture's sides at every scale are multiples of this: the stride of relu5_1,
+# the deepest layer, so that each pooling tiles the torus.
+TILEABLE_MULTIPLE = 16
 # What a torch.Generator takes (and a signed 64-bit integer holds, as SQLite stores it).
 MAX_SEED = 2**63 - 1
 
@@ -169,6 +172,11 @@ class Settings:
         "1 = all of it (the photo's edges stay sharp), 0 = none (the coarse scale's strokes "
         "are enlarged and the content loss alone brings detail back)", metavar="D",
         shown="from --strength")
+    # brushwork.maths.torus, FeatureExtractor.forward's wrap; docs/texture.md.
+    tileable: bool = _opt(
+        False, "paint a picture that repeats with no seam: the network sees it as a torus "
+        "(each convolution pads from the opposite edge); its sides are rounded to "
+        f"multiples of {TILEABLE_MULTIPLE} px at every scale")
     model: str = _opt("vgg16-hed", "weights: a source name (see `brushwork models`) or a file",
                       metavar="NAME|PATH")
     pooling: str = _opt("max", "pooling in the network: max or avg (the paper prefers avg)",
@@ -301,7 +309,7 @@ def validate(s: Settings) -> None:
     if s.history_size > MAX_HISTORY:
         raise BrushworkError(f"history_size must be at most {MAX_HISTORY}, not "
                              f"{s.history_size!r}")
-    for name in ("normalize_gradients", "size_invariant"):
+    for name in ("normalize_gradients", "size_invariant", "tileable"):
         if not isinstance(getattr(s, name), bool):
             raise BrushworkError(f"{name} must be True or False, not {getattr(s, name)!r}")
     if s.learning_rate is not None:
@@ -355,6 +363,10 @@ def _check_regions(s: Settings) -> None:
         raise BrushworkError(f"region_map must be an image file, not {s.region_map!r}")
     if s.style_masks is not None and s.region_map is not None:
         raise BrushworkError("give style_masks or region_map, not both")
+    if s.tileable and (s.style_masks is not None or s.region_map is not None):
+        # A region is a place in the photo, and a tileable picture has no edges to hold it.
+        raise BrushworkError("tileable takes no style_masks or region_map: regions belong to "
+                             "a photo's layout, which a repeating picture does not keep")
     if s.region_colors is not None:
         if s.region_map is None:
             raise BrushworkError("region_colors needs region_map, the map they colour")

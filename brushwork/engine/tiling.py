@@ -77,7 +77,31 @@ class Tile:
     bx1: int
 
     def box(self, t: torch.Tensor) -> torch.Tensor:
-        return t[..., self.by0:self.by1, self.bx0:self.bx1]
+        """The box's pixels of ``t``; a box past the picture's edges (a tileable picture's,
+        :func:`plan_wrapped_tiles`) continues from the opposite edge."""
+        if self._inside(t):
+            return t[..., self.by0:self.by1, self.bx0:self.bx1]
+        rows, cols = self._wrapped(t)
+        return t.index_select(-2, rows).index_select(-1, cols)
+
+    def add_into(self, t: torch.Tensor, values: torch.Tensor) -> None:
+        """Add ``values`` (the box's shape) into the box of ``t`` in place, wrapped pixels
+        into the ones they copy."""
+        if self._inside(t):
+            self.box(t).add_(values)
+            return
+        rows, cols = self._wrapped(t)
+        strip = values.new_zeros((*values.shape[:-2], t.shape[-2], values.shape[-1]))
+        t.index_add_(-1, cols, strip.index_add_(-2, rows, values))
+
+    def _inside(self, t: torch.Tensor) -> bool:
+        return self.by0 >= 0 and self.bx0 >= 0 and self.by1 <= t.shape[-2] \
+            and self.bx1 <= t.shape[-1]
+
+    def _wrapped(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(self.by0, self.by1, device=t.device) % t.shape[-2]
+        cols = torch.arange(self.bx0, self.bx1, device=t.device) % t.shape[-1]
+        return rows, cols
 
     def owned(self, features: torch.Tensor, stride: int) -> torch.Tensor:
         """The positions of ``features`` (this tile's, at ``stride``) that the tile owns."""
@@ -104,6 +128,32 @@ def plan_tiles(height: int, width: int, tile: int, halo: int, align: int) -> lis
     return [Tile(y0, y1, x0, x1, by0, by1, bx0, bx1)
             for y0, y1, by0, by1 in _spans(height, tile, halo, align)
             for x0, x1, bx0, bx1 in _spans(width, tile, halo, align)]
+
+
+def plan_wrapped_tiles(height: int, width: int, tile: int, halo: int,
+                       align: int) -> list[Tile]:
+    """:func:`plan_tiles` for a picture on a torus (a tileable one): every tile has its
+    halo on every side, the halos at the picture's edges taken from the opposite edge,
+    so each owns at most ``tile`` pixels a side and every box has one shape."""
+    if tile <= 0 or tile % align or halo % align:
+        raise BrushworkError(f"tile size {tile} and halo {halo} must be positive multiples "
+                             f"of {align} px")
+    return [Tile(y0, y1, x0, x1, by0, by1, bx0, bx1)
+            for y0, y1, by0, by1 in _wrapped_spans(height, tile, halo, align)
+            for x0, x1, bx0, bx1 in _wrapped_spans(width, tile, halo, align)]
+
+
+def _wrapped_spans(length: int, tile: int, halo: int,
+                   align: int) -> list[tuple[int, int, int, int]]:
+    """One side's tiles on a torus: owned widths balanced (multiples of ``align``), each
+    box the widest owned width plus a halo each side, reaching past the picture's
+    edges."""
+    count = -(-length // tile)
+    share = -(-length // count)  # length / count, rounded up
+    owned = -(-share // align) * align
+    cuts = [*range(0, length, owned), length]
+    return [(o0, o1, o0 - halo, o0 + owned + halo)
+            for o0, o1 in zip(cuts, cuts[1:], strict=False)]
 
 
 def _spans(length: int, tile: int, halo: int, align: int) -> list[tuple[int, int, int, int]]:
@@ -212,7 +262,8 @@ class TiledObjective(nn.Module):
         n = len(settings.style_layers)
         self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
         halo, align = tile_geometry(net)
-        self.tiles = plan_tiles(height, width, tile, halo, align)
+        planner = plan_wrapped_tiles if settings.tileable else plan_tiles
+        self.tiles = planner(height, width, tile, halo, align)
         self.stride = strides(net.steps)
         refuse_sliced(settings, tiled=f"{width}x{height}")
         self.guides: list[LayerGuide] | None = None
@@ -232,7 +283,7 @@ class TiledObjective(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.s
         content, style = _TiledLosses.apply(x, self)
-        tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else x.new_zeros(())
+        tv = tv_loss(x, s.tv_power, s.tileable) if s.tv_weight > 0 else x.new_zeros(())
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
                  "tv": s.tv_weight * tv}
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
@@ -301,7 +352,7 @@ class TiledObjective(nn.Module):
                         share = share + g_content * scale * diff.pow(2).sum()
                 if share.requires_grad:
                     (g_tile,) = torch.autograd.grad(share, xt)
-                    t.box(grad).add_(g_tile)
+                    t.add_into(grad, g_tile)
             # Let this tile's features and graph go before the next tile's forward pass.
             del feats, share, xt
         return grad

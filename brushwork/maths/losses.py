@@ -136,15 +136,21 @@ def style_layer_loss(
     raise ValueError(f"style norm must be one of {STYLE_NORMS}, not {norm!r}")
 
 
-def tv_loss(image: torch.Tensor, power: float = 1.0) -> torch.Tensor:
+def tv_loss(image: torch.Tensor, power: float = 1.0, wrap: bool = False) -> torch.Tensor:
     """Total variation ``sum ((x[i+1,j]-x[i,j])^2 + (x[i,j+1]-x[i,j])^2) ^ power``.
 
     ``power=1`` is the plain squared-gradient form; ``power=1.25`` is seed 004's
     (Mahendran & Vedaldi's beta = 2.5).  Like seed 004 it sums over the
-    ``(H-1) x (W-1)`` positions that have both neighbours.
+    ``(H-1) x (W-1)`` positions that have both neighbours; with ``wrap`` (a picture on a
+    torus, brushwork.maths.torus) every position has them, the last row's and column's
+    being the first ones.
     """
-    dy = image[..., 1:, :-1] - image[..., :-1, :-1]
-    dx = image[..., :-1, 1:] - image[..., :-1, :-1]
+    if wrap:
+        dy = image.roll(-1, -2) - image
+        dx = image.roll(-1, -1) - image
+    else:
+        dy = image[..., 1:, :-1] - image[..., :-1, :-1]
+        dx = image[..., :-1, 1:] - image[..., :-1, :-1]
     sq = dy.pow(2) + dx.pow(2)
     if power == 1.0:
         return sq.sum()

@@ -268,7 +268,8 @@ def test_nan_during_run_writes_nothing(capsys, monkeypatch, tiny_model_file, pho
                                        painting_path, tmp_path):
     import brushwork.engine.objective as objective_module
 
-    monkeypatch.setattr(objective_module, "tv_loss", lambda x, p: x.sum() * float("nan"))
+    monkeypatch.setattr(objective_module, "tv_loss",
+                        lambda x, p, wrap=False: x.sum() * float("nan"))
     out = tmp_path / "out.png"
     code, _, err = stylize(capsys, tiny_model_file, photo_path, painting_path, out,
                            "--tv-weight", "1")

@@ -146,7 +146,8 @@ def test_init_from_image(use_tiny, photo_path, painting_path):
 def test_nan_loss_is_reported_not_saved(use_tiny, photo_path, painting_path, monkeypatch):
     import brushwork.engine.objective as objective_module
 
-    monkeypatch.setattr(objective_module, "tv_loss", lambda x, p: x.sum() * float("nan"))
+    monkeypatch.setattr(objective_module, "tv_loss",
+                        lambda x, p, wrap=False: x.sum() * float("nan"))
     with pytest.raises(DivergedError, match="loss became nan at step 1"):
         brushwork.stylize(photo_path, painting_path, tv_weight=1.0, **FAST)
 

@@ -144,6 +144,7 @@ NOT_DEFAULT: dict[str, Any] = {
     "max_pixels": 12345, "max_memory": 2.5, "bit_depth": 16, "dpi": 300.0,
     "tile_size": 256, "style_masks": ("sky.png", "the sea.png"), "region_map": "map.png",
     "region_colors": ("#ff0000", "#0000ff"), "mask_mode": "inside",
+    "tileable": True,
 }
 
 
