@@ -172,17 +172,22 @@ def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path,
                                                cache=_cache, **budget)
                     result.save(file)
                 seconds = time.perf_counter() - began
+                measured = file.with_suffix(".json")  # the row, once measured
                 picture = to_tensor(load_image(file))
                 w, h = picture.shape[-1], picture.shape[-2]
                 photo = to_tensor(resize_to(photo_img, (w, h)))
                 painting = _picture(painting_path, max(w, h))
                 if base is None:
                     base = measure(photo, photo, painting)
-                m = measure(picture, photo, painting)
-                row = {"loss": loss, "strength": strength, **m,
-                       "gram_left": m["gram"] / base["gram"],
-                       "sliced_left": m["sliced"] / base["sliced"],
-                       "seconds": round(seconds, 1)}
+                if measured.exists():
+                    row = json.loads(measured.read_text())
+                else:
+                    m = measure(picture, photo, painting)
+                    row = {"loss": loss, "strength": strength, **m,
+                           "gram_left": m["gram"] / base["gram"],
+                           "sliced_left": m["sliced"] / base["sliced"],
+                           "seconds": round(seconds, 1)}
+                    measured.write_text(json.dumps(row))
                 rows.append(row)
                 row_pics.append(load_image(file))
                 print(pair, json.dumps(row), flush=True)
