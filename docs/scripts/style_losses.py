@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 import brushwork
 from brushwork.engine.cache import Cache
@@ -149,8 +150,8 @@ def measure(picture: torch.Tensor, photo: torch.Tensor, painting: torch.Tensor
 
 
 def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path,
-              losses: tuple[str, ...] = STYLE_LOSSES, iterations: int | None = None
-              ) -> dict[str, Any]:
+              losses: tuple[str, ...] = STYLE_LOSSES, iterations: int | None = None,
+              paint: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     budget: dict[str, Any] = {} if iterations is None else {"iterations": iterations}
     record: dict[str, Any] = {"size": size, "strengths": strengths, "pairs": {}, **budget,
@@ -161,28 +162,36 @@ def cmd_sweep(pairs: list[str], strengths: list[float], size: int, out: Path,
         rows, pics = [], []
         base = None
         for loss in losses:
-            row_pics = []
+            row_pics: list[Image.Image | None] = []
             for strength in strengths:
                 file = out / (f"{pair.replace(':', '_')}_{loss}_{strength:g}_"
                               f"{iterations or 'default'}.png")
                 began = time.perf_counter()
+                if not file.exists() and not paint:
+                    row_pics.append(None)  # shown as "not run"
+                    continue
                 if not file.exists():
                     result = brushwork.stylize(photo_path, painting_path, size=size,
                                                strength=strength, style_loss=loss, seed=1,
                                                cache=_cache, **budget)
                     result.save(file)
                 seconds = time.perf_counter() - began
+                measured = file.with_suffix(".json")  # the row, once measured
                 picture = to_tensor(load_image(file))
                 w, h = picture.shape[-1], picture.shape[-2]
                 photo = to_tensor(resize_to(photo_img, (w, h)))
                 painting = _picture(painting_path, max(w, h))
                 if base is None:
                     base = measure(photo, photo, painting)
-                m = measure(picture, photo, painting)
-                row = {"loss": loss, "strength": strength, **m,
-                       "gram_left": m["gram"] / base["gram"],
-                       "sliced_left": m["sliced"] / base["sliced"],
-                       "seconds": round(seconds, 1)}
+                if measured.exists():
+                    row = json.loads(measured.read_text())
+                else:
+                    m = measure(picture, photo, painting)
+                    row = {"loss": loss, "strength": strength, **m,
+                           "gram_left": m["gram"] / base["gram"],
+                           "sliced_left": m["sliced"] / base["sliced"],
+                           "seconds": round(seconds, 1)}
+                    measured.write_text(json.dumps(row))
                 rows.append(row)
                 row_pics.append(load_image(file))
                 print(pair, json.dumps(row), flush=True)
@@ -238,6 +247,8 @@ def main() -> None:
     w.add_argument("--out", type=Path, default=Path("/tmp/style_losses"))
     w.add_argument("--losses", default=",".join(STYLE_LOSSES))
     w.add_argument("--iterations", type=int, help="at the final scale (default: Settings')")
+    w.add_argument("--no-paint", action="store_true",
+                   help="measure and show only the pictures already under --out")
     args = parser.parse_args()
     if args.command == "time":
         result = cmd_time([int(v) for v in args.sizes.split(",")],
@@ -246,7 +257,7 @@ def main() -> None:
     else:
         result = cmd_sweep(args.pairs.split(","), [float(v) for v in args.strengths.split(",")],
                            args.size, args.out, tuple(args.losses.split(",")),
-                           args.iterations)
+                           args.iterations, not args.no_paint)
         (DOCS / "style_losses.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
