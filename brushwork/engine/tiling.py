@@ -17,7 +17,8 @@ Tiles start on the pooling grid of the deepest layer, so each tile computes exac
 features the whole picture has at the positions it owns: the result is the untiled
 objective and gradient up to float summation order, with nothing to blend and no seams.
 Memory is set by the tile, not the picture; the price is one more forward pass per
-evaluation, plus the halos.
+evaluation, plus the halos.  The structure loss needs only the picture averaged down to
+small grids, so it is evaluated on the whole picture, with ordinary autograd.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from brushwork.engine.network import FeatureExtractor
-from brushwork.engine.objective import size_invariant_weight
+from brushwork.engine.objective import StructureTerm, content_emphasis, size_invariant_weight
 from brushwork.engine.settings import Settings
 from brushwork.errors import BrushworkError
 from brushwork.maths.losses import gram, style_layer_loss, tv_loss
@@ -201,10 +202,12 @@ class TiledObjective(nn.Module):
     def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
                  style_targets: Sequence[torch.Tensor], tile: int,
                  masks: torch.Tensor | None = None,
-                 weights: Sequence[float] | None = None) -> None:
+                 weights: Sequence[float] | None = None,
+                 faces: torch.Tensor | None = None) -> None:
         """``masks`` and ``weights``: regions, as for Objective; the masks are carried
         down the layers on the whole picture (one channel each), and each tile takes its
-        slice of them."""
+        slice of them.  ``faces``: as for Objective; each tile takes its slice of the
+        content weight."""
         super().__init__()
         self.net = net
         self.s = settings
@@ -229,14 +232,16 @@ class TiledObjective(nn.Module):
         # The photo's content features, whole, assembled from the tiles' owned positions.
         self.content_targets = [_assemble(net, content, name, self.stride[name], self.tiles)
                                 for name in settings.content_layers]
+        self.content_maps = [content_emphasis(faces, t) for t in self.content_targets]
+        self.structure = StructureTerm(content, settings.structure, faces)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.s
         content, style = _TiledLosses.apply(x, self)
         tv = tv_loss(x, s.tv_power) if s.tv_weight > 0 else x.new_zeros(())
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
-                 "tv": s.tv_weight * tv}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+                 "tv": s.tv_weight * tv, "structure": self.structure(x)}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["structure"]
         return terms
 
     # -- the two passes ------------------------------------------------------------------
@@ -250,13 +255,12 @@ class TiledObjective(nn.Module):
         for t in self.tiles:
             feats = self.net(t.box(x))
             _add_owned_grams(grams, t, feats, s.style_layers, self.stride, self.guides)
-            for name, target in zip(s.content_layers, self.content_targets, strict=True):
-                diff = t.owned(feats[name], self.stride[name]) - _owned_target(
-                    target, t, self.stride[name])
-                content += _content_scale(s.content_norm, target.numel()) * float(
-                    diff.pow(2).sum())
+            for name, target, weight in zip(s.content_layers, self.content_targets,
+                                            self.content_maps, strict=True):
+                sq = self._content_squares(t, feats[name], name, target, weight)
+                content += _content_scale(s.content_norm, target.numel()) * float(sq.sum())
             # Let this tile's features go before the next tile's forward pass allocates.
-            del feats, diff
+            del feats, sq
         return [g for g in grams if g is not None], content
 
     def style_and_grads(self, grams: list[torch.Tensor]
@@ -298,18 +302,25 @@ class TiledObjective(nn.Module):
                                         self.guides[i] if self.guides is not None else None)
                         share = share + g_style * (d * g).sum()
                 if g_content:
-                    for name, target in zip(s.content_layers, self.content_targets,
-                                            strict=True):
-                        diff = t.owned(feats[name], self.stride[name]) - _owned_target(
-                            target, t, self.stride[name])
+                    for name, target, weight in zip(s.content_layers, self.content_targets,
+                                                    self.content_maps, strict=True):
+                        sq = self._content_squares(t, feats[name], name, target, weight)
                         scale = _content_scale(s.content_norm, target.numel())
-                        share = share + g_content * scale * diff.pow(2).sum()
+                        share = share + g_content * scale * sq.sum()
                 if share.requires_grad:
                     (g_tile,) = torch.autograd.grad(share, xt)
                     t.box(grad).add_(g_tile)
             # Let this tile's features and graph go before the next tile's forward pass.
             del feats, share, xt
         return grad
+
+    def _content_squares(self, t: Tile, features: torch.Tensor, name: str,
+                         target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        """The squared content differences at the positions ``t`` owns, weighted where
+        faces raise them."""
+        stride = self.stride[name]
+        sq = (t.owned(features, stride) - _owned_target(target, t, stride)).pow(2)
+        return sq if weight is None else sq * _owned_target(weight, t, stride)
 
     def _positions(self, name: str) -> int:
         h, w = self.photo.shape[-2:]

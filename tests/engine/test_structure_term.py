@@ -1,0 +1,104 @@
+"""The structure term and faces in the objective, whole and in tiles."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from brushwork.engine.network import FeatureExtractor
+from brushwork.engine.objective import Objective, style_grams
+from brushwork.engine.settings import Settings
+from brushwork.engine.tiling import TiledObjective
+from brushwork.errors import BrushworkError
+from brushwork.io import faces as io_faces
+from brushwork.maths.faces import CONTENT_RAISE, face_map
+from brushwork.maths.structure import laplacians, structure_loss
+from conftest import tiny_weights
+
+
+def _setup(seed: int = 4, size: tuple[int, int] = (97, 110), **options):
+    s = Settings(**options)
+    net = FeatureExtractor(tiny_weights(), s.content_layers + s.style_layers)
+    g = torch.Generator().manual_seed(seed)
+    photo = torch.rand(1, 3, *size, generator=g) * 255
+    style = torch.rand(1, 3, 60, 50, generator=g) * 255
+    x = torch.rand(1, 3, *size, generator=g) * 255
+    return s, net, photo, style_grams(net, style, s.style_layers), x
+
+
+def test_the_term_is_off_by_default_and_weighted_when_on():
+    s, net, photo, targets, x = _setup()
+    assert s.structure == 0 and float(Objective(net, s, photo, targets)(x)["structure"]) == 0
+    s2 = Settings(structure=0.5)
+    terms = Objective(net, s2, photo, targets)(x)
+    want = 0.5 * structure_loss(x, laplacians(photo))
+    assert float(terms["structure"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(terms["total"]) == pytest.approx(
+        float(terms["content"] + terms["style"] + terms["tv"] + terms["structure"]), rel=1e-6)
+    # At the photo itself the term and its gradient are zero.
+    p = photo.clone().requires_grad_(True)
+    Objective(net, s2, photo, targets)(p)["structure"].backward()
+    assert p.grad is not None and float(p.grad.abs().max()) == 0.0
+
+
+def test_tiled_equals_whole_with_structure_and_faces():
+    s, net, photo, targets, x = _setup(size=(197, 230), structure=2.0)
+    faces = face_map([(0.3, 0.2, 0.3, 0.35)], (197, 230))
+    whole = Objective(net, s, photo, targets, faces=faces)
+    tiled = TiledObjective(net, s, photo, targets, tile=16, faces=faces)
+    assert len(tiled.tiles) >= 9
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    want, got = whole(a), tiled(b)
+    want["total"].backward()
+    got["total"].backward()
+    for key in ("content", "style", "structure", "total"):
+        assert got[key].item() == pytest.approx(want[key].item(), rel=1e-4)
+    assert want["structure"].item() > 0
+    assert a.grad is not None and b.grad is not None
+    assert float((a.grad - b.grad).abs().max()) < 1e-4 * float(a.grad.abs().max())
+
+
+def _content_grad(objective: Objective, x: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    terms = objective(x)
+    (terms["content"] + terms["structure"]).backward()
+    assert x.grad is not None
+    return x.grad.abs().sum(1)[0]  # (H, W)
+
+
+def test_faces_raise_the_gradient_inside_them_only():
+    s, net, photo, targets, x = _setup(size=(96, 96), structure=0.1)
+    box = (0.25, 0.25, 0.5, 0.5)
+    faces = face_map([box], (96, 96))
+    plain = _content_grad(Objective(net, s, photo, targets), x)
+    kept = _content_grad(Objective(net, s, photo, targets, faces=faces), x)
+    inside = kept[40:56, 40:56].mean() / plain[40:56, 40:56].mean()
+    outside = kept[:8, :8].mean() / plain[:8, :8].mean()
+    assert float(inside) > CONTENT_RAISE / 10
+    assert float(outside) == pytest.approx(1.0, abs=0.05)
+
+
+def test_faces_keep_structure_even_with_structure_off():
+    s, net, photo, targets, x = _setup(size=(64, 64))
+    faces = face_map([(0.25, 0.25, 0.5, 0.5)], (64, 64))
+    assert float(Objective(net, s, photo, targets, faces=faces)(x)["structure"]) > 0
+
+
+def test_keep_faces_without_opencv_is_one_line_naming_the_extra(monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
+    with pytest.raises(BrushworkError, match=r"brushwork\[faces\]"):
+        io_faces.detect_faces(Image.new("RGB", (32, 32)))
+
+
+def test_a_cv2_without_the_cascade_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    monkeypatch.setitem(sys.modules, "cv2", SimpleNamespace(__name__="cv2"))
+    with pytest.raises(BrushworkError, match="opencv-python-headless<5"):
+        io_faces.detect_faces(Image.new("RGB", (32, 32)))
