@@ -1,7 +1,7 @@
 """The structure loss's calibration sweep and docs/structure.md's figures.
 
     python docs/scripts/structure.py sweep PHOTO:PAINTING [...] --weights 0,0.1,1
-            [--size 256] [--strength S] [--keep-faces] --out DIR [--json OUT.json]
+            [--size 256] [--iterations N] [--strength S] [--keep-faces] --out DIR [--json OUT.json]
         paints each pair at each --structure weight (seed 0, everything else the
         defaults), writes the pictures to DIR and, for each, two measures:
         * lap: the root mean square difference between the Laplacian of the picture and
@@ -11,8 +11,8 @@
           the paper's normalisation, the painting at the picture's long side).
         The json records brushwork.maths.structure.SCALE at the time, so that `table`
         can state each weight on today's scale.
-    python docs/scripts/structure.py table SWEEP.json
-        the sweep as a markdown table: per pair and weight, lap and style and their
+    python docs/scripts/structure.py table SWEEP.json [...]
+        the sweeps as a markdown table: per pair and weight, lap and style and their
         ratios to the weight-0 picture
     python docs/scripts/structure.py crops -o OUT.jpg --box L,T,R,B --label TEXT PNG [PNG ...]
         the same box (fractions of the picture) cut from each picture, enlarged 2x and
@@ -68,7 +68,8 @@ def sweep(args: argparse.Namespace) -> int:
         photo, painting = load_image(photo_path), load_image(painting_path)
         for w in weights:
             began = time.perf_counter()
-            options: dict[str, Any] = {"size": args.size, "structure": w, "seed": 0}
+            options: dict[str, Any] = {"size": args.size, "structure": w, "seed": 0,
+                                       "iterations": args.iterations}
             if args.strength is not None:
                 options["strength"] = args.strength
             if args.keep_faces:
@@ -79,7 +80,8 @@ def sweep(args: argparse.Namespace) -> int:
                 name += "_faces"
             result.image.save(out / f"{name}.png")
             row = {"photo": Path(photo_path).stem, "painting": Path(painting_path).stem,
-                   "size": args.size, "structure": w, "strength": result.settings["strength"],
+                   "size": args.size, "iterations": args.iterations, "structure": w,
+                   "strength": result.settings["strength"],
                    "keep_faces": args.keep_faces,
                    "lap": lap_distance(result.image, photo),
                    "style": style_loss(result.image, painting),
@@ -93,20 +95,23 @@ def sweep(args: argparse.Namespace) -> int:
 
 
 def table(args: argparse.Namespace) -> int:
-    data = json.loads(Path(args.json).read_text())
-    ratio = data["scale"] / structure.SCALE  # a weight then, on today's scale
     print("| photo × painting | --structure | Laplacian difference (grey levels) | "
           "vs. off | style loss | vs. off |")
     print("|---|---:|---:|---:|---:|---:|")
     base: dict[str, dict[str, Any]] = {}
-    for row in data["rows"]:
+    rows = []
+    for path in args.json:
+        data = json.loads(Path(path).read_text())
+        ratio = data["scale"] / structure.SCALE  # a weight then, on today's scale
+        rows += [{**row, "structure": row["structure"] * ratio} for row in data["rows"]]
+    for row in rows:
         key = f"{row['photo']} × {row['painting']}"
         if row["structure"] == 0:
             base[key] = row
         off = base.get(key)
         lap_ratio = f"{row['lap'] / off['lap']:.2f}x" if off else "-"
         style_ratio = f"{row['style'] / off['style']:.2f}x" if off else "-"
-        print(f"| {key} | {row['structure'] * ratio:g} | {row['lap']:.2f} | {lap_ratio} | "
+        print(f"| {key} | {row['structure']:.3g} | {row['lap']:.2f} | {lap_ratio} | "
               f"{row['style']:.3g} | {style_ratio} |")
     return 0
 
@@ -145,13 +150,14 @@ def main() -> int:
     p.add_argument("pairs", nargs="+", metavar="PHOTO:PAINTING")
     p.add_argument("--weights", default="0,0.1,0.3,1,3")
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--iterations", type=int, default=150)
     p.add_argument("--strength", type=float)
     p.add_argument("--keep-faces", action="store_true")
     p.add_argument("--out", required=True)
     p.add_argument("--json")
     p.set_defaults(run=sweep)
     p = sub.add_parser("table")
-    p.add_argument("json")
+    p.add_argument("json", nargs="+")
     p.set_defaults(run=table)
     p = sub.add_parser("crops")
     p.add_argument("pictures", nargs="+")

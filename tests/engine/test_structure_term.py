@@ -102,3 +102,49 @@ def test_a_cv2_without_the_cascade_is_refused(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", SimpleNamespace(__name__="cv2"))
     with pytest.raises(BrushworkError, match="opencv-python-headless<5"):
         io_faces.detect_faces(Image.new("RGB", (32, 32)))
+
+
+@pytest.fixture
+def run_inputs(use_tiny, photo_path, painting_path):
+    return photo_path, painting_path
+
+
+def test_stylize_with_structure_stays_closer_to_the_photos_laplacian(run_inputs):
+    from PIL import Image
+
+    import brushwork
+    from brushwork.io.images import load_image, resize_to, to_tensor
+    from brushwork.maths.structure import structure_distance
+
+    photo_path, painting_path = run_inputs
+    far = {"size": 32, "iterations": 30, "multiscale": "off", "seed": 1, "init": "noise"}
+    off = brushwork.stylize(photo_path, painting_path, **far)
+    on = brushwork.stylize(photo_path, painting_path, structure=10.0, **far)
+    photo = to_tensor(resize_to(load_image(photo_path), off.image.size))
+
+    def distance(image: Image.Image) -> float:
+        return structure_distance(to_tensor(image), photo)
+
+    assert on.losses["structure"] > 0 and off.losses["structure"] == 0
+    assert distance(on.image) < 0.7 * distance(off.image)
+
+
+def test_keep_faces_uses_the_detector_and_says_what_it_found(run_inputs, monkeypatch):
+    import brushwork
+    import brushwork.engine.painter as painter
+
+    photo_path, painting_path = run_inputs
+    seen = []
+    monkeypatch.setattr(painter, "detect_faces",
+                        lambda image: seen.append(image.size) or [(0.25, 0.2, 0.5, 0.6)])
+    notes: list[str] = []
+    result = brushwork.stylize(photo_path, painting_path, size=32, iterations=3,
+                               multiscale="off", keep_faces=True, log=notes.append)
+    assert seen and result.settings["keep_faces"] is True
+    assert "keep_faces: found 1 face" in notes
+    assert result.losses["structure"] >= 0
+    monkeypatch.setattr(painter, "detect_faces", lambda image: [])
+    notes.clear()
+    brushwork.stylize(photo_path, painting_path, size=32, iterations=2, multiscale="off",
+                      keep_faces=True, log=notes.append)
+    assert any("found 0 faces; the picture is painted as without it" in n for n in notes)
