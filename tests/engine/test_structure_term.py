@@ -148,3 +148,16 @@ def test_keep_faces_uses_the_detector_and_says_what_it_found(run_inputs, monkeyp
     brushwork.stylize(photo_path, painting_path, size=32, iterations=2, multiscale="off",
                       keep_faces=True, log=notes.append)
     assert any("found 0 faces; the picture is painted as without it" in n for n in notes)
+
+
+@pytest.mark.slow
+def test_the_real_detector_finds_the_demo_photos_face():
+    """matplotlib's Grace Hopper photograph (the demo photo): one face, in the upper middle."""
+    pytest.importorskip("cv2")
+    from brushwork.io.images import load_image
+    from brushwork.io.samples import demo_photo
+
+    boxes = io_faces.detect_faces(load_image(demo_photo()))
+    assert len(boxes) == 1
+    left, top, width, height = boxes[0]
+    assert 0.2 < left + width / 2 < 0.8 and top + height / 2 < 0.6 and width > 0.2
