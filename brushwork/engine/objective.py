@@ -1,4 +1,5 @@
-"""The objective of one scale: ``alpha * L_content + beta * L_style + tv_weight * L_tv``."""
+"""The objective of one scale: ``alpha * L_content + beta * L_style + tv_weight * L_tv
++ structure * L_structure``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from brushwork.engine.network import FeatureExtractor
@@ -13,8 +15,10 @@ from brushwork.engine.settings import Settings
 from brushwork.engine.style_terms import StyleLayer, style_statistics
 from brushwork.errors import BrushworkError
 from brushwork.maths.distributions import mixture_sorted
+from brushwork.maths.faces import CONTENT_RAISE, STRUCTURE_RAISE, emphasis
 from brushwork.maths.losses import content_loss, gram, tv_loss
-from brushwork.maths.regions import guides, region_weights, split_regions
+from brushwork.maths.regions import guides, region_weights, resize_masks, split_regions
+from brushwork.maths.structure import GRIDS, grid_size, laplacians, structure_loss
 
 REFERENCE_LONG_SIDE = 256  # the size at which content_weight applies as given
 # More loss terms for a run: the picture -> named weighted terms (brushwork.video's temporal
@@ -91,6 +95,45 @@ def size_invariant_weight(content_weight: float, long_side: int) -> float:
     return content_weight * (REFERENCE_LONG_SIDE / long_side) ** 2
 
 
+def content_emphasis(faces: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor | None:
+    """The content loss's per-position weight at a layer whose features are ``target``'s
+    shape: raised inside the faces ``(1, 1, H, W)`` (None: no faces, no weight)."""
+    if faces is None:
+        return None
+    h, w = target.shape[-2:]
+    return emphasis(resize_masks(faces, (w, h)), CONTENT_RAISE).to(target.device,
+                                                                   torch.float32)
+
+
+class StructureTerm(nn.Module):
+    """``--structure`` times the structure loss (brushwork.maths.structure), its weight
+    raised by STRUCTURE_RAISE inside faces.  It needs only the picture pooled to small
+    grids, so a tiled objective evaluates it on the whole picture, exactly."""
+
+    def __init__(self, photo: torch.Tensor, weight: float,
+                 faces: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.weight = weight
+        self.active = weight > 0 or faces is not None
+        self.targets: list[torch.Tensor] = []
+        self.maps: list[torch.Tensor] | None = None
+        if not self.active:
+            return
+        with torch.no_grad():
+            self.targets = [t.detach() for t in laplacians(photo)]
+        if faces is not None:
+            h, w = photo.shape[-2:]
+            self.maps = [weight + STRUCTURE_RAISE * F.adaptive_avg_pool2d(
+                faces.to(photo), grid_size(h, w, g))[..., 1:-1, 1:-1] for g in GRIDS]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x.new_zeros(())
+        if self.maps is not None:
+            return structure_loss(x, self.targets, self.maps)
+        return self.weight * structure_loss(x, self.targets)
+
+
 class GramCache(Protocol):
     """Where style targets may come from instead of being computed
     (brushwork.engine.cache.Cache)."""
@@ -111,10 +154,14 @@ class Objective(nn.Module):
 
     def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
                  style_targets: Sequence[torch.Tensor], masks: torch.Tensor | None = None,
-                 weights: Sequence[float] | None = None) -> None:
+                 weights: Sequence[float] | None = None,
+                 faces: torch.Tensor | None = None) -> None:
         """``style_targets``: one target per style layer, per position, for the
         settings' ``style_loss`` (:func:`brushwork.engine.style_terms.style_statistics`:
         for gram a Gram matrix, :func:`style_grams`; or :func:`style_targets` of several).
+
+        ``faces`` ``(1, 1, H, W)`` in 0..1 at ``content``'s size
+        (brushwork.maths.faces.face_map): where the content and structure terms are raised.
 
         With ``masks`` ``(R, 1, H, W)`` (in 0..1, at ``content``'s size), each target is
         ``(R, C, C)``, region ``r``'s painting's Gram matrix, and the style loss is the
@@ -140,6 +187,9 @@ class Objective(nn.Module):
             target = feats[name].detach()  # float32 (or wider) whatever the network's dtype
             self.register_buffer(f"content_{i}", target.to(
                 torch.promote_types(target.dtype, torch.float32), copy=True))
+        self.content_maps = [content_emphasis(faces, feats[name])
+                             for name in settings.content_layers]
+        self.structure = StructureTerm(content, settings.structure, faces)
         for i, g in enumerate(style_targets):
             self.register_buffer(f"gram_{i}", g)
         self.guided = masks is not None
@@ -162,7 +212,8 @@ class Objective(nn.Module):
     def for_styles(cls, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
                    styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None,
                    cache: GramCache | None = None,
-                   masks: torch.Tensor | None = None) -> Objective:
+                   masks: torch.Tensor | None = None,
+                   faces: torch.Tensor | None = None) -> Objective:
         """The objective for style images (already at their size for this scale),
         blended by ``blend`` (default: equally); targets from ``cache`` when given.
         With ``masks`` ``(R, 1, H, W)``, one per style at the photo's size, each style
@@ -171,7 +222,7 @@ class Objective(nn.Module):
         stats = [cache.style_statistics(net, t, settings) if cache
                  else style_statistics(net, t, settings) for t in styles]
         return cls(net, settings, content,
-                   *style_targets(stats, blend, masks, loss=settings.style_loss))
+                   *style_targets(stats, blend, masks, loss=settings.style_loss), faces=faces)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.s
@@ -179,15 +230,15 @@ class Objective(nn.Module):
         content = x.new_zeros(())
         for i, name in enumerate(s.content_layers):
             content = content + content_loss(feats[name], getattr(self, f"content_{i}"),
-                                             s.content_norm)
+                                             s.content_norm, self.content_maps[i])
         style = x.new_zeros(())
         for i, (name, layer) in enumerate(zip(s.style_layers, self.style_layers, strict=True)):
             roots = getattr(self, f"roots_{i}") if self.guided else None
             style = style + self.layer_weights[i] * layer(feats[name], roots, self.gram)
         tv = tv_loss(x, s.tv_power, s.tileable) if s.tv_weight > 0 else x.new_zeros(())
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
-                 "tv": s.tv_weight * tv}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+                 "tv": s.tv_weight * tv, "structure": self.structure(x)}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["structure"]
         return terms
 
 

@@ -40,9 +40,11 @@ from brushwork.engine.style_terms import refuse_sliced, style_statistics
 from brushwork.engine.tiling import TiledObjective, tiled_style_grams
 from brushwork.errors import BrushworkError, DivergedError
 from brushwork.io import checkpoint as checkpoints
+from brushwork.io.faces import detect_faces
 from brushwork.io.images import load_image, resize_to, scaled_size, to_image, to_tensor
 from brushwork.io.masks import load_masks
 from brushwork.maths.color import luminance_transfer, match_color
+from brushwork.maths.faces import Box, face_map
 from brushwork.maths.regions import recolour_by_region, resize_masks
 from brushwork.maths.torus import resize_wrapped
 
@@ -339,6 +341,7 @@ class _Inputs:
     # the photo's where they are larger (shrunk while decoding: brushwork.io.masks.load_masks).
     masks: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)  # worth telling the user
+    faces: list[Box] | None = None  # with keep_faces: the photo's, as fractions of it
 
     @classmethod
     def load(cls, content: ImageInput, style: ImageInput | Sequence[ImageInput],
@@ -357,11 +360,16 @@ class _Inputs:
         if settings.init not in ("content", "noise"):
             init = load_image(settings.init, role="init", max_pixels=limit)
         masks, notes = load_masks(settings, content_img, len(style_imgs))
+        faces = None
+        if settings.keep_faces:
+            faces = detect_faces(content_img)
+            notes.append(f"keep_faces: found {len(faces)} face{'' if len(faces) == 1 else 's'}"
+                         + ("" if faces else "; the picture is painted as without it"))
         return cls(content=content_img, styles=style_imgs, init=init,
                    blend=[b / sum(blend) for b in blend],
                    described={"content": _describe(content),
                               "style": [_describe(s) for s in styles_in]},
-                   masks=masks, notes=notes)
+                   masks=masks, notes=notes, faces=faces)
 
 
 def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: FeatureExtractor,
@@ -394,9 +402,10 @@ def _scale_objective(inputs: _Inputs, settings: Settings, scale: Scale, net: Fea
     fresh_here = None if fresh is None else resize_masks(fresh.to(device, torch.float32), (w, h))
     targets, masks, weights = style_targets(stats, inputs.blend, masks, fresh_here,
                                             settings.style_loss)
+    faces = face_map(inputs.faces, (h, w)).to(device) if inputs.faces else None
     if tile is None:
-        return Objective(net, settings, photo, targets, masks, weights)
-    return TiledObjective(net, settings, photo, targets, tile, masks, weights)
+        return Objective(net, settings, photo, targets, masks, weights, faces)
+    return TiledObjective(net, settings, photo, targets, tile, masks, weights, faces)
 
 
 def _resized(picture: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:

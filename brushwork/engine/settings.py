@@ -82,6 +82,17 @@ class Settings:
     tv_power: float = _opt(
         1.0, "exponent of the TV loss: 1 = squared gradients, 1.25 = the Keras example's",
         metavar="P")
+    # brushwork.maths.structure; docs/structure.md has the calibration and the pictures.
+    structure: float = _opt(
+        0.0, "weight of the structure loss (Li et al. 2017): the picture's Laplacian, on "
+        "grids of about 128 and 32 positions, held to the photo's, so skies and walls stay "
+        "smooth and edges stay where they are; 1 = the calibrated strong setting, 0 = off",
+        metavar="W")
+    # brushwork.io.faces finds them, brushwork.maths.faces weights them; docs/structure.md.
+    keep_faces: bool = _opt(
+        False, "find faces in the photo (OpenCV's face detector, the 'faces' extra) and "
+        "raise the content and structure terms inside them, with a soft edge, so eyes, "
+        "nose and mouth stay where they are")
     style_weights: tuple[float, ...] | None = _opt(
         None, "blend weights, one per style image", metavar="W,W,...", shown="equal")
     style_scale: float = _opt(
@@ -291,7 +302,7 @@ def validate(s: Settings) -> None:
         _weight("dpi", s.dpi, positive=True)
         if s.dpi > MAX_DPI:
             raise BrushworkError(f"dpi must be at most {MAX_DPI}, not {s.dpi!r}")
-    for name in ("tv_weight", "stop_tolerance", "coarse_tolerance"):
+    for name in ("tv_weight", "structure", "stop_tolerance", "coarse_tolerance"):
         _weight(name, getattr(s, name))
     for name in ("content_weight", "style_weight"):
         if getattr(s, name) is not None:
@@ -309,7 +320,7 @@ def validate(s: Settings) -> None:
     if s.history_size > MAX_HISTORY:
         raise BrushworkError(f"history_size must be at most {MAX_HISTORY}, not "
                              f"{s.history_size!r}")
-    for name in ("normalize_gradients", "size_invariant", "tileable"):
+    for name in ("normalize_gradients", "size_invariant", "tileable", "keep_faces"):
         if not isinstance(getattr(s, name), bool):
             raise BrushworkError(f"{name} must be True or False, not {getattr(s, name)!r}")
     if s.learning_rate is not None:

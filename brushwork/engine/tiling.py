@@ -17,7 +17,8 @@ Tiles start on the pooling grid of the deepest layer, so each tile computes exac
 features the whole picture has at the positions it owns: the result is the untiled
 objective and gradient up to float summation order, with nothing to blend and no seams.
 Memory is set by the tile, not the picture; the price is one more forward pass per
-evaluation, plus the halos.
+evaluation, plus the halos.  The structure loss needs only the picture averaged down to
+small grids, so it is evaluated on the whole picture, with ordinary autograd.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from brushwork.engine.network import FeatureExtractor
-from brushwork.engine.objective import size_invariant_weight
+from brushwork.engine.objective import StructureTerm, content_emphasis, size_invariant_weight
 from brushwork.engine.settings import Settings
 from brushwork.engine.style_terms import StyleLayer, refuse_sliced
 from brushwork.errors import BrushworkError
@@ -244,10 +245,12 @@ class TiledObjective(nn.Module):
     def __init__(self, net: FeatureExtractor, settings: Settings, content: torch.Tensor,
                  style_targets: Sequence[torch.Tensor], tile: int,
                  masks: torch.Tensor | None = None,
-                 weights: Sequence[float] | None = None) -> None:
+                 weights: Sequence[float] | None = None,
+                 faces: torch.Tensor | None = None) -> None:
         """``masks`` and ``weights``: regions, as for Objective; the masks are carried
         down the layers on the whole picture (one channel each), and each tile takes its
-        slice of them."""
+        slice of them.  ``faces``: as for Objective; each tile takes its slice of the
+        content weight."""
         super().__init__()
         self.net = net
         self.s = settings
@@ -279,14 +282,16 @@ class TiledObjective(nn.Module):
         # The photo's content features, whole, assembled from the tiles' owned positions.
         self.content_targets = [_assemble(net, content, name, self.stride[name], self.tiles)
                                 for name in settings.content_layers]
+        self.content_maps = [content_emphasis(faces, t) for t in self.content_targets]
+        self.structure = StructureTerm(content, settings.structure, faces)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.s
         content, style = _TiledLosses.apply(x, self)
         tv = tv_loss(x, s.tv_power, s.tileable) if s.tv_weight > 0 else x.new_zeros(())
         terms = {"content": self.content_weight * content, "style": self.style_weight * style,
-                 "tv": s.tv_weight * tv}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+                 "tv": s.tv_weight * tv, "structure": self.structure(x)}
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["structure"]
         return terms
 
     # -- the two passes ------------------------------------------------------------------
@@ -306,13 +311,12 @@ class TiledObjective(nn.Module):
                                     _owned_roots(self.guides, i, t, st))
                 prev = grams[i]
                 grams[i] = g if prev is None else prev.add_(g)
-            for name, target in zip(s.content_layers, self.content_targets, strict=True):
-                diff = t.owned(feats[name], self.stride[name]) - _owned_target(
-                    target, t, self.stride[name])
-                content += _content_scale(s.content_norm, target.numel()) * float(
-                    diff.pow(2).sum())
+            for name, target, weight in zip(s.content_layers, self.content_targets,
+                                            self.content_maps, strict=True):
+                sq = self._content_squares(t, feats[name], name, target, weight)
+                content += _content_scale(s.content_norm, target.numel()) * float(sq.sum())
             # Let this tile's features go before the next tile's forward pass allocates.
-            del feats, diff
+            del feats, sq
         return [g for g in grams if g is not None], content
 
     def style_and_grads(self, grams: list[torch.Tensor]
@@ -344,18 +348,25 @@ class TiledObjective(nn.Module):
                             t.owned(feats[name], st), _owned_roots(self.guides, i, t, st))
                         share = share + g_style * (d * g).sum()
                 if g_content:
-                    for name, target in zip(s.content_layers, self.content_targets,
-                                            strict=True):
-                        diff = t.owned(feats[name], self.stride[name]) - _owned_target(
-                            target, t, self.stride[name])
+                    for name, target, weight in zip(s.content_layers, self.content_targets,
+                                                    self.content_maps, strict=True):
+                        sq = self._content_squares(t, feats[name], name, target, weight)
                         scale = _content_scale(s.content_norm, target.numel())
-                        share = share + g_content * scale * diff.pow(2).sum()
+                        share = share + g_content * scale * sq.sum()
                 if share.requires_grad:
                     (g_tile,) = torch.autograd.grad(share, xt)
                     t.add_into(grad, g_tile)
             # Let this tile's features and graph go before the next tile's forward pass.
             del feats, share, xt
         return grad
+
+    def _content_squares(self, t: Tile, features: torch.Tensor, name: str,
+                         target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        """The squared content differences at the positions ``t`` owns, weighted where
+        faces raise them."""
+        stride = self.stride[name]
+        sq = (t.owned(features, stride) - _owned_target(target, t, stride)).pow(2)
+        return sq if weight is None else sq * _owned_target(weight, t, stride)
 
     def _positions(self, name: str) -> int:
         h, w = self.photo.shape[-2:]

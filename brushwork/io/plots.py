@@ -14,8 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-TERMS = ("total", "style", "content", "tv")
-COLOURS = {"total": "black", "style": "tab:red", "content": "tab:blue", "tv": "tab:green"}
+TERMS = ("total", "style", "content", "tv", "structure")
+COLOURS = {"total": "black", "style": "tab:red", "content": "tab:blue", "tv": "tab:green",
+           "structure": "tab:purple"}
 
 
 def draw_losses(ax: Axes, history: Sequence[dict[str, float]], *, legend: bool = True) -> None:

@@ -97,15 +97,19 @@ def gram_autograd(features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2))
 
 
-def content_loss(features: torch.Tensor, target: torch.Tensor, norm: str = "paper") -> torch.Tensor:
-    """``L_content = 1/2 * sum (F - P)^2`` (``norm="paper"``)."""
-    diff = features - target
+def content_loss(features: torch.Tensor, target: torch.Tensor, norm: str = "paper",
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``L_content = 1/2 * sum (F - P)^2`` (``norm="paper"``).  ``weight``: a
+    per-position weight ``(1, 1, H, W)`` on each squared difference (default 1)."""
+    sq = (features - target).pow(2)
+    if weight is not None:
+        sq = sq * weight
     if norm == "paper":
-        return 0.5 * diff.pow(2).sum()
+        return 0.5 * sq.sum()
     if norm == "sum":
-        return diff.pow(2).sum()
+        return sq.sum()
     if norm == "mean":
-        return diff.pow(2).mean()
+        return sq.mean()
     raise ValueError(f"content norm must be one of {CONTENT_NORMS}, not {norm!r}")
 
 

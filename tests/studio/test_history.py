@@ -74,7 +74,8 @@ def test_a_crash_keeps_the_running_jobs_history_up_to_the_last_save(
     assert row is not None and row["state"] == "queued"  # for the next start to go on with
     assert [p["step"] for p in row["history"]] == saved
     assert row["history"] == live.history[:len(saved)]
-    assert set(row["history"][0]) == {"step", "scale", "content", "style", "tv", "total"}
+    assert set(row["history"][0]) == {"step", "scale", "content", "style", "tv", "structure",
+                                      "total"}
 
 
 def test_saved_points_are_kept_while_running_and_go_with_the_whole_history(tmp_path):

@@ -871,6 +871,7 @@ const SERIES = [
   { key: "style", label: "style", color: "#b4532a", width: 1.5 },
   { key: "content", label: "content", color: "#2f5d9e", width: 1.5 },
   { key: "tv", label: "TV", color: "#7a8a3a", width: 1.5 },
+  { key: "structure", label: "structure", color: "#7b4fa0", width: 1.5 },
 ];
 
 function drawChart(points, total) {
