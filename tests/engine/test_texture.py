@@ -57,6 +57,7 @@ def test_a_tileable_texture_has_sides_on_the_grid(use_tiny, painting_path):
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"strength": 0.5}, "a texture has no photo, so texture takes no strength"),
+    ({"structure": 1.0, "keep_faces": True}, "takes no structure, keep_faces"),
     ({"preserve_colors": "luminance", "content_weight": 1.0},
      "takes no content_weight, preserve_colors"),
     ({"init": "content"}, "init must be 'noise' or a picture"),
