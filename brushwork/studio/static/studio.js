@@ -9,6 +9,7 @@ const state = {
   styles: [],             // [{id, name}]
   jobs: new Map(),        // id -> latest snapshot
   history: new Map(),     // id -> [{step, scale, content, style, tv, total}]
+  pending: new Map(),     // id -> points that came while its history was being fetched
   selected: null,         // job id shown on the stage
   shownPreview: new Map(),// id -> preview version on screen
   comparing: false,       // the photo shown over the finished painting, cut at the slider
@@ -568,6 +569,10 @@ function updateJob(ev) {
       const last = hist.length ? hist[hist.length - 1].step : 0;
       for (const p of ev.points) if (p.step > last) hist.push(p);
     }
+    // Its history is being fetched (select): the reply may be older than these points,
+    // so they are kept to be added after it.
+    const waiting = state.pending.get(ev.id);
+    if (waiting) waiting.push(...ev.points.slice(-5000));
   }
   renderQueue();
   if (ev.id === state.selected) renderStage();
@@ -580,11 +585,19 @@ async function select(id, fetchDetail = true) {
   state.selected = id;
   if (fetchDetail) {
     try {
+      state.pending.set(id, []);
       const job = await api(`/api/jobs/${id}`);
-      state.history.set(id, job.history || []);
+      const hist = job.history || [];
+      let last = hist.length ? hist[hist.length - 1].step : 0;
+      for (const p of state.pending.get(id) || []) {
+        if (p.step > last) { hist.push(p); last = p.step; }
+      }
+      state.pending.delete(id);
+      state.history.set(id, hist);
       delete job.history;
       mergeJob(job);
     } catch (err) {
+      state.pending.delete(id);
       $("job-error").textContent = err.message;
       return;
     }
