@@ -79,7 +79,7 @@ class Tile:
 
     def box(self, t: torch.Tensor) -> torch.Tensor:
         """The box's pixels of ``t``; a box past the picture's edges (a tileable picture's,
-        :func:`plan_wrapped_tiles`) continues from the opposite edge."""
+        :func:`plan_tiles` with ``wrap``) continues from the opposite edge."""
         if self._inside(t):
             return t[..., self.by0:self.by1, self.bx0:self.bx1]
         rows, cols = self._wrapped(t)
@@ -116,32 +116,23 @@ class Tile:
                 slice(self.x0 // stride, -(-self.x1 // stride)))
 
 
-def plan_tiles(height: int, width: int, tile: int, halo: int, align: int) -> list[Tile]:
+def plan_tiles(height: int, width: int, tile: int, halo: int, align: int, *,
+               wrap: bool = False) -> list[Tile]:
     """Tiles covering the picture, each owning at most ``tile`` pixels a side (a halo's
     width more at the picture's edges), their boxes all of one shape.
 
     ``tile`` and ``halo`` must be multiples of ``align`` (the deepest layer's stride), so
-    that each tile and its box start on that layer's pooling grid.
+    that each tile and its box start on that layer's pooling grid.  ``wrap``: the picture
+    is a torus (a tileable one): every tile has its halo on every side, the halos at the
+    picture's edges taken from the opposite edge.
     """
     if tile <= 0 or tile % align or halo % align:
         raise BrushworkError(f"tile size {tile} and halo {halo} must be positive multiples "
                              f"of {align} px")
+    spans = _wrapped_spans if wrap else _spans
     return [Tile(y0, y1, x0, x1, by0, by1, bx0, bx1)
-            for y0, y1, by0, by1 in _spans(height, tile, halo, align)
-            for x0, x1, bx0, bx1 in _spans(width, tile, halo, align)]
-
-
-def plan_wrapped_tiles(height: int, width: int, tile: int, halo: int,
-                       align: int) -> list[Tile]:
-    """:func:`plan_tiles` for a picture on a torus (a tileable one): every tile has its
-    halo on every side, the halos at the picture's edges taken from the opposite edge,
-    so each owns at most ``tile`` pixels a side and every box has one shape."""
-    if tile <= 0 or tile % align or halo % align:
-        raise BrushworkError(f"tile size {tile} and halo {halo} must be positive multiples "
-                             f"of {align} px")
-    return [Tile(y0, y1, x0, x1, by0, by1, bx0, bx1)
-            for y0, y1, by0, by1 in _wrapped_spans(height, tile, halo, align)
-            for x0, x1, bx0, bx1 in _wrapped_spans(width, tile, halo, align)]
+            for y0, y1, by0, by1 in spans(height, tile, halo, align)
+            for x0, x1, bx0, bx1 in spans(width, tile, halo, align)]
 
 
 def _wrapped_spans(length: int, tile: int, halo: int,
@@ -265,8 +256,7 @@ class TiledObjective(nn.Module):
         n = len(settings.style_layers)
         self.layer_weights = list(settings.style_layer_weights or [1.0 / n] * n)
         halo, align = tile_geometry(net)
-        planner = plan_wrapped_tiles if settings.tileable else plan_tiles
-        self.tiles = planner(height, width, tile, halo, align)
+        self.tiles = plan_tiles(height, width, tile, halo, align, wrap=settings.tileable)
         self.stride = strides(net.steps)
         refuse_sliced(settings, tiled=f"{width}x{height}")
         self.guides: list[LayerGuide] | None = None

@@ -9,7 +9,7 @@ from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.objective import Objective, style_grams
 from brushwork.engine.pyramid import scales, tileable_size
 from brushwork.engine.settings import Settings
-from brushwork.engine.tiling import TiledObjective, plan_wrapped_tiles, tile_geometry
+from brushwork.engine.tiling import TiledObjective, plan_tiles, tile_geometry
 from brushwork.errors import BrushworkError
 from conftest import tiny_weights
 
@@ -63,13 +63,13 @@ def test_tileable_refuses_regions():
 
 
 def test_wrapped_tiles_cover_the_torus_once_with_boxes_of_one_shape():
-    tiles = plan_wrapped_tiles(96, 64, 32, 16, 16)
+    tiles = plan_tiles(96, 64, 32, 16, 16, wrap=True)
     assert sorted({(t.y0, t.y1, t.by0, t.by1) for t in tiles}) == [
         (0, 32, -16, 48), (32, 64, 16, 80), (64, 96, 48, 112)]
     assert sorted({(t.x0, t.x1, t.bx0, t.bx1) for t in tiles}) == [
         (0, 32, -16, 48), (32, 64, 16, 80)]
     # 90 px in 3 tiles: 30 rounded up to the grid, 32 + 32 + 26, boxes of one length.
-    assert sorted({(t.y0, t.y1, t.by1 - t.by0) for t in plan_wrapped_tiles(90, 64, 32, 16, 16)}
+    assert sorted({(t.y0, t.y1, t.by1 - t.by0) for t in plan_tiles(90, 64, 32, 16, 16, wrap=True)}
                   ) == [(0, 32, 64), (32, 64, 64), (64, 90, 64)]
     x = torch.arange(96.0).view(1, 1, 96, 1).expand(1, 1, 96, 64)
     assert tiles[0].box(x)[0, 0, :16, 0].tolist() == list(range(80, 96))  # from the bottom

@@ -25,7 +25,7 @@ from brushwork.engine.memory.calibration import (
 from brushwork.engine.network import FeatureExtractor
 from brushwork.engine.pyramid import Scale
 from brushwork.engine.settings import Settings
-from brushwork.engine.tiling import plan_tiles, plan_wrapped_tiles, strides, tile_geometry
+from brushwork.engine.tiling import plan_tiles, strides, tile_geometry
 from brushwork.errors import BrushworkError
 
 PLAN_MARGIN = 0.9  # plans use this share of the budget, leaving room for the estimate's error
@@ -148,9 +148,8 @@ def scale_cost(plan: ScalePlan, settings: Settings, calibration: Calibration,
         setup = calibration.forward_share * per_eval
     else:
         halo, align = tile_geometry(net)
-        planner = plan_wrapped_tiles if settings.tileable else plan_tiles
-        peak, per_eval = tiled_cost(calibration, box_pixels(planner(h, w, plan.tile, halo,
-                                                                      align)), w * h)
+        tiles = plan_tiles(h, w, plan.tile, halo, align, wrap=settings.tileable)
+        peak, per_eval = tiled_cost(calibration, box_pixels(tiles), w * h)
         # The content targets and the style targets: a forward pass over the tiles each.
         setup = 2 * calibration.forward_share / (1 + calibration.forward_share) * per_eval
     iterations: float = plan.scale.iterations
