@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TERMINAL = ("done", "failed", "cancelled", "interrupted")
+# What a job makes: "picture" = one painted photo (stylize).  The worker has one runner
+# per kind, and the queue one way to check a stored job of each kind again at a restart.
+KINDS = ("picture",)
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Job:
     run_options: dict[str, Any]  # what stylize gets
     total: int
     masks: list[str] | None = None  # upload ids: each painting's region over the photo
+    kind: str = "picture"  # one of KINDS
     created: float = field(default_factory=time.time)
     state: str = "queued"
     started: float | None = None
@@ -38,6 +42,9 @@ class Job:
     progress: float | None = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     settings: dict[str, Any] | None = None  # the full settings of a finished run
+    # What a job of another kind reports beyond a picture's fields (frames painted, a
+    # plan's rows ...): sent as it is in the JSON, and stored when the job ends.
+    detail: dict[str, Any] = field(default_factory=dict)
     preview: bytes | None = None  # the latest picture, JPEG
     preview_version: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -50,14 +57,14 @@ def from_row(row: dict[str, Any]) -> Job:
     done = row["state"] == "done"
     return Job(
         row["id"], row["content"], row["styles"], row["options"], {}, row["total"],
-        masks=row.get("masks"),
+        masks=row.get("masks"), kind=row.get("kind") or "picture",
         created=row["created"], state=row["state"], started=row["started"],
         finished=row["finished"], error=row["error"],
         step=history[-1]["step"] if history else (row["total"] if done else 0),
         scale=history[-1]["scale"] if history else None, scales=None,
         size=(row["width"], row["height"]) if row.get("width") else None,
         losses=row["losses"] or {}, elapsed=row["elapsed"], progress=1.0 if done else None,
-        history=history, settings=row.get("settings"))
+        history=history, settings=row.get("settings"), detail=row.get("detail") or {})
 
 
 def job_json(job: Job, *, place: int | None, result: bool,
@@ -69,7 +76,7 @@ def job_json(job: Job, *, place: int | None, result: bool,
     ``job``.
     """
     out: dict[str, Any] = {
-        "id": job.id, "state": job.state, "place": place,
+        "id": job.id, "kind": job.kind, "state": job.state, "place": place,
         "created": job.created, "started": job.started, "finished": job.finished,
         "content": job.content, "styles": job.styles, "masks": job.masks,
         "options": job.options,
@@ -77,7 +84,7 @@ def job_json(job: Job, *, place: int | None, result: bool,
         "progress": job.progress, "scale": job.scale, "scales": job.scales,
         "size": list(job.size) if job.size else None, "losses": job.losses,
         "elapsed": job.elapsed, "eta": eta(job), "preview": job.preview_version,
-        "result": result, "settings": job.settings,
+        "result": result, "settings": job.settings, "detail": job.detail,
     }
     if history:
         out["history"] = list(job.history)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from brushwork.engine.pyramid import count_steps
@@ -57,6 +58,10 @@ class JobQueue:
         self._running: Job | None = None
         self._stopping = False
         self._archs: dict[str, str] = {}
+        # How a stored job of each kind is checked again and rebuilt at a restart.
+        self.rebuilders: dict[str, Callable[[dict[str, Any]], Job]] = {
+            "picture": lambda row: self.prepare(row["content"], row["styles"],
+                                                row["options"], row.get("masks"))}
 
     @property
     def stopping(self) -> bool:
@@ -76,9 +81,9 @@ class JobQueue:
                 raise OptionsError("the studio is shutting down")
             if len(self._queue) >= self.limits.max_queued:
                 raise QueueFull(f"{len(self._queue)} jobs are waiting already; try later")
-            self.store.add_job({"id": job.id, "state": "queued", "created": job.created,
-                                "content": job.content, "styles": job.styles,
-                                "masks": job.masks, "options": job.options,
+            self.store.add_job({"id": job.id, "kind": job.kind, "state": "queued",
+                                "created": job.created, "content": job.content,
+                                "styles": job.styles, "masks": job.masks, "options": job.options,
                                 "total": job.total})
             self._queue.append(job)
             self._wake.notify_all()
@@ -253,6 +258,8 @@ class JobQueue:
                                   "elapsed": job.elapsed}
         if job.settings is not None:
             fields["settings"] = job.settings
+        if job.detail:
+            fields["detail"] = job.detail
         if size is not None:
             fields["width"], fields["height"] = size
         self.store.update_job(job.id, **fields)
@@ -297,7 +304,10 @@ class JobQueue:
         """Queue again a job the last run of the studio left unfinished (its store row),
         checked as a new request would be; raises OptionsError when it no longer can be
         (an upload deleted, a network no longer offered)."""
-        job = self.prepare(row["content"], row["styles"], row["options"], row.get("masks"))
+        kind = row.get("kind") or "picture"
+        if kind not in self.rebuilders:
+            raise OptionsError(f"this studio does not run jobs of kind {kind!r}")
+        job = self.rebuilders[kind](row)
         job.id, job.created = row["id"], row["created"]
         job.history = list(row.get("history") or [])
         with self._lock:

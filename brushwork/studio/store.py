@@ -43,7 +43,7 @@ _CHECKPOINT_FILE = re.compile(r"([0-9a-f]{16})\.png" + re.escape(checkpoints.SUF
 _CHECKPOINT_TEMP = re.compile(r"[0-9a-f]{16}\.png" + re.escape(checkpoints.SUFFIX) + r"\..+\.tmp")
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL DEFAULT 'picture',  -- what the job makes (job.KINDS)
     state TEXT NOT NULL,
     created REAL NOT NULL,
     started REAL,
@@ -75,7 +76,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     total INTEGER,
     elapsed REAL,
     width INTEGER,
-    height INTEGER
+    height INTEGER,
+    detail TEXT                  -- JSON: what a job of another kind than a picture reports
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
@@ -88,7 +90,7 @@ CREATE TABLE IF NOT EXISTS job_points (
 CREATE INDEX IF NOT EXISTS job_points_job ON job_points(job_id);
 """
 
-_JSON_COLUMNS = ("styles", "masks", "options", "settings", "losses", "history")
+_JSON_COLUMNS = ("styles", "masks", "options", "settings", "losses", "history", "detail")
 
 
 def new_id() -> str:
@@ -133,6 +135,11 @@ class Store:
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "masks" not in columns:  # a data folder from before regions
                 self._db.execute("ALTER TABLE jobs ADD COLUMN masks TEXT")
+            if "kind" not in columns:  # from before clips and plans: every job a picture
+                self._db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL "
+                                 "DEFAULT 'picture'")
+            if "detail" not in columns:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN detail TEXT")
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(uploads)")}
             for column in ("grey_min", "grey_max"):  # from before they were recorded
                 if column not in columns:
@@ -288,9 +295,10 @@ class Store:
     def add_job(self, job: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (id, state, created, content, styles, masks, options, total) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job["id"], job["state"], job["created"], job["content"],
+                "INSERT INTO jobs (id, kind, state, created, content, styles, masks, options, "
+                "total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job["id"], job.get("kind", "picture"), job["state"], job["created"],
+                 job["content"],
                  json.dumps(job["styles"]),
                  json.dumps(job["masks"]) if job.get("masks") else None,
                  json.dumps(job["options"]), job.get("total")))
@@ -439,9 +447,9 @@ class Store:
 
 
 def _columns() -> list[str]:
-    return ["id", "state", "created", "started", "finished", "content", "styles", "masks",
-            "options",
-            "settings", "error", "losses", "history", "total", "elapsed", "width", "height"]
+    return ["id", "kind", "state", "created", "started", "finished", "content", "styles",
+            "masks", "options", "settings", "error", "losses", "history", "total", "elapsed",
+            "width", "height", "detail"]
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -54,6 +54,9 @@ class Worker:
         self.checkpoint_every = checkpoint_every
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self._thread: threading.Thread | None = None
+        # One runner per job kind (brushwork.studio.job.KINDS): each paints the job and
+        # ends it through the queue (painted/finish/suspend), whatever happens.
+        self.runners: dict[str, Callable[[Job], None]] = {"picture": self._run_picture}
 
     def start(self) -> None:
         if self._thread is None:
@@ -72,7 +75,7 @@ class Worker:
     def _work(self) -> None:
         while (job := self.queue.next_job()) is not None:
             try:
-                self._run(job)
+                self.runners[job.kind](job)
             except Exception:  # never let the worker die: report and go on
                 self.log("brushwork studio: internal error in job " + job.id + "\n"
                          + traceback.format_exc())
@@ -80,7 +83,7 @@ class Worker:
             finally:
                 self.queue.release(job)
 
-    def _run(self, job: Job) -> None:
+    def _run_picture(self, job: Job) -> None:
         files = [self.store.upload_file(u) for u in (job.content, *job.styles,
                                                       *(job.masks or []))]
         if None in files:

@@ -32,6 +32,7 @@ from brushwork.io.images import read_metadata
 from brushwork.maths.distributions import STYLE_LOSSES
 from brushwork.maths.strength import DEFAULT_STRENGTH, knobs
 from brushwork.studio import worker as worker_module
+from brushwork.studio.options import OptionsError
 from brushwork.studio.store import Store
 from conftest import painting_array, photo_array
 
@@ -1174,6 +1175,24 @@ def test_a_data_folder_from_before_regions_gains_the_masks_column(tmp_path):
     db.close()
     store = Store(data)
     assert store.job("0123456789abcdef")["masks"] is None
+    assert store.job("0123456789abcdef")["kind"] == "picture"  # the kind column came too
+    store.update_job("0123456789abcdef", detail={"frames": 3})
+    assert store.job("0123456789abcdef")["detail"] == {"frames": 3}  # and detail
+    store.close()
+
+
+def test_a_stored_job_of_a_kind_this_studio_cannot_run_is_refused_at_resume(tmp_path):
+    from brushwork.studio.events import Broker
+    from brushwork.studio.job_queue import JobQueue
+
+    store = Store(tmp_path / "data")
+    store.add_job({"id": "0123456789abcdef", "kind": "hologram", "state": "queued",
+                   "created": 1.0, "content": "aaaaaaaaaaaaaaaa", "styles": [], "options": {}})
+    row = store.job("0123456789abcdef")
+    assert row["kind"] == "hologram"
+    queue = JobQueue(store, Broker(), models={"m": "m"}, default_model="m")
+    with pytest.raises(OptionsError, match="kind 'hologram'"):
+        queue.resume(row)
     store.close()
 
 
