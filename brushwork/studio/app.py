@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse
 from brushwork._version import __version__
 from brushwork.errors import BrushworkError
 from brushwork.io.weights import SOURCES
+from brushwork.studio import textures
 from brushwork.studio.events import Broker
 from brushwork.studio.job_queue import JobQueue
 from brushwork.studio.options import Limits, OptionsError
@@ -135,4 +136,5 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
     for routes in (page_routes, upload_routes, submit_routes, job_routes, result_routes,
                    event_routes):
         app.include_router(routes(studio))
+    app.include_router(textures.register(queue, worker, studio.forecasts))
     return app

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css
           "index.html": "text/html; charset=utf-8"}
 KEEPALIVE_S = 15.0
 MAX_OFFSET = 10**9  # past SQLite's 64-bit integers an OFFSET overflows (a 500)
-JOB_KEYS = {"content", "styles", "options", "masks"}
+JOB_KEYS = frozenset({"content", "styles", "options", "masks"})
 ESTIMATE_RETRY_S = 5  # an estimate takes milliseconds, or seconds when it measures
 
 
@@ -58,6 +58,10 @@ class Studio:
     models: dict[str, str]  # name a request may use -> what stylize gets
     default_model: str
     cache: Any = None  # the worker's brushwork.Cache, shared by the estimates
+    forecasts: Forecasts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.forecasts = Forecasts(self)
 
     def job_json(self, job_id: str, *, history: bool = False) -> dict[str, Any]:
         """A job waiting or running (from memory) or ended (from the store); 404 if none."""
@@ -204,8 +208,9 @@ def upload_routes(studio: Studio) -> APIRouter:
     return router
 
 
-async def _job_request(request: Request) -> dict[str, Any]:
-    """The JSON object of a job request (content, styles, options), or an HTTP error."""
+async def job_request(request: Request, keys: frozenset[str] = JOB_KEYS) -> dict[str, Any]:
+    """The JSON object of a job request (by default content, styles, options, masks:
+    ``keys``, those it may have), or an HTTP error."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise HTTPException(415, "send the job as application/json")
     body = await request.body()
@@ -216,12 +221,11 @@ async def _job_request(request: Request) -> dict[str, Any]:
     except RecursionError:  # [[[[... thousands deep: the parser's recursion gives out
         raise HTTPException(400, "JSON nested too deeply") from None
     if not isinstance(data, dict):
-        raise HTTPException(422, "the job must be a JSON object with content, styles, "
-                                 "options")
-    unknown = set(data) - JOB_KEYS
+        raise HTTPException(422, f"the job must be a JSON object with {', '.join(sorted(keys))}")
+    unknown = set(data) - keys
     if unknown:
         raise HTTPException(422, f"unknown field(s): {', '.join(sorted(unknown))}; "
-                                 "expected content, styles, options, masks")
+                                 f"expected {', '.join(sorted(keys))}")
     return data
 
 
@@ -235,53 +239,82 @@ async def _prepared(studio: Studio, data: dict[str, Any]) -> Job:
         raise HTTPException(422, str(e)) from None
 
 
-async def _forecast_of(studio: Studio, turns: Turns, job: Job, *, measure: bool) -> Estimate:
-    """The job's estimate; 422 with the plan's one-line reason when it would not fit
-    the memory budget.  Raises NotMeasured before this machine's calibration, which is
-    measured only while no job runs.
+class Forecasts:
+    """The estimates of jobs before they are queued (time and peak memory), one way per
+    job kind (``estimators``), at most ``max_estimates`` at a time."""
 
-    The plan needs only the photo's size, which the store recorded at upload: no
-    picture is decoded here (that happens in the decoder's child, and in the worker's
-    run).  At most ``turns.at_once`` estimates run at a time (each may load the network
-    or measure the machine); past the wait, 503 with Retry-After."""
-    up = studio.store.upload(job.content)
-    if up is None:
-        raise HTTPException(422, "an uploaded image is no longer stored")
-    size = (up["width"], up["height"])
-    try:
-        forecast = await turns.run(
-            lambda: estimate_size(size, cache=studio.cache, measure=measure,
-                                  **job.run_options))
-    except NotMeasured:
-        raise
-    except NoTurn:
-        raise HTTPException(503, f"{turns.at_once} estimate(s) are being made already; try "
-                                 "again in a few seconds",
-                            headers={"Retry-After": str(ESTIMATE_RETRY_S)}) from None
-    except BrushworkError as e:
-        raise HTTPException(422, clean_message(studio.store, str(e))) from None
-    if forecast.peak_bytes > forecast.budget_bytes:
-        raise HTTPException(422, "the job would not fit this machine's memory: "
-                            + forecast.describe().removeprefix("estimate: "))
-    return forecast
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+        self.turns = Turns(studio.limits.max_estimates, studio.limits.estimate_wait_seconds)
+        self.estimators: dict[str, Callable[[Job, Any, bool], Estimate]] = {
+            "picture": self._picture}
+
+    def _picture(self, job: Job, cache: Any, measure: bool) -> Estimate:
+        # The plan needs only the photo's size, which the store recorded at upload: no
+        # picture is decoded here (that happens in the decoder's child, and in the
+        # worker's run).
+        up = self.studio.store.upload(job.content)
+        if up is None:
+            raise HTTPException(422, "an uploaded image is no longer stored")
+        return estimate_size((up["width"], up["height"]), cache=cache, measure=measure,
+                             **job.run_options)
+
+    async def forecast(self, job: Job, *, measure: bool) -> Estimate:
+        """The job's estimate; 422 with the plan's one-line reason when it would not fit
+        the memory budget.  Raises NotMeasured before this machine's calibration, which
+        is measured only while no job runs.  Each may load the network or measure the
+        machine: past the wait for a turn, 503 with Retry-After."""
+        studio = self.studio
+        estimator = self.estimators[job.kind]
+        try:
+            forecast = await self.turns.run(lambda: estimator(job, studio.cache, measure))
+        except NotMeasured:
+            raise
+        except NoTurn:
+            raise HTTPException(503, f"{self.turns.at_once} estimate(s) are being made "
+                                     "already; try again in a few seconds",
+                                headers={"Retry-After": str(ESTIMATE_RETRY_S)}) from None
+        except BrushworkError as e:
+            raise HTTPException(422, clean_message(studio.store, str(e))) from None
+        if forecast.peak_bytes > forecast.budget_bytes:
+            raise HTTPException(422, "the job would not fit this machine's memory: "
+                                + forecast.describe().removeprefix("estimate: "))
+        return forecast
+
+    async def refuse_if_too_big(self, job: Job) -> None:
+        """422 for a job predicted not to fit, before it is queued.  Before the first
+        calibration (it is measured only while the studio is idle) the bounds on the
+        options still apply, and the run itself checks its plan before painting: the job
+        then fails with the same reason."""
+        with contextlib.suppress(NotMeasured):
+            await self.forecast(job, measure=False)
+
+    async def describe(self, job: Job) -> dict[str, Any]:
+        """What a job would need, as POST /api/estimate answers."""
+        try:
+            # Measuring the device while it paints would spoil the measurement.
+            forecast = await self.forecast(job, measure=self.studio.queue.idle())
+        except NotMeasured:
+            return {"estimate": None, "text": "the estimate comes once the studio is free "
+                    "to measure this machine (after the picture it paints now)"}
+        text = (f"about {format_seconds(forecast.seconds)}, peak "
+                f"{forecast.peak_bytes / GB:.1f} GB" + (", in tiles" if forecast.tiled else ""))
+        return {"estimate": {"peak_bytes": round(forecast.peak_bytes),
+                             "seconds": round(forecast.seconds, 3),
+                             "budget_bytes": round(forecast.budget_bytes),
+                             "tiled": forecast.tiled}, "text": text}
 
 
 def submit_routes(studio: Studio) -> APIRouter:
     """Asking for a job: queue it, or only estimate what it would need."""
     router = APIRouter()
     queue = studio.queue
-    turns = Turns(studio.limits.max_estimates, studio.limits.estimate_wait_seconds)
 
     @router.post("/api/jobs", status_code=201)
     async def create_job(request: Request) -> dict[str, Any]:
-        data = await _job_request(request)
+        data = await job_request(request)
         job = await _prepared(studio, data)
-        # A job predicted not to fit is refused now.  Before the first calibration (it is
-        # measured only while the studio is idle) the bounds on the options still apply,
-        # and the run itself checks its plan before painting: the job then fails with
-        # the same reason.
-        with contextlib.suppress(NotMeasured):
-            await _forecast_of(studio, turns, job, measure=False)
+        await studio.forecasts.refuse_if_too_big(job)
         try:
             await run_in_threadpool(queue.enqueue, job)
         except OptionsError as e:
@@ -293,19 +326,8 @@ def submit_routes(studio: Studio) -> APIRouter:
     @router.post("/api/estimate")
     async def estimate_job(request: Request) -> dict[str, Any]:
         """What a job would need (peak memory, wall time), without queueing it."""
-        job = await _prepared(studio, await _job_request(request))
-        try:
-            # Measuring the device while it paints would spoil the measurement.
-            forecast = await _forecast_of(studio, turns, job, measure=queue.idle())
-        except NotMeasured:
-            return {"estimate": None, "text": "the estimate comes once the studio is free "
-                    "to measure this machine (after the picture it paints now)"}
-        text = (f"about {format_seconds(forecast.seconds)}, peak "
-                f"{forecast.peak_bytes / GB:.1f} GB" + (", in tiles" if forecast.tiled else ""))
-        return {"estimate": {"peak_bytes": round(forecast.peak_bytes),
-                             "seconds": round(forecast.seconds, 3),
-                             "budget_bytes": round(forecast.budget_bytes),
-                             "tiled": forecast.tiled}, "text": text}
+        return await studio.forecasts.describe(
+            await _prepared(studio, await job_request(request)))
 
     return router
 
@@ -391,8 +413,12 @@ def result_routes(studio: Studio) -> APIRouter:
             meta = {}
         # The store's record, not the file's: a picture painted by an older studio
         # carries the server's paths of the uploads and of the weights.
-        meta["inputs"] = {"content": upload_ref(store, row["content"]),
-                          "style": [upload_ref(store, u) for u in row["styles"]]}
+        meta["inputs"] = {"style": [upload_ref(store, u) for u in row["styles"]]}
+        if row["content"]:  # a texture has none
+            meta["inputs"] = {"content": upload_ref(store, row["content"]), **meta["inputs"]}
+        else:
+            meta["inputs"]["texture"] = [row["options"].get("width"),
+                                         row["options"].get("height")]
         if isinstance(meta.get("settings"), dict):
             meta["settings"]["model"] = row["options"].get("model")
         meta["studio"] = {"job": job_id, "options": row["options"]}

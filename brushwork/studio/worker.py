@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from brushwork.engine.painter import stylize
-from brushwork.engine.result import Iterate
+from brushwork.engine.result import Iterate, Result
 from brushwork.errors import BrushworkError, out_of_memory
 from brushwork.studio.job import Job
 from brushwork.studio.job_queue import JobQueue
@@ -90,6 +90,17 @@ class Worker:
             self.queue.finish(job, "failed", error="an uploaded image is no longer stored")
             return
         content, *styles = [f for f in files if f is not None][:1 + len(job.styles)]
+        # The picture records the uploads by id and name: never this machine's paths.
+        inputs = {"content": upload_ref(self.store, job.content),
+                  "style": [upload_ref(self.store, s) for s in job.styles]}
+        self.paint(job, lambda **run: stylize(content, styles, **run, **job.run_options),
+                   inputs)
+
+    def paint(self, job: Job, run: Callable[..., Result], inputs: dict[str, Any]) -> None:
+        """Paint ``job`` with ``run`` (stylize, or what calls it), given the callback and
+        checkpoint keywords; save its picture and end the job, whichever way it ends.
+
+        ``inputs``: what the saved picture records as its inputs."""
         missing = absent_weights(job.options["model"], job.run_options["model"])
         if missing is not None:  # removed since the job was queued: never fetched from here
             self.queue.finish(job, "failed", error=missing)
@@ -113,9 +124,8 @@ class Worker:
         # run left unfinished goes on from it (brushwork.io.checkpoint, as --resume does).
         checkpoint = self.store.checkpoint_path(job.id)
         try:
-            result = stylize(content, styles, callback=on_step, cache=self.cache,
-                             checkpoint=checkpoint, checkpoint_every=self.checkpoint_every,
-                             resume=checkpoint.is_file(), **job.run_options)
+            result = run(callback=on_step, cache=self.cache, checkpoint=checkpoint,
+                         checkpoint_every=self.checkpoint_every, resume=checkpoint.is_file())
         except KeyboardInterrupt:  # JobInterrupted, or the painter's Interrupted after it
             self.queue.suspend(job)
             return
@@ -135,10 +145,8 @@ class Worker:
             self.queue.finish(job, "failed", error=str(oom))
             return
 
-        # The picture records the uploads by id and name and the model by the name the
-        # request used: never this machine's paths.
-        result.inputs = {"content": upload_ref(self.store, job.content),
-                         "style": [upload_ref(self.store, s) for s in job.styles]}
+        # The model by the name the request used, not its path here.
+        result.inputs = inputs
         result.settings = dict(result.settings, model=job.options["model"])
         if job.masks:  # the masks' upload ids, not where this machine keeps them
             result.settings["style_masks"] = list(job.masks)
