@@ -151,10 +151,57 @@ function resetForm() {
   scheduleEstimate();
 }
 
+// A texture (no photo): the paintings' style alone at a width and height, from noise
+// (POST /api/textures); the photo's options are hidden and not sent.
+function textureMode() { return $("texture-on").checked; }
+const PHOTO_SLIDERS = ["strength", ...ADVANCED, "size"];
+
+function setTextureMode(on) {
+  $("texture-on").checked = on;
+  $("texture").hidden = !on;
+  $("content-drop").hidden = on;
+  for (const node of document.querySelectorAll(".photo-only")) node.hidden = on;
+  $("start").textContent = on ? "Paint texture" : "Paint";
+  $("placeholder").querySelector("p").textContent = on
+    ? "Choose a painting, a width and a height, then Paint texture."
+    : "Choose a photo and a painting, then Paint.";
+  scheduleEstimate();
+}
+
+function setupTexture() {
+  $("texture-on").addEventListener("change", () => setTextureMode($("texture-on").checked));
+  for (const id of ["texture-width", "texture-height", "tileable"]) {
+    $(id).addEventListener("change", scheduleEstimate);
+    $(id).addEventListener("input", scheduleEstimate);
+  }
+}
+
+function textureSide(id) {
+  const input = $(id), v = Number(input.value);
+  const ok = input.value.trim() !== "" && Number.isInteger(v) && v >= 16;
+  input.classList.toggle("invalid", !ok);
+  if (!ok) throw new Error(`${id === "texture-width" ? "Width" : "Height"}: a whole number of pixels, 16 or more`);
+  return v;
+}
+
+// The request for the job the form describes: its routes (queue, estimate) and JSON body.
+function jobRequest() {
+  const options = readOptions();
+  const styles = state.styles.map((s) => s.id);
+  if (textureMode()) {
+    return { route: "/api/textures", estimate: "/api/textures/estimate", body: { styles, options,
+      width: textureSide("texture-width"), height: textureSide("texture-height") } };
+  }
+  return { route: "/api/jobs", estimate: "/api/estimate",
+           body: { content: state.content.id, styles, options } };
+}
+
 function readOptions() {
   const options = {};
   const byHand = $("advanced").open;
+  const texture = textureMode();
   for (const name of Object.keys(SLIDERS)) {
+    if (texture && PHOTO_SLIDERS.includes(name)) continue;
     if (name === "strength" ? byHand : ADVANCED.includes(name) && !byHand) continue;
     const input = $(name);
     const v = Number(input.value);
@@ -164,7 +211,8 @@ function readOptions() {
     }
     options[name] = SLIDERS[name].int ? Math.round(v) : v;
   }
-  options.preserve_colors = $("preserve_colors").value;
+  if (texture) options.tileable = $("tileable").checked;
+  else options.preserve_colors = $("preserve_colors").value;
   options.style_loss = $("style_loss").value;
   options.model = $("model").value;
   const seed = $("seed").value.trim();
@@ -242,14 +290,14 @@ function scheduleEstimate() {
 async function refreshEstimate() {
   const box = $("estimate");
   const asked = ++estimateAsked;
-  if (!state.content || !state.styles.length) { box.textContent = ""; return; }
-  let options;
-  try { options = readOptions(); } catch (err) { box.textContent = ""; return; }
+  if ((!state.content && !textureMode()) || !state.styles.length) { box.textContent = ""; return; }
+  let request;
+  try { request = jobRequest(); } catch (err) { box.textContent = ""; return; }
   try {
-    const reply = await api("/api/estimate", {
+    const reply = await api(request.estimate, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ content: state.content.id, styles: state.styles.map((s) => s.id), options }),
+      body: JSON.stringify(request.body),
     });
     if (asked === estimateAsked) { box.textContent = reply.text; box.classList.remove("error"); }
   } catch (err) {
@@ -515,19 +563,18 @@ async function loadMasks(ids) {
 async function startJob() {
   const errorBox = $("form-error");
   errorBox.textContent = "";
-  if (!state.content) { errorBox.textContent = "Choose a photo first."; return; }
+  if (!state.content && !textureMode()) { errorBox.textContent = "Choose a photo first."; return; }
   if (!state.styles.length) { errorBox.textContent = "Choose at least one painting."; return; }
-  let options;
-  try { options = readOptions(); } catch (err) { errorBox.textContent = err.message; return; }
+  let request;
+  try { request = jobRequest(); } catch (err) { errorBox.textContent = err.message; return; }
   const button = $("start");
   button.disabled = true;
   try {
-    const request = { content: state.content.id, styles: state.styles.map((s) => s.id), options };
-    if (regionsWanted()) request.masks = await uploadMasks();
-    const job = await api("/api/jobs", {
+    if (!textureMode() && regionsWanted()) request.body.masks = await uploadMasks();
+    const job = await api(request.route, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(request),
+      body: JSON.stringify(request.body),
     });
     state.history.set(job.id, []);
     updateJob(job);
@@ -633,11 +680,18 @@ async function reopen() {
   $("advanced").open = !("strength" in (job.options || {})) &&
     ADVANCED.some((k) => k in (job.options || {}));
   const note = [];
+  const texture = job.kind === "texture";
+  setTextureMode(texture);
+  if (texture) {
+    $("texture-width").value = job.options.width;
+    $("texture-height").value = job.options.height;
+    $("tileable").checked = !!job.options.tileable;
+  }
   const fetchUpload = async (id) => {
     try { const up = await api(`/api/uploads/${id}`); return { id: up.id, name: up.name }; }
     catch (err) { note.push("an image of this job is no longer stored"); return null; }
   };
-  state.content = await fetchUpload(job.content);
+  if (!texture) state.content = await fetchUpload(job.content);
   state.styles = (await Promise.all(job.styles.map(fetchUpload))).filter(Boolean);
   if (job.masks && job.masks.length === state.styles.length && state.content) {
     renderUploads();
@@ -736,8 +790,9 @@ function renderStage() {
 // painting has the photo's aspect, so the two line up), shown left of a divider that the
 // slider or a drag on the picture moves.
 function renderCompare(job) {
-  const on = !!job && state.comparing;
-  $("compare-toggle").hidden = !job;
+  const photo = !!job && job.kind !== "texture";  // a texture has no photo to compare with
+  const on = photo && state.comparing;
+  $("compare-toggle").hidden = !photo;
   $("compare-toggle").setAttribute("aria-pressed", String(on));
   $("compare-toggle").textContent = on ? "Hide the photo" : "Compare with the photo";
   $("compare-range").hidden = !on;
@@ -818,7 +873,8 @@ function queueItem(job) {
     title: job.error || `job ${job.id}`, onclick: () => select(job.id),
   }, [
     // The photo may have been deleted since (DELETE /api/uploads/{id}): no broken icon.
-    el("img", { src: `/api/uploads/${job.content}/thumb`, alt: "",
+    // A texture, which has no photo, shows its (first) painting.
+    el("img", { src: `/api/uploads/${job.content || job.styles[0]}/thumb`, alt: "",
                 onerror: (e) => { e.target.style.visibility = "hidden"; } }),
     el("div", { class: "info" }, [
       el("div", { class: "line1" }, [
@@ -1036,6 +1092,7 @@ async function init() {
   setupDrop("content");
   setupDrop("style");
   setupRegions();
+  setupTexture();
   $("cancel").addEventListener("click", cancelJob);
   $("delete").addEventListener("click", deleteJob);
   $("reopen").addEventListener("click", reopen);
