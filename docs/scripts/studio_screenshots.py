@@ -1,7 +1,8 @@
-"""Make docs/images/studio.png (mid-job), studio_done.png (finished) and
-studio_compare.png (the finished picture compared with its photo) with Playwright.
+"""Make docs/images/studio.png (mid-job), studio_done.png (finished),
+studio_compare.png (the finished picture compared with its photo) and studio_texture.png
+(a tileable texture painted with no photo) with Playwright.
 
-    python docs/scripts/studio_screenshots.py [--chromium /usr/bin/chromium]
+    python docs/scripts/studio_screenshots.py [--chromium /usr/bin/chromium] [--only texture]
 
 Runs a studio on 127.0.0.1 with a temporary data folder and the default network, paints
 Grace Hopper (docs/images) in the demo painting: about a minute on two CPU cores.
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -51,9 +53,28 @@ def save_small(src: Path, dest: Path, limit: int = 500_000) -> None:
     print(f"{dest}: {dest.stat().st_size // 1024} KB", file=sys.stderr)
 
 
+def texture(page: Any, shot: Path) -> None:
+    """A 384x256 tileable texture of the demo painting, finished (minutes on two CPU
+    cores)."""
+    page.check("#texture-on")
+    page.set_input_files("#style-input", str(IMAGES / "demo_style.png"))
+    page.wait_for_selector("#style-thumbs .thumb img")
+    for name, value in (("texture-width", 384), ("texture-height", 256), ("iterations", 60)):
+        page.fill(f"#{name}", str(value))
+        page.dispatch_event(f"#{name}", "change")
+    page.click("#start")
+    page.wait_for_selector("#download:not([hidden])", timeout=1_800_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shot))
+    page.uncheck("#texture-on")
+    page.click("#style-thumbs .thumb .remove")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--only", choices=("pictures", "texture"),
+                        help="make only these screenshots")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -69,6 +90,11 @@ def main() -> None:
             page.set_default_timeout(180_000)
             page.goto(url)
             page.wait_for_selector("#connection.live")
+            if args.only != "pictures":
+                texture(page, tmp / "texture.png")
+            if args.only == "texture":
+                context.close()
+                return
             page.set_input_files("#content-input", str(IMAGES / "grace_hopper.jpg"))
             page.set_input_files("#style-input", str(IMAGES / "demo_style.png"))
             page.wait_for_selector("#style-thumbs .thumb img")
@@ -106,6 +132,8 @@ def main() -> None:
         app.state.broker.close()
         server.should_exit = True
         thread.join(30)
+        if (tmp / "texture.png").is_file():
+            save_small(tmp / "texture.png", IMAGES / "studio_texture.png")
     save_small(tmp / "mid.png", IMAGES / "studio.png")
     save_small(tmp / "done.png", IMAGES / "studio_done.png")
     save_small(tmp / "compare.png", IMAGES / "studio_compare.png")

@@ -973,6 +973,15 @@ function drawChart(points, total) {
   else { dlo = 0; dhi = 4; }
   if (dhi <= dlo) dhi = dlo + 1;
   dlo = Math.max(dlo, dhi - 7);  // a loss near 0 (content at the start) would flatten the rest
+  // ... but every series' latest value stays in view: a texture's first steps from noise
+  // sit many decades above where it ends, and those are cut off at the top instead.
+  const latest = points.length ? Math.min(...series.map((s) => points[points.length - 1][s.key])
+    .filter((v) => v > 0)) : Infinity;
+  if (isFinite(latest) && Math.floor(Math.log10(latest)) < dlo) {
+    dlo = Math.floor(Math.log10(latest));
+    dhi = dlo + 7;
+  }
+  canvas.dataset.decades = `${dlo},${dhi}`;
   const X = (step) => pad.left + pw * (step / xmax);
   const Y = (v) => pad.top + ph * (1 - (Math.log10(v) - dlo) / (dhi - dlo));
 
@@ -1115,6 +1124,7 @@ async function init() {
   $("size-range").max = Math.min(1024, state.config.limits.max_size);
   $("size").max = state.config.limits.max_size;
   $("iterations").max = state.config.limits.max_iterations;
+  $("texture-width").max = $("texture-height").max = state.config.limits.max_size;
   resetForm();
   renderStage();
   connect();
