@@ -54,12 +54,12 @@ def save_small(src: Path, dest: Path, limit: int = 500_000) -> None:
 
 
 def texture(page: Any, shot: Path) -> None:
-    """A 384x256 tileable texture of the demo painting, finished (minutes on two CPU
+    """A 320x224 tileable texture of the demo painting, finished (minutes on two CPU
     cores)."""
     page.check("#texture-on")
     page.set_input_files("#style-input", str(IMAGES / "demo_style.png"))
     page.wait_for_selector("#style-thumbs .thumb img")
-    for name, value in (("texture-width", 384), ("texture-height", 256), ("iterations", 60)):
+    for name, value in (("texture-width", 320), ("texture-height", 224), ("iterations", 60)):
         page.fill(f"#{name}", str(value))
         page.dispatch_event(f"#{name}", "change")
     page.click("#start")
