@@ -17,6 +17,7 @@
     POST /api/jobs/{id}/cancel      cancel a waiting or running job
     DELETE /api/jobs/{id}           remove a finished job and its picture
     GET  /api/gallery               finished pictures, newest first
+    POST /api/plans                 photos x paintings (x strengths) as one job (plans.py)
 
 The routes are in routes.py; here they are put together with the store, the queue,
 the worker and the request guard.
@@ -39,6 +40,7 @@ from fastapi.responses import JSONResponse
 from brushwork._version import __version__
 from brushwork.errors import BrushworkError
 from brushwork.io.weights import SOURCES
+from brushwork.studio import plans
 from brushwork.studio.events import Broker
 from brushwork.studio.job_queue import JobQueue
 from brushwork.studio.options import Limits, OptionsError
@@ -131,8 +133,12 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
         return JSONResponse({"detail": "internal error; see the studio's console"},
                             status_code=500)
 
+    # Plans: several photos x several paintings as one job (plans.py).
+    queue.rebuilders[plans.KIND] = lambda row: plans.rebuild(queue, row)
+    worker.runners[plans.KIND] = plans.PlanRunner(queue, store, cache=cache,
+                                                  preview_interval=preview_interval, log=say)
     studio = Studio(store, queue, broker, limits, models, default_model, cache)
     for routes in (page_routes, upload_routes, submit_routes, job_routes, result_routes,
-                   event_routes):
+                   event_routes, plans.plan_routes):
         app.include_router(routes(studio))
     return app

@@ -55,6 +55,7 @@ class Limits:
     max_size: int = 2048  # long side of an output
     max_iterations: int = 5000
     max_queued: int = 100
+    max_plan_pictures: int = 48  # photos x paintings x strengths in one plan (plans.py)
     # Decoding an upload, in a process of its own (decoder.py).  A 25-megapixel PNG
     # decodes and re-encodes in under 10 s and 0.5 GB on a slow machine.
     decode_seconds: float = 30.0  # wall time, then the process is killed (422)

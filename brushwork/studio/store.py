@@ -8,6 +8,8 @@ Layout (every file name is a random id chosen here, never a name a user sent)::
     DATA/uploads/ID.thumb.jpg    its thumbnail
     DATA/results/ID.png          a finished job's picture, settings inside (Result.save)
     DATA/results/ID.thumb.jpg    its thumbnail
+    DATA/results/ID/             a plan's folder: its pictures, index.json, sheet.png
+                                 (brushwork.batch; ID.thumb.jpg is then its sheet's)
 
 Files are written to a temporary name and renamed into place; the database row that
 points at them is committed afterwards, and a row is deleted before its files, so a
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -176,6 +179,11 @@ class Store:
         assert valid_id(job_id)
         return self.results_dir / f"{job_id}.thumb.jpg"
 
+    def job_dir(self, job_id: str) -> Path:
+        """The folder of a job that makes many files (a plan's batch)."""
+        assert valid_id(job_id)
+        return self.results_dir / job_id
+
     @staticmethod
     def write_atomic(path: Path, data: bytes) -> None:
         tmp = tempfile.NamedTemporaryFile(delete=False, dir=path.parent, prefix=f".{path.name}.")
@@ -265,8 +273,11 @@ class Store:
                 "SELECT id, state FROM jobs WHERE state IN ('queued', 'running') AND "
                 "(content = ? OR EXISTS (SELECT 1 FROM json_each(jobs.styles) "
                 "WHERE json_each.value = ?) OR EXISTS (SELECT 1 FROM "
-                "json_each(COALESCE(jobs.masks, '[]')) WHERE json_each.value = ?)) LIMIT 1",
-                (upload_id, upload_id, upload_id)).fetchone()
+                "json_each(COALESCE(jobs.masks, '[]')) WHERE json_each.value = ?) "
+                # a plan's photos (brushwork.studio.plans), beside its first in content
+                "OR EXISTS (SELECT 1 FROM json_each(COALESCE(json_extract(jobs.options, "
+                "'$.plan.photos'), '[]')) WHERE json_each.value = ?)) LIMIT 1",
+                (upload_id, upload_id, upload_id, upload_id)).fetchone()
             if user is not None:
                 raise UploadInUse(f"job {user['id']} ({user['state']}) uses this image; "
                                   "cancel it or wait for it to end")
@@ -378,14 +389,17 @@ class Store:
             for path in (self.result_path(job_id), self.result_thumb(job_id)):
                 with contextlib.suppress(OSError):
                     path.unlink()
+            if self.job_dir(job_id).is_dir() and not self.job_dir(job_id).is_symlink():
+                shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
         return bool(cur.rowcount)
 
     def prune(self) -> dict[str, int]:
         """At start: remove what a crash left half-done; how many files and rows went.
 
         In uploads/: every file but the images and thumbnails of upload rows, and the rows
-        whose image or thumbnail is missing.  In results/: pictures and thumbnails of no
-        job, and temporary files of unfinished writes (other files are left alone).
+        whose image or thumbnail is missing.  In results/: pictures, thumbnails and
+        folders of no job, and temporary files of unfinished writes (other files are left
+        alone).
         Call it with nothing running (the studio's start, after :meth:`recover`).
         """
         counts = {"files": 0, "uploads": 0}
@@ -410,6 +424,10 @@ class Store:
                     result and result[1] not in jobs) or (
                     saved and saved[1] not in active):
                 stale.append(p)
+            elif ID_RE.fullmatch(p.name) and p.name not in jobs and p.is_dir() \
+                    and not p.is_symlink():  # a deleted plan's folder, the row gone first
+                shutil.rmtree(p, ignore_errors=True)
+                counts["files"] += 1
         for path in stale:
             if path.is_file() or path.is_symlink():
                 with contextlib.suppress(OSError):
