@@ -16,6 +16,13 @@ const state = {
   gallery: [],
 };
 const ADVANCED = ["style_weight", "content_weight", "min_size", "photo_detail"];
+// How a job of another kind than a picture is shown (plans.js registers "plan"): each
+// view may give status(job) and line2(job) text, decorate its gallery button, say that
+// it shows a picture of its own (ownsPicture(job)) instead of the preview, and
+// stage(job) is called after every render of the stage (with null when none is shown).
+const KIND_VIEWS = {};
+function kindView(job) { return (job && KIND_VIEWS[job.kind]) || null; }
+function stageViews(job) { for (const v of Object.values(KIND_VIEWS)) if (v.stage) v.stage(job); }
 const TERMINAL = new Set(["done", "failed", "cancelled", "interrupted"]);
 
 // Options with a slider: log10 sliders for the weights, linear for the rest.
@@ -658,6 +665,8 @@ async function reopen() {
 // ---------------------------------------------------------------- rendering
 
 function statusText(job) {
+  const view = kindView(job);
+  if (view && view.status) return view.status(job);
   const parts = [];
   if (job.state === "queued") {
     parts.push(job.place ? `waiting, ${ordinal(job.place)} in the queue` : "waiting");
@@ -693,6 +702,7 @@ function renderStage() {
     for (const id of ["cancel", "download", "download-settings", "reopen", "delete"]) $(id).hidden = true;
     renderCompare(null);
     drawChart([]);
+    stageViews(null);
     return;
   }
   const badge = $("job-state");
@@ -721,13 +731,17 @@ function renderStage() {
   }
   // The preview: the newest version the server announced; the result once done.
   const version = done ? "final" : job.preview;
-  if ((job.preview > 0 || done) && state.shownPreview.get(job.id) !== version) {
+  const view = kindView(job);
+  if (view && view.ownsPicture && view.ownsPicture(job)) {
+    // The view shows a picture of its own (a plan's contact sheet) in stage(job).
+  } else if ((job.preview > 0 || done) && state.shownPreview.get(job.id) !== version) {
     loadPreview(job.id, version);
   } else if (state.shownPreview.get(job.id) === version) {
     img.hidden = false;
   }
   renderCompare(done ? job : null);
   drawChart(state.history.get(job.id) || [], job.total);
+  stageViews(job);
 }
 
 // ---------------------------------------------------------------- compare
@@ -813,6 +827,7 @@ function queueItem(job) {
   else if (job.state === "running") line2 = job.step ? `step ${job.step}/${job.total}` : "starting";
   else if (job.error) line2 = job.error;
   else line2 = job.size ? `${job.size[0]}×${job.size[1]}` : "";
+  if (kindView(job) && kindView(job).line2) line2 = kindView(job).line2(job) || line2;
   const li = el("li", {
     class: job.id === state.selected ? "selected" : "", "data-job": job.id, "data-state": job.state,
     title: job.error || `job ${job.id}`, onclick: () => select(job.id),
@@ -869,11 +884,15 @@ async function loadGallery() {
 }
 
 function renderGallery() {
-  $("gallery").replaceChildren(...state.gallery.map((job) => el("button", {
-    type: "button", class: job.id === state.selected ? "selected" : "", "data-job": job.id,
-    title: `${job.size ? job.size[0] + "×" + job.size[1] : ""} · ${new Date(job.finished * 1000).toLocaleString()}`,
-    onclick: () => select(job.id),
-  }, [el("img", { src: `/api/jobs/${job.id}/thumb`, alt: `result ${shortId(job.id)}` })])));
+  $("gallery").replaceChildren(...state.gallery.map((job) => {
+    const button = el("button", {
+      type: "button", class: job.id === state.selected ? "selected" : "", "data-job": job.id,
+      title: `${job.size ? job.size[0] + "×" + job.size[1] : ""} · ${new Date(job.finished * 1000).toLocaleString()}`,
+      onclick: () => select(job.id),
+    }, [el("img", { src: `/api/jobs/${job.id}/thumb`, alt: `result ${shortId(job.id)}` })]);
+    if (kindView(job) && kindView(job).galleryItem) kindView(job).galleryItem(job, button);
+    return button;
+  }));
   $("gallery-empty").hidden = state.gallery.length > 0;
 }
 
