@@ -470,7 +470,7 @@ def plan_routes(studio: Any) -> APIRouter:
                 raise HTTPException(409, f"the plan is {row['state']} already")
             if queue.stopping:
                 raise HTTPException(503, "the studio is shutting down")
-            if len(queue.active()) > studio.limits.max_queued:
+            if sum(j.state == "queued" for j in queue.active()) >= studio.limits.max_queued:
                 raise HTTPException(429, "too many jobs are waiting already; try later")
             try:
                 job = rebuild(queue, row)  # checked as a new plan would be

@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per step")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -42,7 +43,7 @@ def main() -> None:
                 str(tmp / "profile"), executable_path=args.chromium, headless=True, args=ARGS,
                 viewport={"width": 1400, "height": 900})
             page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(900_000)
+            page.set_default_timeout(args.timeout * 1000)
             page.goto(url)
             page.wait_for_selector("#connection.live")
             page.click("#mode-plan")
