@@ -84,7 +84,7 @@ def gate(monkeypatch):
         def cb(it):
             if it.step >= 2:
                 started.set()
-                release.wait(30)
+                release.wait(120)
             callback(it)
         return real(content, styles, callback=cb, **kw)
 
@@ -189,7 +189,7 @@ def test_rerun_is_refused_for_a_picture_an_active_plan_and_an_unknown_id(client,
     started, release = gate
     photos, styles = two_by_two(client)
     job = plan(client, photos[:1], styles).json()
-    assert started.wait(30)
+    assert started.wait(120)
     r = client.post(f"/api/jobs/{job['id']}/rerun")
     assert r.status_code == 409 and "running" in r.json()["detail"]
     release.set()
@@ -281,7 +281,7 @@ def test_cancel_a_running_plan(client, gate):
     started, release = gate
     photos, styles = two_by_two(client)
     job = plan(client, photos, styles).json()
-    assert started.wait(30)
+    assert started.wait(120)
     running = client.get(f"/api/jobs/{job['id']}").json()
     assert running["state"] == "running" and running["detail"]["current"] == 1
     assert running["detail"]["rows"][0]["state"] == "running"
@@ -306,7 +306,7 @@ def test_a_plan_stopped_with_the_studio_goes_on_at_the_next_start(tmp_path, tiny
         def cb(it):
             if len(painted) == 1:  # the second picture: held until the studio stops
                 second_started.set()
-                release.wait(30)
+                release.wait(120)
             callback(it)
         result = real(content, styles, callback=cb, **kw)
         painted.append(content)
@@ -317,7 +317,7 @@ def test_a_plan_stopped_with_the_studio_goes_on_at_the_next_start(tmp_path, tiny
     with TestClient(app, base_url=BASE) as c:
         photos, styles = two_by_two(c)
         job = plan(c, photos, styles).json()
-        assert second_started.wait(60)
+        assert second_started.wait(120)
 
         def release_once_stopping():
             while not app.state.queue.stopping:
@@ -342,7 +342,7 @@ def test_delete_removes_the_folder_and_uploads_stay_while_a_plan_waits(client, g
     started, release = gate
     photos, styles = two_by_two(client)
     first = plan(client, photos[:1], styles[:1]).json()
-    assert started.wait(30)
+    assert started.wait(120)
     waiting = plan(client, photos, styles[1:]).json()
     # The waiting plan's second photo is in no job's content: still refused.
     r = client.delete(f"/api/uploads/{photos[1]}")
