@@ -2,7 +2,7 @@
 from the gallery, after "Rerun missing" repainted the one picture that was removed.
 
     python docs/scripts/studio_plan_screenshot.py --photos CAT.jpg COFFEE.jpg \
-        --paintings STARRY.jpg WAVE.jpg [--size 192] [--iterations 60]
+        --paintings STARRY.jpg WAVE.jpg [--size 128] [--iterations 30]
 
 Runs a studio on 127.0.0.1 with a temporary data folder and the default network; the
 figure in docs/studio.md used chelsea_cat.jpg and coffee.jpg with starry_night.jpg and
@@ -27,8 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--photos", nargs=2, required=True, type=Path)
     parser.add_argument("--paintings", nargs=2, required=True, type=Path)
-    parser.add_argument("--size", type=int, default=192)
-    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per step")
     args = parser.parse_args()
@@ -65,9 +65,7 @@ def main() -> None:
             page.click("#plan-rerun")
             page.wait_for_selector("#plan-summary:has-text('1 painted, 3 skipped')")
             page.wait_for_selector("#job-state:text-is('done')")
-            page.reload()
-            page.wait_for_selector("body[data-ready='1']")
-            page.click("#gallery button.group")
+            page.click("#gallery button.group")  # the plan, opened from the gallery
             page.wait_for_selector("#plan-rows li[data-state='done']")
             page.wait_for_timeout(1500)
             page.screenshot(path=str(tmp / "plan.png"))
