@@ -67,6 +67,7 @@ def main() -> None:
             page.wait_for_selector("#job-state:text-is('done')")
             page.click("#gallery button.group")  # the plan, opened from the gallery
             page.wait_for_selector("#plan-rows li[data-state='done']")
+            page.evaluate("() => window.scrollTo(0, 0)")
             page.wait_for_timeout(1500)
             page.screenshot(path=str(tmp / "plan.png"))
             context.close()
