@@ -10,6 +10,7 @@ worker, one picture at a time, with the studio's network cache:
     POST /api/jobs/{id}/rerun       paint again what is missing, failed or changed
     GET  /api/jobs/{id}/sheet       the contact sheet (PNG);  /index: index.json
     GET  /api/jobs/{id}/pictures/{n}  picture n (1-based, the plan's order)
+    GET  /api/jobs/{id}/zip         the pictures, index.json and sheet.png as one ZIP
 
 In the jobs table a plan keeps the table's shape: ``content`` is its first photo,
 ``styles`` its paintings, and ``options`` the checked picture options with its lists
@@ -25,18 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from brushwork.batch import (
     DONE,
@@ -517,7 +521,55 @@ def plan_routes(studio: Any) -> APIRouter:
                             filename=f"brushwork-{job_id}-{output}",
                             content_disposition_type="inline")
 
+    @router.get("/api/jobs/{job_id}/zip")
+    def download_zip(job_id: str) -> Response:
+        """The plan's pictures, index.json and sheet.png as one ZIP, streamed as it is
+        written (stored, not compressed: PNGs are compressed already)."""
+        plan_row(job_id)
+        folder = store.job_dir(job_id)
+        names = [row["output"] for row in studio.job_json(job_id)["detail"].get("rows", [])
+                 if isinstance(row.get("output"), str) and OUTPUT_RE.fullmatch(row["output"])]
+        files = [folder / n for n in [*names, INDEX, SHEET]
+                 if (folder / n).is_file() and not (folder / n).is_symlink()]
+        if not names:
+            raise HTTPException(404, "the plan has no pictures yet")
+        return StreamingResponse(_zip_chunks(files, f"brushwork-{job_id}"),
+                                 media_type="application/zip", headers={
+                                     "Content-Disposition":
+                                         f'attachment; filename="brushwork-{job_id}.zip"'})
+
     return router
+
+
+class _Chunks(io.RawIOBase):
+    """A write-only stream that hands on what was written since the last take()."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def _zip_chunks(files: list[Path], folder: str) -> Iterator[bytes]:
+    sink = _Chunks()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:
+        for path in files:
+            with path.open("rb") as src, zf.open(f"{folder}/{path.name}", "w",
+                                                   force_zip64=True) as dst:
+                while block := src.read(1 << 20):
+                    dst.write(block)
+                    yield sink.take()
+            yield sink.take()
+    yield sink.take()
 
 
 OUTPUT_RE = re.compile(r"[0-9]+-[A-Za-z0-9_-]+--[A-Za-z0-9_-]+(?:--s[0-9.e+-]+)?\.png")

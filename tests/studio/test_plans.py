@@ -5,10 +5,12 @@ The tiny test network at 32 px for a few steps; a 2x2 plan paints in seconds.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -139,6 +141,15 @@ def test_a_2x2_plan_paints_four_pictures_an_index_and_a_sheet(client, tmp_path):
         assert str(tmp_path) not in text
     gallery = client.get("/api/gallery").json()["results"]
     assert [(g["id"], g["kind"]) for g in gallery] == [(job["id"], "plan")]
+    r = client.get(f"/api/jobs/{job['id']}/zip")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert zf.testzip() is None
+        listed = zf.namelist()
+        assert sorted(listed) == sorted(f"brushwork-{job['id']}/{n}" for n in
+                                        [row["output"] for row in rows] + ["index.json",
+                                                                          "sheet.png"])
+        assert zf.read(listed[0]) == (folder / rows[0]["output"]).read_bytes()
 
 
 def test_a_strength_sweep_is_a_column_per_strength(client):

@@ -222,6 +222,8 @@ KIND_VIEWS.plan = {
     $("plan-sheet").href = `/api/jobs/${job.id}/sheet?v=${v}`;
     $("plan-index").href = `/api/jobs/${job.id}/index`;
     $("plan-index").setAttribute("download", `brushwork-${job.id}-index.json`);
+    $("plan-zip").hidden = !hasSheet;
+    $("plan-zip").href = `/api/jobs/${job.id}/zip`;
     if (hasSheet) {  // the contact sheet on the stage once the plan has ended
       const img = $("preview");
       const src = `/api/jobs/${job.id}/sheet?v=${v}`;
