@@ -66,6 +66,8 @@ def test_a_2x2_plan_made_in_the_page_finishes_and_reruns_only_what_is_missing(
         href = first.locator("a.save").get_attribute("href")
         assert httpx.get(url + href).headers["content-type"] == "image/png"
         expect(page.locator("#plan-index")).to_be_visible()
+        zipped = httpx.get(url + page.locator("#plan-zip").get_attribute("href"))
+        assert zipped.headers["content-type"] == "application/zip"
         assert httpx.get(url + page.locator("#plan-index").get_attribute("href")).json()[
             "counts"] == {"done": 4}
 
