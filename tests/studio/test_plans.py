@@ -403,3 +403,24 @@ def test_the_sheet_names_photos_and_paintings_by_their_upload_names(client):
     assert sheet.shape[0] > 32 and sheet.std() > 5
     meta = read_metadata(folder / "sheet.png")
     assert meta["brushwork_batch"]["rows"][0]["content"] == "cat photo.png"
+
+
+def test_the_batch_sheet_gives_a_row_with_its_own_options_a_column(tmp_path):
+    from pathlib import Path
+
+    from brushwork.batch import DONE, Batch, Row, contact_sheet
+
+    for name, seed in (("a.png", 1), ("b.png", 2)):
+        Image.fromarray(photo_array(seed=seed)).save(tmp_path / name)
+
+    def sheet(options: list[dict]) -> Image.Image:
+        rows = [Row(n, f"row {n}", "/srv/photo.png", ("/srv/paint.png",), out, opts,
+                    state=DONE)
+                for n, (out, opts) in enumerate(zip(("a.png", "b.png"), options,
+                                                    strict=True), 1)]
+        return contact_sheet(Batch(rows, Path(tmp_path), {}, "test",
+                                   names={"/srv/photo.png": "my photo"}))
+
+    two = sheet([{"strength": 0.2}, {"strength": 0.9}])
+    one = sheet([{}, {}])  # the same cell twice: the later picture in it
+    assert two.size[0] > one.size[0] + 32 and two.size[1] == one.size[1]
