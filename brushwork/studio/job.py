@@ -15,7 +15,8 @@ from typing import Any
 TERMINAL = ("done", "failed", "cancelled", "interrupted")
 # What a job makes: "picture" = one painted photo (stylize).  The worker has one runner
 # per kind, and the queue one way to check a stored job of each kind again at a restart.
-KINDS = ("picture",)
+# "clip" = a painted video (clips.py: stylize_video).
+KINDS = ("picture", "clip")
 
 
 @dataclass

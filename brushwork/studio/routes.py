@@ -72,7 +72,7 @@ class Studio:
     def stored_json(self, row: dict[str, Any], *, history: bool = False) -> dict[str, Any]:
         job: Job = from_row(row)
         return job_json(job, place=None, history=history, result=job.state == "done"
-                        and self.store.result_path(job.id).is_file())
+                        and self.store.result_file(job.id, job.kind).is_file())
 
 
 def page_routes(studio: Studio) -> APIRouter:
@@ -121,7 +121,8 @@ def upload_routes(studio: Studio) -> APIRouter:
                       memory_bytes=limits.decode_memory, max_at_once=limits.max_decodes,
                       wait_seconds=limits.decode_wait_seconds)
     decoder.warm()
-    quota = {"quota_bytes": limits.upload_quota_bytes, "max_uploads": limits.max_uploads}
+    quota: dict[str, Any] = {"quota_bytes": limits.upload_quota_bytes,
+                             "max_uploads": limits.max_uploads}
 
     @router.post("/api/upload", status_code=201)
     async def upload(request: Request) -> dict[str, Any]:
@@ -493,4 +494,5 @@ def _stream(broker: Broker, slots: StreamSlots, request: Request,
 
 
 def _upload_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("id", "name", "format", "width", "height", "bytes", "created")}
+    return {k: row.get(k) for k in ("id", "name", "format", "width", "height", "bytes",
+                                     "created", "video")}
