@@ -1,6 +1,7 @@
 """Clips in the studio: a short video uploaded, painted by brushwork.video.stylize_video
 as a job of kind "clip", played and downloaded as an MP4.
 
+    GET  /api/clips/config          whether clips can be painted here, their limits, defaults
     POST /api/upload/clip           multipart, field "file": a video -> the upload's JSON
     POST /api/clips                 {"content": clip id, "styles": [...], "options": {...}}
     POST /api/clips/estimate        the same, not queued: time and memory of the frames
@@ -415,6 +416,19 @@ def clip_routes(studio: Studio) -> APIRouter:
     turns = Turns(limits.max_estimates, limits.estimate_wait_seconds)
     quota: dict[str, Any] = {"quota_bytes": limits.upload_quota_bytes,
                              "max_uploads": limits.max_uploads}
+
+    @router.get("/api/clips/config")
+    def clips_config() -> dict[str, Any]:
+        from brushwork.video.settings import VideoSettings
+
+        missing = video_available()
+        return {"available": missing is None, "reason": missing,
+                "limits": {"max_clip_bytes": limits.max_clip_bytes,
+                           "max_clip_seconds": limits.max_clip_seconds,
+                           "max_clip_frames": limits.max_clip_frames,
+                           "max_clip_pixels": limits.max_clip_pixels},
+                "defaults": {k: v for k, v in VideoSettings().to_dict().items()
+                             if k in VIDEO_OPTIONS} | {"init": "prev-warped"}}
 
     @router.post("/api/upload/clip", status_code=201)
     async def upload_clip(request: Request) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from brushwork.studio.uploads import UploadError, check_bytes, display_name
 from brushwork.studio.worker import clean_message, upload_ref
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8",
+          "clips.js": "text/javascript; charset=utf-8",
           "index.html": "text/html; charset=utf-8"}
 KEEPALIVE_S = 15.0
 MAX_OFFSET = 10**9  # past SQLite's 64-bit integers an OFFSET overflows (a 500)
