@@ -336,3 +336,50 @@ def test_prune_keeps_an_unfinished_clips_frames_and_drops_an_ended_ones(tmp_path
     assert store.result_file(ids["queued"], "clip").exists()
     assert not stray.exists() and not temp.exists()
     store.close()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--max-clip-mb", "0"], "--max-clip-mb must be above 0"),
+    (["--max-clip-seconds", "-1"], "--max-clip-seconds"),
+    (["--max-clip-frames", "0"], "--max-clip-frames"),
+    (["--max-clip-pixels", "30000000"], "--max-clip-pixels must be above 0 and at most"),
+])
+def test_the_clip_limits_flags_refuse_nonsense_in_one_line(tmp_path, capsys, argv, needle):
+    from brushwork.commands import main
+
+    code = main(["studio", "--port", "0", "--data", str(tmp_path / "d"), *argv])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and needle in err and "Traceback" not in err
+
+
+def test_the_clip_limits_flags_reach_the_studio(tmp_path, monkeypatch):
+    from brushwork.commands import main
+    from brushwork.commands import studio as command
+
+    seen = {}
+    monkeypatch.setattr(command, "serve", lambda app, host, port, data: seen.setdefault(
+        "limits", app.state.queue.limits) and 0)
+    assert main(["studio", "--port", "0", "--data", str(tmp_path / "d"), "--max-clip-mb", "2",
+                 "--max-clip-seconds", "5", "--max-clip-frames", "40",
+                 "--max-clip-pixels", "100000"]) == 0
+    limits = seen["limits"]
+    assert (limits.max_clip_bytes, limits.max_clip_seconds, limits.max_clip_frames,
+            limits.max_clip_pixels) == (2 * 1024 * 1024, 5, 40, 100_000)
+
+
+def test_without_the_video_extra_clips_are_refused_in_one_line(client, monkeypatch):
+    from brushwork.studio import clips
+
+    clip = upload_clip(client, clip_bytes()).json()["id"]
+    painting = upload_painting(client)
+    line = "video needs PyAV, which is not installed: pip install 'brushwork[video]'"
+    monkeypatch.setattr(clips, "video_available", lambda: line)
+    config = client.get("/api/clips/config").json()
+    assert config["available"] is False and config["reason"] == line
+    r = upload_clip(client, clip_bytes())
+    assert r.status_code == 501 and r.json()["detail"] == line
+    r = submit_clip(client, clip, [painting])
+    assert r.status_code == 422 and r.json()["detail"] == line
+    # The page greys the Clip switch out and says why.
+    page = client.get("/static/clips.js").text
+    assert "clip-unavailable" in page and '$("mode-clip").disabled = true' in page
