@@ -383,3 +383,14 @@ def test_without_the_video_extra_clips_are_refused_in_one_line(client, monkeypat
     # The page greys the Clip switch out and says why.
     page = client.get("/static/clips.js").text
     assert "clip-unavailable" in page and '$("mode-clip").disabled = true' in page
+
+
+def test_a_clip_that_takes_too_long_to_probe_is_refused(tmp_path, tiny_model_file):
+    app = make_app(tmp_path / "data", tiny_model_file,
+                   limits=Limits(max_upload_bytes=200_000, max_pixels=250_000,
+                                 decode_seconds=0.001))
+    with TestClient(app, base_url=BASE) as c:
+        r = upload_clip(c, clip_bytes())
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == "the video took longer than 0.001 s to read"
+        assert c.get("/api/uploads").json()["count"] == 0 and leftovers(app.state.store) == []
