@@ -140,7 +140,9 @@
     video.hidden = !playing;
     $("download-clip").hidden = !playing;
     if (isClip) {
-      for (const id of ["download", "download-settings", "compare-toggle", "reopen"]) $(id).hidden = true;
+      // No PNG, settings file, photo to compare with, or form to reload for a clip.
+      for (const id of ["download", "download-settings", "compare-toggle", "compare-range",
+                        "compare", "reopen"]) $(id).hidden = true;
     }
   }
 
