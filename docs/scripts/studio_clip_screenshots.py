@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=192)
-    parser.add_argument("--iterations", type=int, default=120)
-    parser.add_argument("--frame-iterations", type=int, default=40)
+    parser.add_argument("--iterations", type=int, default=80)
+    parser.add_argument("--frame-iterations", type=int, default=30)
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -64,7 +64,8 @@ def main() -> None:
             middle = args.frames // 2 + 1
             page.wait_for_selector(f"#status-text:has-text('frame {middle} of')")
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(tmp / "running.png"))
+            page.evaluate("() => window.scrollTo(0, 0)")  # the upload scrolled the page
+            page.screenshot(path=str(tmp / "running.png"), full_page=True)
             page.wait_for_selector("#download-clip:not([hidden])")
             page.evaluate("() => { const v = document.getElementById('clip-video');"
                           " v.muted = true; v.loop = false; return v.play(); }")
@@ -72,7 +73,8 @@ def main() -> None:
             page.wait_for_timeout(int(1000 * args.frames / 12 * 0.6))  # part way through
             page.evaluate("() => document.getElementById('clip-video').pause()")
             page.wait_for_timeout(300)
-            page.screenshot(path=str(tmp / "done.png"))
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.screenshot(path=str(tmp / "done.png"), full_page=True)
             context.close()
     finally:
         app.state.broker.close()
