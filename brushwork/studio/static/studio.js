@@ -807,7 +807,10 @@ function loadPreview(id, version) {
     }
   };
   next.onload = () => {
-    if (state.selected === want.id) {
+    const shown = state.jobs.get(want.id);
+    // A frame that lands after its clip finished: the clip's player is shown instead.
+    const played = shown && shown.kind === "clip" && shown.state === "done";
+    if (state.selected === want.id && !played) {
       const img = $("preview");
       img.src = next.src;
       img.dataset.job = want.id;
