@@ -41,6 +41,8 @@ from brushwork._version import __version__
 from brushwork.errors import BrushworkError
 from brushwork.io.weights import SOURCES
 from brushwork.studio import plans
+from brushwork.studio.clips import clip_routes
+from brushwork.studio.clips import register as register_clips
 from brushwork.studio.events import Broker
 from brushwork.studio.job_queue import JobQueue
 from brushwork.studio.options import Limits, OptionsError
@@ -88,6 +90,7 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
                      limits=limits, cache=cache)
     worker = Worker(queue, store, cache=cache, preview_interval=preview_interval,
                     checkpoint_every=checkpoint_every, log=say)
+    register_clips(queue, worker.runners, store, cache=cache, preview_interval=preview_interval)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,7 +124,8 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
     app.state.store, app.state.queue, app.state.broker = store, queue, broker
     app.state.worker = worker
     app.add_middleware(Guard, hosts=allowed_hostnames(host, extra_hosts),
-                       limits=BodyLimits(upload=limits.max_upload_bytes + 64 * 1024))
+                       limits=BodyLimits(upload=limits.max_upload_bytes + 64 * 1024,
+                                         clip=limits.max_clip_bytes + 64 * 1024))
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -139,6 +143,6 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
                                                   preview_interval=preview_interval, log=say)
     studio = Studio(store, queue, broker, limits, models, default_model, cache)
     for routes in (page_routes, upload_routes, submit_routes, job_routes, result_routes,
-                   event_routes, plans.plan_routes):
+                   event_routes, plans.plan_routes, clip_routes):
         app.include_router(routes(studio))
     return app

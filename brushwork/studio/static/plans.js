@@ -13,12 +13,18 @@ const plan = {
   estimateAsked: 0,
 };
 
+// The page's mode, one of the tabs at the top of the left panel: "picture" (one photo),
+// "clip" (a video; clips.js) or "plan" (here).  A section with data-mode shows only in
+// the modes it lists.
 function setMode(mode) {
   plan.mode = mode;
   const planning = mode === "plan";
-  $("mode-picture").setAttribute("aria-selected", String(!planning));
-  $("mode-plan").setAttribute("aria-selected", String(planning));
-  for (const section of document.querySelectorAll('[data-mode="picture"]')) section.hidden = planning;
+  for (const tab of document.querySelectorAll('.modes [role="tab"]')) {
+    tab.setAttribute("aria-selected", String(tab.id === `mode-${mode}`));
+  }
+  for (const section of document.querySelectorAll("[data-mode]")) {
+    section.hidden = !section.dataset.mode.split(" ").includes(mode);
+  }
   $("plan-panel").hidden = !planning;
   $("start").hidden = planning;
   $("plan-start").hidden = !planning;
@@ -32,6 +38,7 @@ function setMode(mode) {
     }
     loadLibrary();
   }
+  clipsHook("modeChanged");
 }
 
 async function loadLibrary() {

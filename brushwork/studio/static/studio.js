@@ -84,6 +84,12 @@ function fmtSeconds(s) {
   return `${m} min ${String(s % 60).padStart(2, "0")} s`;
 }
 
+// Clips live in clips.js (loaded after this file); these are its hooks.
+function clipsHook(name, ...args) {
+  const fn = window.brushworkClips && window.brushworkClips[name];
+  return fn ? fn(...args) : undefined;
+}
+
 function ordinal(n) {
   const s = ["th", "st", "nd", "rd"], v = n % 100;
   return n + (s[(v - 20) % 10] || s[v] || s[0]);
@@ -249,6 +255,7 @@ function scheduleEstimate() {
 async function refreshEstimate() {
   const box = $("estimate");
   const asked = ++estimateAsked;
+  if (clipsHook("active")) return clipsHook("estimate", box, asked, () => asked === estimateAsked);
   if (!state.content || !state.styles.length) { box.textContent = ""; return; }
   let options;
   try { options = readOptions(); } catch (err) { box.textContent = ""; return; }
@@ -522,6 +529,7 @@ async function loadMasks(ids) {
 async function startJob() {
   const errorBox = $("form-error");
   errorBox.textContent = "";
+  if (clipsHook("active")) return clipsHook("start", errorBox);
   if (!state.content) { errorBox.textContent = "Choose a photo first."; return; }
   if (!state.styles.length) { errorBox.textContent = "Choose at least one painting."; return; }
   let options;
@@ -673,6 +681,9 @@ function statusText(job) {
   } else if (job.state === "running") {
     if (!job.step) parts.push("loading the network…");
     else {
+      if (job.kind === "clip" && job.detail && job.detail.frames) {
+        parts.push(`frame ${job.detail.frame || 1} of ${job.detail.frames}`);
+      }
       if (job.scales > 1) parts.push(`scale ${job.scale + 1}/${job.scales}`);
       if (job.size) parts.push(`${job.size[0]}×${job.size[1]}`);
       parts.push(`step ${job.step}/${job.total}`);
@@ -680,6 +691,7 @@ function statusText(job) {
       if (job.eta != null) parts.push(`about ${fmtSeconds(job.eta)} left`);
     }
   } else if (job.state === "done") {
+    if (job.kind === "clip" && job.detail) parts.push(`${job.detail.frames_done} frames`);
     if (job.size) parts.push(`${job.size[0]}×${job.size[1]}`);
     parts.push(`${job.total} steps in ${fmtSeconds(job.elapsed)}`);
     if (job.losses && job.losses.total != null) parts.push(`loss ${fmtNumber(job.losses.total)}`);
@@ -701,6 +713,7 @@ function renderStage() {
     $("job-error").textContent = "";
     for (const id of ["cancel", "download", "download-settings", "reopen", "delete"]) $(id).hidden = true;
     renderCompare(null);
+    clipsHook("stage", null, false);
     drawChart([]);
     stageViews(null);
     return;
@@ -732,7 +745,9 @@ function renderStage() {
   // The preview: the newest version the server announced; the result once done.
   const version = done ? "final" : job.preview;
   const view = kindView(job);
-  if (view && view.ownsPicture && view.ownsPicture(job)) {
+  if (done && job.kind === "clip") {
+    // A finished clip plays in its player (clips.js): no picture to load.
+  } else if (view && view.ownsPicture && view.ownsPicture(job)) {
     // The view shows a picture of its own (a plan's contact sheet) in stage(job).
   } else if ((job.preview > 0 || done) && state.shownPreview.get(job.id) !== version) {
     loadPreview(job.id, version);
@@ -742,6 +757,7 @@ function renderStage() {
   renderCompare(done ? job : null);
   drawChart(state.history.get(job.id) || [], job.total);
   stageViews(job);
+  clipsHook("stage", job, done);
 }
 
 // ---------------------------------------------------------------- compare
@@ -805,7 +821,10 @@ function loadPreview(id, version) {
     }
   };
   next.onload = () => {
-    if (state.selected === want.id) {
+    const shown = state.jobs.get(want.id);
+    // A frame that lands after its clip finished: the clip's player is shown instead.
+    const played = shown && shown.kind === "clip" && shown.state === "done";
+    if (state.selected === want.id && !played) {
       const img = $("preview");
       img.src = next.src;
       img.dataset.job = want.id;
@@ -824,7 +843,9 @@ function queueItem(job) {
   const active = !TERMINAL.has(job.state);
   let line2;
   if (job.state === "queued") line2 = job.place ? `${ordinal(job.place)} in queue` : "waiting";
-  else if (job.state === "running") line2 = job.step ? `step ${job.step}/${job.total}` : "starting";
+  else if (job.state === "running" && job.kind === "clip" && job.detail && job.step) {
+    line2 = `frame ${job.detail.frame || 1}/${job.detail.frames}`;
+  } else if (job.state === "running") line2 = job.step ? `step ${job.step}/${job.total}` : "starting";
   else if (job.error) line2 = job.error;
   else line2 = job.size ? `${job.size[0]}×${job.size[1]}` : "";
   if (kindView(job) && kindView(job).line2) line2 = kindView(job).line2(job) || line2;
@@ -891,6 +912,7 @@ function renderGallery() {
       onclick: () => select(job.id),
     }, [el("img", { src: `/api/jobs/${job.id}/thumb`, alt: `result ${shortId(job.id)}` })]);
     if (kindView(job) && kindView(job).galleryItem) kindView(job).galleryItem(job, button);
+    if (job.kind === "clip") button.append(el("span", { class: "kind", text: "clip" }));
     return button;
   }));
   $("gallery-empty").hidden = state.gallery.length > 0;
