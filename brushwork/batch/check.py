@@ -289,7 +289,7 @@ def _check_output_file(batch: Batch, row: Row, force: bool) -> list[str]:
         return [f"{row.where}: {e}"]
     if not path.exists() or force or not row.settings or not row.digests:
         return []  # a row with another problem is not compared
-    if _done_before(path, row) is None:
+    if _done_before(batch, path, row) is None:
         return [f"{row.where}: output '{row.output}' exists with other settings or inputs; "
                 f"pass --force to paint it again"]
     return []
@@ -325,14 +325,15 @@ def _is_ours(index: Path) -> bool:
         return False
 
 
-def _done_before(path: Path, row: Row) -> dict[str, Any] | None:
+def _done_before(batch: Batch, path: Path, row: Row) -> dict[str, Any] | None:
     """The metadata of ``path`` if it is this row's finished picture: same settings, same
     input files (by content), not interrupted; else None."""
     try:
         meta = read_metadata(path)
     except BrushworkError:
         return None
-    if not meta or meta.get("interrupted") or meta.get("settings") != row.settings:
+    if not meta or meta.get("interrupted") or \
+            meta.get("settings") != batch.recorded_settings(row):
         return None
     if (meta.get("batch") or {}).get("digests") != row.digests:
         return None
@@ -341,7 +342,7 @@ def _done_before(path: Path, row: Row) -> dict[str, Any] | None:
 
 def _mark_if_done(batch: Batch, row: Row) -> None:
     path = batch.path_of(row)
-    meta = _done_before(path, row) if path.is_file() else None
+    meta = _done_before(batch, path, row) if path.is_file() else None
     if meta is not None:
         row.state = SKIPPED
         row.losses = meta.get("final_losses")

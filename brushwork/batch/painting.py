@@ -62,11 +62,15 @@ class LocalBackend:
     per GPU on a machine with several, all sharing one :class:`Cache` so each network is
     read once."""
 
-    def __init__(self, devices: Sequence[str] | None = None, cache: Cache | None = None) -> None:
+    def __init__(self, devices: Sequence[str] | None = None, cache: Cache | None = None,
+                 on_step: Callable[[Row, Iterate], None] | None = None) -> None:
         # devices: one worker per entry, each painting the rows whose device is "auto"
         # on its own device; None: one per CUDA GPU where there are several, else one.
         self.devices = list(devices) if devices is not None else local_devices()
         self.cache = cache or Cache()
+        # Sees every evaluation of every row (the studio's live preview); it may raise to
+        # stop the batch, as the progress callback may.
+        self.on_step = on_step
 
     def describe(self) -> dict[str, Any]:
         return {"name": "local", "host": socket.gethostname(),
@@ -107,6 +111,8 @@ class LocalBackend:
                 raise _Stop
             if progress is not None:
                 progress(row, it.progress)
+            if self.on_step is not None:
+                self.on_step(row, it)
 
         ran_on = {"host": socket.gethostname(), "pid": os.getpid()}
         try:
@@ -229,8 +235,9 @@ def record(batch: Batch, row: Row, outcome: Outcome, *, force: bool = False) -> 
         return
     # The same metadata whichever backend painted it: the paths and settings the row asked
     # for (a worker may have read the inputs from bytes, or its own copy of a model file).
-    result.inputs = {"content": row.content, "style": list(row.styles)}
-    result.settings = dict(row.settings)
+    result.inputs = {"content": batch.name_of(row.content),
+                     "style": [batch.name_of(s) for s in row.styles]}
+    result.settings = batch.recorded_settings(row)
     path = batch.path_of(row)
     try:
         # Checked before painting too; a link made in the folder meanwhile is refused here.

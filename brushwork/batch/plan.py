@@ -93,9 +93,23 @@ class Batch:
     source: str  # "grid" or the plan file
     interrupted: bool = False
     backend: dict[str, Any] = field(default_factory=dict)  # what index.json says ran it
+    # How the batch's records (index.json, the sheet, each picture's metadata) name a file
+    # it reads (a photo, a painting, a model's weights), by its path; unlisted: the path.
+    # The studio names its uploads and models so, keeping the server's paths out of them.
+    names: dict[str, str] = field(default_factory=dict)
 
     def path_of(self, row: Row) -> Path:
         return self.directory / row.output
+
+    def name_of(self, path: str) -> str:
+        return self.names.get(path, path)
+
+    def recorded_settings(self, row: Row) -> dict[str, Any]:
+        """The row's settings as its picture records them (its model named)."""
+        out = dict(row.settings)
+        if isinstance(out.get("model"), str):
+            out["model"] = self.name_of(out["model"])
+        return out
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

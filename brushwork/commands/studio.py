@@ -18,6 +18,7 @@ from brushwork.studio.server import default_data_dir, serve
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = Limits.max_upload_bytes / (1024 * 1024)
 DEFAULT_MAX_PIXELS = Limits.max_pixels
+DEFAULT_CLIP_MB = Limits.max_clip_bytes / (1024 * 1024)
 DEFAULT_QUOTA_GB = Limits.upload_quota_bytes / 1024 ** 3
 
 
@@ -45,6 +46,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"what all stored uploads may take, in gigabytes (default: "
                         f"{DEFAULT_QUOTA_GB:g}); past it an upload is refused until some are "
                         "deleted")
+    p.add_argument("--max-clip-mb", type=float, default=DEFAULT_CLIP_MB, metavar="MB",
+                   help=f"largest uploaded video (a clip) in megabytes (default: "
+                        f"{DEFAULT_CLIP_MB:g})")
+    p.add_argument("--max-clip-seconds", type=float, default=Limits.max_clip_seconds,
+                   metavar="S", help=f"longest uploaded video in seconds (default: "
+                                     f"{Limits.max_clip_seconds:g})")
+    p.add_argument("--max-clip-frames", type=int, default=Limits.max_clip_frames, metavar="N",
+                   help=f"most frames a clip may have or a clip job paint (default: "
+                        f"{Limits.max_clip_frames})")
+    p.add_argument("--max-clip-pixels", type=int, default=Limits.max_clip_pixels, metavar="N",
+                   help=f"largest frame of an uploaded video in pixels (default: "
+                        f"{Limits.max_clip_pixels}, 1280x720)")
     p.add_argument("--model", metavar="PATH", action="append", default=[],
                    help="a local weights file the page may use (repeatable); the first one "
                         "is the default model")
@@ -84,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
                              f"{args.max_upload_mb:g}")
     if args.max_pixels <= 0:
         raise BrushworkError(f"--max-pixels must be positive, not {args.max_pixels}")
+    for flag, value, most in (("--max-clip-mb", args.max_clip_mb, 10_000),
+                              ("--max-clip-seconds", args.max_clip_seconds, 3600),
+                              ("--max-clip-frames", args.max_clip_frames, 100_000),
+                              ("--max-clip-pixels", args.max_clip_pixels, args.max_pixels)):
+        if not 0 < value <= most:
+            raise BrushworkError(f"{flag} must be above 0 and at most {most:g}, not {value:g}")
     if not args.upload_quota_gb > 0:
         raise BrushworkError(f"--upload-quota-gb must be positive, not {args.upload_quota_gb:g}")
     resolve_device(args.device)
@@ -91,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser() if args.data else default_data_dir()
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                     max_pixels=args.max_pixels,
-                    upload_quota_bytes=int(args.upload_quota_gb * 1024 ** 3))
+                    upload_quota_bytes=int(args.upload_quota_gb * 1024 ** 3),
+                    max_clip_bytes=int(args.max_clip_mb * 1024 * 1024),
+                    max_clip_seconds=args.max_clip_seconds,
+                    max_clip_frames=args.max_clip_frames, max_clip_pixels=args.max_clip_pixels)
     app = create_app(data, cache=Cache(download=False), limits=limits, models=models,
                      default_model=default_model, device=args.device, host=args.host)
     return serve(app, args.host, args.port, data)

@@ -17,6 +17,7 @@
     POST /api/jobs/{id}/cancel      cancel a waiting or running job
     DELETE /api/jobs/{id}           remove a finished job and its picture
     GET  /api/gallery               finished pictures, newest first
+    POST /api/plans                 photos x paintings (x strengths) as one job (plans.py)
 
 The routes are in routes.py; here they are put together with the store, the queue,
 the worker and the request guard.
@@ -39,7 +40,9 @@ from fastapi.responses import JSONResponse
 from brushwork._version import __version__
 from brushwork.errors import BrushworkError
 from brushwork.io.weights import SOURCES
-from brushwork.studio import textures
+from brushwork.studio import plans, textures
+from brushwork.studio.clips import clip_routes
+from brushwork.studio.clips import register as register_clips
 from brushwork.studio.events import Broker
 from brushwork.studio.job_queue import JobQueue
 from brushwork.studio.options import Limits, OptionsError
@@ -87,6 +90,7 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
                      limits=limits, cache=cache)
     worker = Worker(queue, store, cache=cache, preview_interval=preview_interval,
                     checkpoint_every=checkpoint_every, log=say)
+    register_clips(queue, worker.runners, store, cache=cache, preview_interval=preview_interval)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,7 +124,8 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
     app.state.store, app.state.queue, app.state.broker = store, queue, broker
     app.state.worker = worker
     app.add_middleware(Guard, hosts=allowed_hostnames(host, extra_hosts),
-                       limits=BodyLimits(upload=limits.max_upload_bytes + 64 * 1024))
+                       limits=BodyLimits(upload=limits.max_upload_bytes + 64 * 1024,
+                                         clip=limits.max_clip_bytes + 64 * 1024))
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -132,9 +137,13 @@ def create_app(data_dir: str | Path, *, cache: Any = None, limits: Limits | None
         return JSONResponse({"detail": "internal error; see the studio's console"},
                             status_code=500)
 
+    # Plans: several photos x several paintings as one job (plans.py).
+    queue.rebuilders[plans.KIND] = lambda row: plans.rebuild(queue, row)
+    worker.runners[plans.KIND] = plans.PlanRunner(queue, store, cache=cache,
+                                                  preview_interval=preview_interval, log=say)
     studio = Studio(store, queue, broker, limits, models, default_model, cache)
     for routes in (page_routes, upload_routes, submit_routes, job_routes, result_routes,
-                   event_routes):
+                   event_routes, plans.plan_routes, clip_routes):
         app.include_router(routes(studio))
     app.include_router(textures.register(queue, worker, studio.forecasts))
     return app

@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
 from brushwork.studio.turns import NoTurn, Turns
 from brushwork.studio.uploads import Reencoded, UploadError, reencode
@@ -40,6 +40,7 @@ from brushwork.studio.uploads import Reencoded, UploadError, reencode
 # imports torch, which can take seconds on a busy machine).
 STARTUP_S = 60.0
 _EXIT_CRASHED = 70
+T = TypeVar("T")
 
 
 def _context() -> Any:
@@ -127,6 +128,51 @@ class Decoder:
             ours.close()
             theirs.close()
 
+    async def call(self, fn: Callable[..., T], *args: Any, what: str = "the file") -> T:
+        """``fn(*args)`` in a child bounded as a decode is (time, memory), in turn with the
+        decodes; its result must pickle.  ``fn`` raises UploadError to refuse; a child
+        out of time, out of memory or dead is refused as a decode is (422, 413).  For
+        files read by other means than Pillow (a video is probed with PyAV: clips.py)."""
+        try:
+            return await self._turns.run(lambda: self._call(fn, args, what))
+        except NoTurn:
+            raise UploadError(503, f"{self.max_at_once} file(s) are being decoded already; "
+                                   "try again in a few seconds",
+                              retry_after=max(1, round(self.seconds))) from None
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...], what: str) -> T:
+        ours, theirs = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_call_child, args=(theirs, self.memory_bytes, fn, args),
+                                 name="brushwork-decode", daemon=True)
+        try:
+            proc.start()
+            theirs.close()
+            if not ours.poll(STARTUP_S):
+                raise UploadError(503, "the decoder did not start in time; try again",
+                                  retry_after=5)
+            ours.recv()  # ready: the memory limit is set
+            if not ours.poll(self.seconds):
+                raise UploadError(422, f"{what} took longer than {self.seconds:g} s to read")
+            answer = ours.recv()
+            if answer[0] == "ok":
+                result: T = answer[1]
+                return result
+            if answer[0] == "memory":
+                raise UploadError(413, f"{what} needs more than "
+                                       f"{self.memory_bytes / 2**20:.0f} MB of memory to read")
+            _, status, message = answer
+            raise UploadError(status, message)
+        except (EOFError, OSError):  # the child died without an answer
+            raise UploadError(422, f"{what} could not be read (its decoder stopped "
+                                   "unexpectedly)") from None
+        finally:
+            if proc.pid is not None:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join()
+            ours.close()
+            theirs.close()
+
 
 def _child(conn: Connection, max_pixels: int, memory_bytes: int) -> None:
     """In the child: set the memory limit, decode what the parent sends, answer."""
@@ -169,3 +215,25 @@ def _limit_memory(extra: int) -> bool:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     return True
+
+
+def _call_child(conn: Connection, memory_bytes: int, fn: Callable[..., Any],
+                args: tuple[Any, ...]) -> None:
+    """In the child: set the memory limit, run ``fn(*args)``, answer (Decoder.call)."""
+    try:
+        _limit_memory(memory_bytes)
+        conn.send("ready")
+        out_of_memory = False
+        try:
+            result = fn(*args)
+        except UploadError as e:
+            conn.send(("refused", e.status, e.message))
+            return
+        except MemoryError:
+            out_of_memory = True
+        if out_of_memory:
+            conn.send(("memory",))
+            return
+        conn.send(("ok", result))
+    except BaseException:  # anything else: the parent sees the pipe close
+        os._exit(_EXIT_CRASHED)

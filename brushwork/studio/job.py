@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TERMINAL = ("done", "failed", "cancelled", "interrupted")
-# What a job makes: "picture" = one painted photo (stylize).  The worker has one runner
-# per kind, and the queue one way to check a stored job of each kind again at a restart.
-KINDS = ("picture",)
+# What a job makes: "picture" = one painted photo (stylize); "clip" = a painted video
+# (clips.py: stylize_video); "plan" = several photos x several paintings (x strengths), a
+# brushwork.batch into a folder (plans.py).  The worker has one runner per kind, and the
+# queue one way to check a stored job of each kind again at a restart.
+KINDS = ("picture", "clip", "plan")
 
 
 @dataclass

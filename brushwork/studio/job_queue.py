@@ -185,7 +185,7 @@ class JobQueue:
         with self._lock:
             place = self.place(job) if job.state in ACTIVE else None
             return job_json(job, place=place, history=history, result=job.state == "done"
-                            and self.store.result_path(job.id).is_file())
+                            and self.store.result_file(job.id, job.kind).is_file())
 
     # -- the worker's side -----------------------------------------------------------------
 
@@ -230,6 +230,14 @@ class JobQueue:
         if unsaved:
             self.store.add_points(job.id, unsaved)
         self.events.progress(job, point, now=preview is not None)
+
+    def show(self, job: Job, preview: bytes) -> None:
+        """A new preview of the running job between its steps (a clip's finished frame),
+        announced now."""
+        with self._lock:
+            job.preview = preview
+            job.preview_version += 1
+        self.events.changed(job)
 
     def painted(self, job: Job, result: Result, preview: bytes) -> None:
         """The run ended with ``result``, whose picture the store now holds."""

@@ -55,6 +55,7 @@ class Limits:
     max_size: int = 2048  # long side of an output
     max_iterations: int = 5000
     max_queued: int = 100
+    max_plan_pictures: int = 48  # photos x paintings x strengths in one plan (plans.py)
     # Decoding an upload, in a process of its own (decoder.py).  A 25-megapixel PNG
     # decodes and re-encodes in under 10 s and 0.5 GB on a slow machine.
     decode_seconds: float = 30.0  # wall time, then the process is killed (422)
@@ -74,6 +75,13 @@ class Limits:
     # the network or measure this machine (seconds), so only this many run at once ...
     max_estimates: int = 2
     estimate_wait_seconds: float = 10.0  # ... the rest wait this long, then get a 503
+    # Clips (clips.py): an uploaded video is kept as sent, so it is bounded by its bytes,
+    # its length and its frames' size, all read in the decoder's bounded child; a clip
+    # job paints at most max_clip_frames frames (--fps can repeat frames).
+    max_clip_bytes: int = 50 * 1024 * 1024
+    max_clip_seconds: float = 30.0
+    max_clip_frames: int = 300
+    max_clip_pixels: int = 1280 * 720  # of a frame, as the video stores it
 
 
 def absent_weights(name: str, target: str) -> str | None:
@@ -129,6 +137,9 @@ def check_pictures(content: dict[str, Any], styles: list[dict[str, Any]],
     named = [("the photo", content), *((f"painting {k}", s) for k, s in enumerate(styles, 1)),
              *((f"style mask {k}", m) for k, m in enumerate(masks, 1))]
     for role, row in named:
+        if row.get("video"):
+            raise OptionsError(f"{role} '{row['name']}' is a video: a clip is painted as a "
+                               "clip job (POST /api/clips)")
         w, h = row["width"], row["height"]
         if w * h > max_pixels:
             raise OptionsError(f"{role} '{row['name']}' is {w}x{h} = {w * h / 1e6:.3g} "

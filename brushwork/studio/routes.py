@@ -40,7 +40,8 @@ from brushwork.studio.uploads import UploadError, check_bytes, display_name
 from brushwork.studio.worker import clean_message, upload_ref
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8",
-          "index.html": "text/html; charset=utf-8"}
+          "index.html": "text/html; charset=utf-8", "clips.js": "text/javascript; charset=utf-8",
+          "plans.js": "text/javascript; charset=utf-8", "plans.css": "text/css; charset=utf-8"}
 KEEPALIVE_S = 15.0
 MAX_OFFSET = 10**9  # past SQLite's 64-bit integers an OFFSET overflows (a 500)
 JOB_KEYS = frozenset({"content", "styles", "options", "masks"})
@@ -76,7 +77,7 @@ class Studio:
     def stored_json(self, row: dict[str, Any], *, history: bool = False) -> dict[str, Any]:
         job: Job = from_row(row)
         return job_json(job, place=None, history=history, result=job.state == "done"
-                        and self.store.result_path(job.id).is_file())
+                        and self.store.result_file(job.id, job.kind).is_file())
 
 
 def page_routes(studio: Studio) -> APIRouter:
@@ -125,7 +126,8 @@ def upload_routes(studio: Studio) -> APIRouter:
                       memory_bytes=limits.decode_memory, max_at_once=limits.max_decodes,
                       wait_seconds=limits.decode_wait_seconds)
     decoder.warm()
-    quota = {"quota_bytes": limits.upload_quota_bytes, "max_uploads": limits.max_uploads}
+    quota: dict[str, Any] = {"quota_bytes": limits.upload_quota_bytes,
+                             "max_uploads": limits.max_uploads}
 
     @router.post("/api/upload", status_code=201)
     async def upload(request: Request) -> dict[str, Any]:
@@ -519,4 +521,5 @@ def _stream(broker: Broker, slots: StreamSlots, request: Request,
 
 
 def _upload_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("id", "name", "format", "width", "height", "bytes", "created")}
+    return {k: row.get(k) for k in ("id", "name", "format", "width", "height", "bytes",
+                                     "created", "video")}

@@ -117,8 +117,12 @@ class BodyLimits:
     default: int = 64 * 1024  # JSON requests
     upload: int = 25 * 1024 * 1024 + 64 * 1024  # the file and multipart framing
     upload_path: str = "/api/upload"
+    clip: int = 50 * 1024 * 1024 + 64 * 1024  # a video (clips.py)
+    clip_path: str = "/api/upload/clip"
 
     def for_path(self, path: str) -> int:
+        if path == self.clip_path:
+            return self.clip
         return self.upload if path == self.upload_path else self.default
 
 

@@ -8,6 +8,11 @@ Layout (every file name is a random id chosen here, never a name a user sent)::
     DATA/uploads/ID.thumb.jpg    its thumbnail
     DATA/results/ID.png          a finished job's picture, settings inside (Result.save)
     DATA/results/ID.thumb.jpg    its thumbnail
+    DATA/uploads/ID.mp4 ...      an uploaded video (a clip), kept as it was sent
+    DATA/results/ID.mp4          a finished clip job's video (brushwork.video)
+    DATA/results/ID.mp4.frames/  a clip job's finished frames while it paints (resume)
+    DATA/results/ID/             a plan's folder: its pictures, index.json, sheet.png
+                                 (brushwork.batch; ID.thumb.jpg is then its sheet's)
 
 Files are written to a temporary name and renamed into place; the database row that
 points at them is committed afterwards, and a row is deleted before its files, so a
@@ -21,6 +26,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -36,8 +42,12 @@ from brushwork.io.images import read_metadata
 ID_RE = re.compile(r"[0-9a-f]{16}")
 # In results/: a job's picture or thumbnail, and the temporary file of one being written
 # (write_atomic and save_image name those ".NAME.random").
-_RESULT_FILE = re.compile(r"([0-9a-f]{16})\.(?:png|thumb\.jpg)")
-_TEMP_FILE = re.compile(r"\.[0-9a-f]{16}\.(?:png|thumb\.jpg)\..+")
+_RESULT_FILE = re.compile(r"([0-9a-f]{16})\.(?:png|mp4|thumb\.jpg)")
+_TEMP_FILE = re.compile(r"\.[0-9a-f]{16}\.(?:png|mp4|thumb\.jpg)\..+")
+# What a job of each kind leaves in results/ beside its thumbnail; and a clip job's
+# folder of finished frames (brushwork.video.frames), kept while the job is unfinished.
+RESULT_EXT = {"picture": ".png", "clip": ".mp4"}
+_FRAMES_DIR = re.compile(r"([0-9a-f]{16})\.mp4\.frames")
 # A running job's saved state (brushwork.io.checkpoint.path_for of its picture).
 _CHECKPOINT_FILE = re.compile(r"([0-9a-f]{16})\.png" + re.escape(checkpoints.SUFFIX))
 _CHECKPOINT_TEMP = re.compile(r"[0-9a-f]{16}\.png" + re.escape(checkpoints.SUFFIX) + r"\..+\.tmp")
@@ -56,7 +66,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     bytes INTEGER NOT NULL,
     created REAL NOT NULL,
     grey_min INTEGER,            -- the picture's darkest and lightest grey, 0..255
-    grey_max INTEGER             -- (NULL for an upload stored before they were recorded)
+    grey_max INTEGER,            -- (NULL for an upload stored before they were recorded)
+    video TEXT                   -- JSON, for a video (a clip): frames, fps, duration, codec
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -144,6 +155,8 @@ class Store:
             for column in ("grey_min", "grey_max"):  # from before they were recorded
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE uploads ADD COLUMN {column} INTEGER")
+            if "video" not in columns:  # from before clips
+                self._db.execute("ALTER TABLE uploads ADD COLUMN video TEXT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             raise BrushworkError(f"database {str(self.dir / 'studio.db')!r} cannot be "
@@ -156,7 +169,7 @@ class Store:
     # -- files ---------------------------------------------------------------------------
 
     def upload_path(self, upload_id: str, ext: str) -> Path:
-        assert valid_id(upload_id) and re.fullmatch(r"\.[a-z]{2,5}", ext)
+        assert valid_id(upload_id) and re.fullmatch(r"\.[a-z0-9]{2,5}", ext)
         return self.uploads_dir / f"{upload_id}{ext}"
 
     def upload_thumb(self, upload_id: str) -> Path:
@@ -172,9 +185,24 @@ class Store:
         assert valid_id(job_id)
         return self.results_dir / f"{job_id}.png"
 
+    def result_file(self, job_id: str, kind: str = "picture") -> Path:
+        """What a finished job of ``kind`` made: a picture, a clip's video."""
+        assert valid_id(job_id)
+        return self.results_dir / f"{job_id}{RESULT_EXT.get(kind, '.png')}"
+
+    def frames_dir(self, job_id: str) -> Path:
+        """A clip job's finished frames while it paints (brushwork.video.frames.folder_for
+        of its video)."""
+        return self.results_dir / f"{job_id}.mp4.frames"
+
     def result_thumb(self, job_id: str) -> Path:
         assert valid_id(job_id)
         return self.results_dir / f"{job_id}.thumb.jpg"
+
+    def job_dir(self, job_id: str) -> Path:
+        """The folder of a job that makes many files (a plan's batch)."""
+        assert valid_id(job_id)
+        return self.results_dir / job_id
 
     @staticmethod
     def write_atomic(path: Path, data: bytes) -> None:
@@ -193,31 +221,39 @@ class Store:
     # -- uploads -------------------------------------------------------------------------
 
     def add_upload(self, *, name: str, ext: str, format: str, width: int, height: int,
-                   data: bytes, thumb: bytes, grey: tuple[int, int] | None = None,
-                   quota_bytes: int | None = None,
-                   max_uploads: int | None = None) -> dict[str, Any]:
+                   data: bytes | Path, thumb: bytes, grey: tuple[int, int] | None = None,
+                   quota_bytes: int | None = None, max_uploads: int | None = None,
+                   video: dict[str, Any] | None = None) -> dict[str, Any]:
         """Store an upload; QuotaFull if it would take the uploads past a quota given.
-        ``grey``: the picture's darkest and lightest grey, if known."""
+        ``grey``: the picture's darkest and lightest grey, if known.  ``data``: the
+        file's bytes, or a file in the uploads folder, renamed into place (a video).
+        ``video``: what a video upload's probe found (frames, fps, duration ...)."""
         upload_id = new_id()
         files = (self.upload_path(upload_id, ext), self.upload_thumb(upload_id))
-        self.write_atomic(files[0], data)
+        if isinstance(data, Path):
+            size = data.stat().st_size
+            os.replace(data, files[0])
+        else:
+            size = len(data)
+            self.write_atomic(files[0], data)
         self.write_atomic(files[1], thumb)
         row = {"id": upload_id, "name": name, "ext": ext, "format": format, "width": width,
-               "height": height, "bytes": len(data), "created": time.time(),
-               "grey_min": grey[0] if grey else None, "grey_max": grey[1] if grey else None}
+               "height": height, "bytes": size, "created": time.time(),
+               "grey_min": grey[0] if grey else None, "grey_max": grey[1] if grey else None,
+               "video": json.dumps(video) if video is not None else None}
         try:
             with self._lock:  # checked and inserted at once: two cannot take the last room
-                self.check_quota(len(data), quota_bytes, max_uploads)
+                self.check_quota(size, quota_bytes, max_uploads)
                 self._db.execute("INSERT INTO uploads (id, name, ext, format, width, height, "
-                                 "bytes, created, grey_min, grey_max) VALUES (:id, :name, "
-                                 ":ext, :format, :width, :height, :bytes, :created, "
-                                 ":grey_min, :grey_max)", row)
+                                 "bytes, created, grey_min, grey_max, video) VALUES (:id, "
+                                 ":name, :ext, :format, :width, :height, :bytes, :created, "
+                                 ":grey_min, :grey_max, :video)", row)
         except BaseException:
             for path in files:
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
-        return row
+        return dict(row, video=video)
 
     def upload_usage(self) -> tuple[int, int]:
         """(number of uploads, bytes of their stored images)."""
@@ -245,7 +281,7 @@ class Store:
         """Every upload, newest first."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM uploads ORDER BY created DESC").fetchall()
-        return [dict(r) for r in rows]
+        return [_upload_row(r) for r in rows]
 
     def delete_upload(self, upload_id: str) -> bool:
         """Remove an upload and its files; False if there is none.
@@ -265,8 +301,11 @@ class Store:
                 "SELECT id, state FROM jobs WHERE state IN ('queued', 'running') AND "
                 "(content = ? OR EXISTS (SELECT 1 FROM json_each(jobs.styles) "
                 "WHERE json_each.value = ?) OR EXISTS (SELECT 1 FROM "
-                "json_each(COALESCE(jobs.masks, '[]')) WHERE json_each.value = ?)) LIMIT 1",
-                (upload_id, upload_id, upload_id)).fetchone()
+                "json_each(COALESCE(jobs.masks, '[]')) WHERE json_each.value = ?) "
+                # a plan's photos (brushwork.studio.plans), beside its first in content
+                "OR EXISTS (SELECT 1 FROM json_each(COALESCE(json_extract(jobs.options, "
+                "'$.plan.photos'), '[]')) WHERE json_each.value = ?)) LIMIT 1",
+                (upload_id, upload_id, upload_id, upload_id)).fetchone()
             if user is not None:
                 raise UploadInUse(f"job {user['id']} ({user['state']}) uses this image; "
                                   "cancel it or wait for it to end")
@@ -281,7 +320,7 @@ class Store:
             return None
         with self._lock:
             row = self._db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
-        return dict(row) if row else None
+        return _upload_row(row) if row else None
 
     def upload_file(self, upload_id: str) -> Path | None:
         row = self.upload(upload_id)
@@ -375,17 +414,21 @@ class Store:
             cur = self._db.execute("DELETE FROM jobs WHERE id = ? AND state NOT IN "
                                    "('queued', 'running')", (job_id,))
         if cur.rowcount:
-            for path in (self.result_path(job_id), self.result_thumb(job_id)):
+            for path in (*(self.result_file(job_id, k) for k in RESULT_EXT),
+                         self.result_thumb(job_id)):
                 with contextlib.suppress(OSError):
                     path.unlink()
+            if self.job_dir(job_id).is_dir() and not self.job_dir(job_id).is_symlink():
+                shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
         return bool(cur.rowcount)
 
     def prune(self) -> dict[str, int]:
         """At start: remove what a crash left half-done; how many files and rows went.
 
         In uploads/: every file but the images and thumbnails of upload rows, and the rows
-        whose image or thumbnail is missing.  In results/: pictures and thumbnails of no
-        job, and temporary files of unfinished writes (other files are left alone).
+        whose image or thumbnail is missing.  In results/: pictures, thumbnails and
+        folders of no job, and temporary files of unfinished writes (other files are left
+        alone).
         Call it with nothing running (the studio's start, after :meth:`recover`).
         """
         counts = {"files": 0, "uploads": 0}
@@ -404,12 +447,21 @@ class Store:
             active = {r[0] for r in self._db.execute(
                 "SELECT id FROM jobs WHERE state IN ('queued', 'running')")}
         for p in self.results_dir.iterdir():
+            frames = _FRAMES_DIR.fullmatch(p.name)
+            if frames and frames[1] not in active and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)  # a clip job's, ended or gone
+                counts["files"] += 1
+                continue
             result = _RESULT_FILE.fullmatch(p.name)
             saved = _CHECKPOINT_FILE.fullmatch(p.name)
             if _TEMP_FILE.fullmatch(p.name) or _CHECKPOINT_TEMP.fullmatch(p.name) or (
                     result and result[1] not in jobs) or (
                     saved and saved[1] not in active):
                 stale.append(p)
+            elif ID_RE.fullmatch(p.name) and p.name not in jobs and p.is_dir() \
+                    and not p.is_symlink():  # a deleted plan's folder, the row gone first
+                shutil.rmtree(p, ignore_errors=True)
+                counts["files"] += 1
         for path in stale:
             if path.is_file() or path.is_symlink():
                 with contextlib.suppress(OSError):
@@ -450,6 +502,13 @@ def _columns() -> list[str]:
     return ["id", "kind", "state", "created", "started", "finished", "content", "styles",
             "masks", "options", "settings", "error", "losses", "history", "total", "elapsed",
             "width", "height", "detail"]
+
+
+def _upload_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    if out.get("video") is not None:
+        out["video"] = json.loads(out["video"])
+    return out
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def save_small(src: Path, dest: Path, limit: int = 500_000) -> None:
 def texture(page: Any, shot: Path) -> None:
     """A 320x224 tileable texture of the demo painting, finished (minutes on two CPU
     cores)."""
-    page.check("#texture-on")
+    page.click("#mode-texture")
     page.set_input_files("#style-input", str(IMAGES / "demo_style.png"))
     page.wait_for_selector("#style-thumbs .thumb img")
     for name, value in (("texture-width", 320), ("texture-height", 224), ("iterations", 60)):
@@ -66,7 +66,7 @@ def texture(page: Any, shot: Path) -> None:
     page.wait_for_selector("#download:not([hidden])", timeout=1_800_000)
     page.wait_for_timeout(500)
     page.screenshot(path=str(shot))
-    page.uncheck("#texture-on")
+    page.click("#mode-picture")
     page.click("#style-thumbs .thumb .remove")
 
 

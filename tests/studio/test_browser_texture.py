@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 from studio_support import make_app, running_server
-from test_browser import _open, _poll, browser_page  # noqa: F401  (a fixture)
+from test_browser import _open, browser_page  # noqa: F401  (a fixture)
 
 from conftest import painting_array
 
@@ -19,10 +19,10 @@ def test_a_texture_painted_from_the_page_at_its_size_and_reopened(browser_page, 
     app = make_app(tmp_path / "data", tiny_model_file, preview_interval=0.0)
     with running_server(app) as url:
         _open(page, url)
-        page.check("#texture-on")
+        page.click("#mode-texture")
         # No photo to choose, and none of the photo's options.
         for hidden in ("#content-drop", "#strength", "#size", "#preserve_colors",
-                       "#regions-on"):
+                       "#regions-on", "#clip-drop", "#plan-library"):
             expect(page.locator(hidden)).to_be_hidden()
         expect(page.locator("#start")).to_have_text("Paint texture")
         # The size first: the default 512x512 is over this test studio's pixel limit.
@@ -48,10 +48,10 @@ def test_a_texture_painted_from_the_page_at_its_size_and_reopened(browser_page, 
         page.wait_for_selector(f"#gallery [data-job='{job_id}'] img")
         # Back to a photo's form, then "Use these settings" brings the texture's back.
         page.fill("#texture-width", "64")
-        page.uncheck("#texture-on")
+        page.click("#mode-picture")
         expect(page.locator("#content-drop")).to_be_visible()
         page.click("#reopen")
-        _poll(page, "() => document.getElementById('texture-on').checked")
+        expect(page.locator("#mode-texture")).to_have_attribute("aria-selected", "true")
         expect(page.locator("#texture-width")).to_have_value("48")
         expect(page.locator("#texture-height")).to_have_value("32")
         expect(page.locator("#style-thumbs .thumb")).to_have_count(1)

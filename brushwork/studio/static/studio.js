@@ -16,6 +16,13 @@ const state = {
   gallery: [],
 };
 const ADVANCED = ["style_weight", "content_weight", "min_size", "photo_detail"];
+// How a job of another kind than a picture is shown (plans.js registers "plan"): each
+// view may give status(job) and line2(job) text, decorate its gallery button, say that
+// it shows a picture of its own (ownsPicture(job)) instead of the preview, and
+// stage(job) is called after every render of the stage (with null when none is shown).
+const KIND_VIEWS = {};
+function kindView(job) { return (job && KIND_VIEWS[job.kind]) || null; }
+function stageViews(job) { for (const v of Object.values(KIND_VIEWS)) if (v.stage) v.stage(job); }
 const TERMINAL = new Set(["done", "failed", "cancelled", "interrupted"]);
 
 // Options with a slider: log10 sliders for the weights, linear for the rest.
@@ -75,6 +82,12 @@ function fmtSeconds(s) {
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);
   return `${m} min ${String(s % 60).padStart(2, "0")} s`;
+}
+
+// Clips live in clips.js (loaded after this file); these are its hooks.
+function clipsHook(name, ...args) {
+  const fn = window.brushworkClips && window.brushworkClips[name];
+  return fn ? fn(...args) : undefined;
 }
 
 function ordinal(n) {
@@ -153,15 +166,16 @@ function resetForm() {
 
 // A texture (no photo): the paintings' style alone at a width and height, from noise
 // (POST /api/textures); the photo's options are hidden and not sent.
-function textureMode() { return $("texture-on").checked; }
+function textureMode() { return $("mode-texture").getAttribute("aria-selected") === "true"; }
 const PHOTO_SLIDERS = ["strength", ...ADVANCED, "size"];
 
-function setTextureMode(on) {
-  $("texture-on").checked = on;
-  $("texture").hidden = !on;
-  $("content-drop").hidden = on;
+// After the mode tabs changed (plans.js's setMode, which shows each section in its
+// modes): what a texture changes besides, the photo's options and the button's words.
+function textureModeChanged() {
+  const on = textureMode();
   for (const node of document.querySelectorAll(".photo-only")) node.hidden = on;
-  $("start").textContent = on ? "Paint texture" : "Paint";
+  if (on) $("start").textContent = "Paint texture";
+  else if ($("start").textContent === "Paint texture") $("start").textContent = "Paint";
   $("placeholder").querySelector("p").textContent = on
     ? "Choose a painting, a width and a height, then Paint texture."
     : "Choose a photo and a painting, then Paint.";
@@ -169,7 +183,7 @@ function setTextureMode(on) {
 }
 
 function setupTexture() {
-  $("texture-on").addEventListener("change", () => setTextureMode($("texture-on").checked));
+  $("mode-texture").addEventListener("click", () => setMode("texture"));
   for (const id of ["texture-width", "texture-height", "tileable"]) {
     $(id).addEventListener("change", scheduleEstimate);
     $(id).addEventListener("input", scheduleEstimate);
@@ -290,6 +304,7 @@ function scheduleEstimate() {
 async function refreshEstimate() {
   const box = $("estimate");
   const asked = ++estimateAsked;
+  if (clipsHook("active")) return clipsHook("estimate", box, asked, () => asked === estimateAsked);
   if ((!state.content && !textureMode()) || !state.styles.length) { box.textContent = ""; return; }
   let request;
   try { request = jobRequest(); } catch (err) { box.textContent = ""; return; }
@@ -563,6 +578,7 @@ async function loadMasks(ids) {
 async function startJob() {
   const errorBox = $("form-error");
   errorBox.textContent = "";
+  if (clipsHook("active")) return clipsHook("start", errorBox);
   if (!state.content && !textureMode()) { errorBox.textContent = "Choose a photo first."; return; }
   if (!state.styles.length) { errorBox.textContent = "Choose at least one painting."; return; }
   let request;
@@ -681,7 +697,8 @@ async function reopen() {
     ADVANCED.some((k) => k in (job.options || {}));
   const note = [];
   const texture = job.kind === "texture";
-  setTextureMode(texture);
+  if (texture) setMode("texture");
+  else if (textureMode()) setMode("picture");
   if (texture) {
     $("texture-width").value = job.options.width;
     $("texture-height").value = job.options.height;
@@ -712,12 +729,17 @@ async function reopen() {
 // ---------------------------------------------------------------- rendering
 
 function statusText(job) {
+  const view = kindView(job);
+  if (view && view.status) return view.status(job);
   const parts = [];
   if (job.state === "queued") {
     parts.push(job.place ? `waiting, ${ordinal(job.place)} in the queue` : "waiting");
   } else if (job.state === "running") {
     if (!job.step) parts.push("loading the network…");
     else {
+      if (job.kind === "clip" && job.detail && job.detail.frames) {
+        parts.push(`frame ${job.detail.frame || 1} of ${job.detail.frames}`);
+      }
       if (job.scales > 1) parts.push(`scale ${job.scale + 1}/${job.scales}`);
       if (job.size) parts.push(`${job.size[0]}×${job.size[1]}`);
       parts.push(`step ${job.step}/${job.total}`);
@@ -725,6 +747,7 @@ function statusText(job) {
       if (job.eta != null) parts.push(`about ${fmtSeconds(job.eta)} left`);
     }
   } else if (job.state === "done") {
+    if (job.kind === "clip" && job.detail) parts.push(`${job.detail.frames_done} frames`);
     if (job.size) parts.push(`${job.size[0]}×${job.size[1]}`);
     parts.push(`${job.total} steps in ${fmtSeconds(job.elapsed)}`);
     if (job.losses && job.losses.total != null) parts.push(`loss ${fmtNumber(job.losses.total)}`);
@@ -746,7 +769,9 @@ function renderStage() {
     $("job-error").textContent = "";
     for (const id of ["cancel", "download", "download-settings", "reopen", "delete"]) $(id).hidden = true;
     renderCompare(null);
+    clipsHook("stage", null, false);
     drawChart([]);
+    stageViews(null);
     return;
   }
   const badge = $("job-state");
@@ -775,13 +800,20 @@ function renderStage() {
   }
   // The preview: the newest version the server announced; the result once done.
   const version = done ? "final" : job.preview;
-  if ((job.preview > 0 || done) && state.shownPreview.get(job.id) !== version) {
+  const view = kindView(job);
+  if (done && job.kind === "clip") {
+    // A finished clip plays in its player (clips.js): no picture to load.
+  } else if (view && view.ownsPicture && view.ownsPicture(job)) {
+    // The view shows a picture of its own (a plan's contact sheet) in stage(job).
+  } else if ((job.preview > 0 || done) && state.shownPreview.get(job.id) !== version) {
     loadPreview(job.id, version);
   } else if (state.shownPreview.get(job.id) === version) {
     img.hidden = false;
   }
   renderCompare(done ? job : null);
   drawChart(state.history.get(job.id) || [], job.total);
+  stageViews(job);
+  clipsHook("stage", job, done);
 }
 
 // ---------------------------------------------------------------- compare
@@ -846,7 +878,10 @@ function loadPreview(id, version) {
     }
   };
   next.onload = () => {
-    if (state.selected === want.id) {
+    const shown = state.jobs.get(want.id);
+    // A frame that lands after its clip finished: the clip's player is shown instead.
+    const played = shown && shown.kind === "clip" && shown.state === "done";
+    if (state.selected === want.id && !played) {
       const img = $("preview");
       img.src = next.src;
       img.dataset.job = want.id;
@@ -865,9 +900,12 @@ function queueItem(job) {
   const active = !TERMINAL.has(job.state);
   let line2;
   if (job.state === "queued") line2 = job.place ? `${ordinal(job.place)} in queue` : "waiting";
-  else if (job.state === "running") line2 = job.step ? `step ${job.step}/${job.total}` : "starting";
+  else if (job.state === "running" && job.kind === "clip" && job.detail && job.step) {
+    line2 = `frame ${job.detail.frame || 1}/${job.detail.frames}`;
+  } else if (job.state === "running") line2 = job.step ? `step ${job.step}/${job.total}` : "starting";
   else if (job.error) line2 = job.error;
   else line2 = job.size ? `${job.size[0]}×${job.size[1]}` : "";
+  if (kindView(job) && kindView(job).line2) line2 = kindView(job).line2(job) || line2;
   const li = el("li", {
     class: job.id === state.selected ? "selected" : "", "data-job": job.id, "data-state": job.state,
     title: job.error || `job ${job.id}`, onclick: () => select(job.id),
@@ -925,11 +963,16 @@ async function loadGallery() {
 }
 
 function renderGallery() {
-  $("gallery").replaceChildren(...state.gallery.map((job) => el("button", {
-    type: "button", class: job.id === state.selected ? "selected" : "", "data-job": job.id,
-    title: `${job.size ? job.size[0] + "×" + job.size[1] : ""} · ${new Date(job.finished * 1000).toLocaleString()}`,
-    onclick: () => select(job.id),
-  }, [el("img", { src: `/api/jobs/${job.id}/thumb`, alt: `result ${shortId(job.id)}` })])));
+  $("gallery").replaceChildren(...state.gallery.map((job) => {
+    const button = el("button", {
+      type: "button", class: job.id === state.selected ? "selected" : "", "data-job": job.id,
+      title: `${job.size ? job.size[0] + "×" + job.size[1] : ""} · ${new Date(job.finished * 1000).toLocaleString()}`,
+      onclick: () => select(job.id),
+    }, [el("img", { src: `/api/jobs/${job.id}/thumb`, alt: `result ${shortId(job.id)}` })]);
+    if (kindView(job) && kindView(job).galleryItem) kindView(job).galleryItem(job, button);
+    if (job.kind === "clip") button.append(el("span", { class: "kind", text: "clip" }));
+    return button;
+  }));
   $("gallery-empty").hidden = state.gallery.length > 0;
 }
 
