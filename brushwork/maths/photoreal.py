@@ -28,13 +28,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# --photoreal's methods; a bare --photoreal is PHOTOREAL_BARE (chosen in docs/photoreal.md).
+PHOTOREAL_METHODS = ("off", "matting", "filter", "both")
+PHOTOREAL_BARE = "both"
 # Levin et al. and Luan et al.'s regulariser, for colours in 0..1.
 MATTING_EPS = 1e-7
-# FastPhotoStyle's guided-filter smoothing uses eps 1e-2 on 0..1 colours and a radius of
-# 35 px on pictures of about 800 px; the radius here is that share of the long side so
-# that the filter does the same to a picture at every size.
-FILTER_EPS = 1e-2
+# The guided filter's ridge on 0..1 colours: 1e-2 flattened the photo's low-contrast
+# texture (a table's grain) and 1e-4 let the painting's strokes through; 1e-3 kept the
+# one and not the other (docs/photoreal.md).  Its radius is FastPhotoStyle's 35 px at
+# pictures of about 800 px, as a share of the long side, so that the filter does the
+# same to a picture at every size.
+FILTER_EPS = 1e-3
 FILTER_RADIUS_SHARE = 35 / 800
+# ``--matting-weight 1``: the matting energy per pixel times this joins the objective;
+# calibrated in docs/photoreal.md (docs/scripts/photoreal.py).
+MATTING_SCALE = 1e6
 _WINDOW = 9  # |w|, a 3x3 window
 
 

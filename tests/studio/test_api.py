@@ -117,7 +117,7 @@ def test_upload_job_result_settings_and_gallery(client):
     done = client.get(f"/api/jobs/{job['id']}").json()
     assert done["state"] == "done" and done["error"] is None
     assert [h["step"] for h in done["history"]] == [1, 2, 3, 4]
-    assert set(done["losses"]) == {"content", "style", "tv", "structure", "total"}
+    assert set(done["losses"]) == {"content", "style", "tv", "structure", "matting", "total"}
     assert done["settings"]["size"] == 32 and done["settings"]["model"] == "tiny"
 
     r = client.get(f"/api/jobs/{job['id']}/result")

@@ -885,6 +885,7 @@ const SERIES = [
   { key: "content", label: "content", color: "#2f5d9e", width: 1.5 },
   { key: "tv", label: "TV", color: "#7a8a3a", width: 1.5 },
   { key: "structure", label: "structure", color: "#7b4fa0", width: 1.5 },
+  { key: "matting", label: "matting", color: "#d08a2c", width: 1.5 },
 ];
 
 function drawChart(points, total) {
