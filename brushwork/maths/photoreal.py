@@ -26,7 +26,6 @@ and He's scale, where their epsilons are given).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 # --photoreal's methods; a bare --photoreal is PHOTOREAL_BARE (chosen in docs/photoreal.md).
 PHOTOREAL_METHODS = ("off", "matting", "filter", "both")
@@ -42,7 +41,7 @@ FILTER_EPS = 1e-3
 FILTER_RADIUS_SHARE = 35 / 800
 # ``--matting-weight 1``: the matting energy per pixel times this joins the objective;
 # calibrated in docs/photoreal.md (docs/scripts/photoreal.py).
-MATTING_SCALE = 1e6
+MATTING_SCALE = 1e9
 _WINDOW = 9  # |w|, a 3x3 window
 
 
@@ -51,28 +50,57 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
 
 
+_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))  # a symmetric 3x3's entries
+
+
 def _inverse_sym3(s: torch.Tensor) -> torch.Tensor:
-    """The inverse of symmetric 3x3 matrices stored ``(..., 3, 3)`` (the adjugate over the
-    determinant): closed form, batched, on any device."""
-    a, b, c = s[..., 0, 0], s[..., 0, 1], s[..., 0, 2]
-    d, e, f = s[..., 1, 1], s[..., 1, 2], s[..., 2, 2]
-    A, B, C = d * f - e * e, c * e - b * f, b * e - c * d
-    D, E, F_ = a * f - c * c, b * c - a * e, a * d - b * b
+    """The inverse of symmetric 3x3 matrices given by their entries :data:`_PAIRS` along
+    dim 1 ``(B, 6, ...)``, in the same form: the adjugate over the determinant, closed
+    form and elementwise, on any device."""
+    a, d, f, b, c, e = s.unbind(1)
+    A, D, F_ = d * f - e * e, a * f - c * c, a * d - b * b
+    B, C, E = c * e - b * f, b * e - c * d, b * c - a * e
     det = a * A + b * B + c * C
-    inv = torch.stack([A, B, C, B, D, E, C, E, F_], dim=-1) / det.unsqueeze(-1)
-    return inv.view(*s.shape)
+    return torch.stack([A, D, F_, B, C, E], dim=1) / det.unsqueeze(1)
 
 
-def _covariance(mean: torch.Tensor, mean_products: torch.Tensor) -> torch.Tensor:
-    """Per position, ``E[I I^T] - E[I] E[I]^T`` as ``(B, h, w, 3, 3)`` from ``mean``
-    ``(B, 3, h, w)`` and ``mean_products`` ``(B, 3, 3, h, w)``."""
-    outer = mean.unsqueeze(2) * mean.unsqueeze(1)
-    return (mean_products - outer).permute(0, 3, 4, 1, 2)
+def _quadratic(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``v^T M v`` per position: ``m`` ``(B, 6, ...)`` by its entries :data:`_PAIRS`,
+    ``v`` ``(B, C, 3, ...)`` -> ``(B, C, ...)``."""
+    m = m.unsqueeze(1)
+    v0, v1, v2 = v.unbind(2)
+    return (m[:, :, 0] * v0 * v0 + m[:, :, 1] * v1 * v1 + m[:, :, 2] * v2 * v2
+            + 2 * (m[:, :, 3] * v0 * v1 + m[:, :, 4] * v0 * v2 + m[:, :, 5] * v1 * v2))
 
 
-def _products(photo: torch.Tensor) -> torch.Tensor:
-    """``I_i I_i^T`` per pixel: ``(B, 3, 3, H, W)``."""
-    return photo.unsqueeze(2) * photo.unsqueeze(1)
+def _apply(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``M v`` per position: ``m`` ``(B, 6, ...)``, ``v`` ``(B, C, 3, ...)`` -> the same
+    shape as ``v``."""
+    m = m.unsqueeze(1)
+    v0, v1, v2 = v.unbind(2)
+    return torch.stack([m[:, :, 0] * v0 + m[:, :, 3] * v1 + m[:, :, 4] * v2,
+                        m[:, :, 3] * v0 + m[:, :, 1] * v1 + m[:, :, 5] * v2,
+                        m[:, :, 4] * v0 + m[:, :, 5] * v1 + m[:, :, 2] * v2], dim=2)
+
+
+def _window_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean over each 3x3 window inside ``t`` ``(..., H, W)``: ``(..., H-2, W-2)``, as
+    shifted sums along each side (cheaper forward and backward than a pooling)."""
+    rows = t[..., :-2, :] + t[..., 1:-1, :] + t[..., 2:, :]
+    return (rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]) / _WINDOW
+
+
+def _pair_products(photo: torch.Tensor) -> torch.Tensor:
+    """``I_i I_j`` per pixel for the entries :data:`_PAIRS`: ``(B, 6, H, W)``."""
+    return torch.stack([photo[:, i] * photo[:, j] for i, j in _PAIRS], dim=1)
+
+
+def _covariance(mean: torch.Tensor, mean_products: torch.Tensor, eps: float) -> torch.Tensor:
+    """``E[I I^T] - E[I] E[I]^T + eps Id`` by entries :data:`_PAIRS`, ``(B, 6, h, w)``,
+    from ``mean`` ``(B, 3, h, w)`` and ``mean_products`` ``(B, 6, h, w)``."""
+    outer = torch.stack([mean[:, i] * mean[:, j] for i, j in _PAIRS], dim=1)
+    ridge = mean.new_tensor([eps, eps, eps, 0.0, 0.0, 0.0]).view(1, 6, 1, 1)
+    return mean_products - outer + ridge
 
 
 class MattingWindows:
@@ -87,13 +115,10 @@ class MattingWindows:
             raise ValueError(f"the photo must be at least 3x3 pixels, not "
                              f"{tuple(photo.shape[-2:])}")
         guide = _wide(photo) / 255
-        b, _, h, w = guide.shape
         self.guide = guide  # (B, 3, H, W)
-        self.mean = F.avg_pool2d(guide, 3, stride=1)  # (B, 3, h, w)
-        products = F.avg_pool2d(_products(guide).reshape(b, 9, h, w), 3, stride=1)
-        cov = _covariance(self.mean, products.view(b, 3, 3, h - 2, w - 2))
-        regular = torch.eye(3, dtype=guide.dtype, device=guide.device) * (eps / _WINDOW)
-        self.inverse = _inverse_sym3(cov + regular)  # (B, h, w, 3, 3)
+        self.mean = _window_mean(guide)  # (B, 3, h, w)
+        products = _window_mean(_pair_products(guide))
+        self.inverse = _inverse_sym3(_covariance(self.mean, products, eps / _WINDOW))
 
     def __call__(self, picture: torch.Tensor) -> torch.Tensor:
         """The summed energy of ``picture``'s channels ``(B, C, H, W)``, in 0..255, divided
@@ -103,14 +128,12 @@ class MattingWindows:
                              f"{tuple(self.guide.shape[-2:])} differ in size")
         v = _wide(picture) / 255
         b, c, h, w = v.shape
-        mean_v = F.avg_pool2d(v, 3, stride=1)  # (B, C, h, w)
-        var_v = F.avg_pool2d(v * v, 3, stride=1) - mean_v * mean_v
-        # E[V I] per channel of V and colour of I: (B, C, 3, h, w).
-        cross = F.avg_pool2d((v.unsqueeze(2) * self.guide.unsqueeze(1)).reshape(b, c * 3, h, w),
-                             3, stride=1).view(b, c, 3, h - 2, w - 2)
-        cov = (cross - mean_v.unsqueeze(2) * self.mean.unsqueeze(1)).permute(0, 1, 3, 4, 2)
-        explained = torch.einsum("bcyxi,byxij,bcyxj->bcyx", cov, self.inverse, cov)
-        energy = _WINDOW * (var_v - explained).sum() / (h * w)
+        mean_v = _window_mean(v)  # (B, C, h, w)
+        var_v = _window_mean(v * v) - mean_v * mean_v
+        # cov(V, I) per channel of V and colour of I: (B, C, 3, h, w).
+        cov = _window_mean(v.unsqueeze(2) * self.guide.unsqueeze(1)) \
+            - mean_v.unsqueeze(2) * self.mean.unsqueeze(1)
+        energy = _WINDOW * (var_v - _quadratic(self.inverse, cov)).sum() / (h * w)
         return energy.to(picture.dtype if picture.is_floating_point() else torch.float32)
 
 
@@ -165,13 +188,11 @@ def guided_filter(picture: torch.Tensor, photo: torch.Tensor, radius: int | None
     guide, p = _wide(photo) / 255, _wide(picture) / 255
     b, c, h, w = p.shape
     mean_i = box_mean(guide, r)  # (B, 3, H, W)
-    products = box_mean(_products(guide).reshape(b, 9, h, w), r).view(b, 3, 3, h, w)
-    sigma = _covariance(mean_i, products)  # (B, H, W, 3, 3)
-    inverse = _inverse_sym3(sigma + torch.eye(3, dtype=p.dtype, device=p.device) * eps)
+    inverse = _inverse_sym3(_covariance(mean_i, box_mean(_pair_products(guide), r), eps))
     mean_p = box_mean(p, r)  # (B, C, H, W)
     cross = box_mean((p.unsqueeze(2) * guide.unsqueeze(1)).reshape(b, c * 3, h, w), r)
-    cov = (cross.view(b, c, 3, h, w) - mean_p.unsqueeze(2) * mean_i.unsqueeze(1))
-    a = torch.einsum("byxij,bcjyx->bciyx", inverse, cov)  # (B, C, 3, H, W)
+    cov = cross.view(b, c, 3, h, w) - mean_p.unsqueeze(2) * mean_i.unsqueeze(1)
+    a = _apply(inverse, cov)  # (B, C, 3, H, W)
     offset = mean_p - (a * mean_i.unsqueeze(1)).sum(2)  # (B, C, H, W)
     mean_a = box_mean(a.reshape(b, c * 3, h, w), r).view(b, c, 3, h, w)
     out = (mean_a * guide.unsqueeze(1)).sum(2) + box_mean(offset, r)
