@@ -144,7 +144,7 @@ function setupForm() {
 
 function resetForm() {
   const d = state.config.defaults;
-  for (const name of [...Object.keys(SLIDERS), "preserve_colors", "style_loss", "model", "seed"]) {
+  for (const name of [...Object.keys(SLIDERS), "preserve_colors", "style_loss", "photoreal", "model", "seed"]) {
     setOption(name, d[name]);
   }
   $("advanced").open = false;
@@ -166,6 +166,7 @@ function readOptions() {
   }
   options.preserve_colors = $("preserve_colors").value;
   options.style_loss = $("style_loss").value;
+  options.photoreal = $("photoreal").value;
   options.model = $("model").value;
   const seed = $("seed").value.trim();
   if (seed !== "") options.seed = Math.round(Number(seed));
