@@ -29,7 +29,7 @@ import torch
 
 # --photoreal's methods; a bare --photoreal is PHOTOREAL_BARE (chosen in docs/photoreal.md).
 PHOTOREAL_METHODS = ("off", "matting", "filter", "both")
-PHOTOREAL_BARE = "both"
+PHOTOREAL_BARE = "filter"
 # Levin et al. and Luan et al.'s regulariser, for colours in 0..1.
 MATTING_EPS = 1e-7
 # The guided filter's ridge on 0..1 colours: 1e-2 flattened the photo's low-contrast

@@ -15,7 +15,8 @@
           photo's colours, 0 = the style photo's mean and covariance;
         * seconds: the run's wall time (filter and both: plus the filter's).
     python docs/scripts/photoreal.py table RUN.json [...]
-        the measurements as a markdown table
+        the measurements as a markdown table (RUN.json: --json's file, or the rows
+        measure printed, one a line)
     python docs/scripts/photoreal.py figure -o OUT.jpg ROW [ROW ...]
         ROW = PHOTO:STYLE:PICTURE[:PICTURE...]: per row the photo, the style photo and
         the pictures, each 256 px high, labelled by the file names' last part
@@ -102,12 +103,20 @@ def measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a --json file, or of a measure's printed log (one JSON row a line)."""
+    text = path.read_text()
+    if text.lstrip().startswith('{"rows"') or text.lstrip().startswith('{\n'):
+        return list(json.loads(text)["rows"])
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
 def table(args: argparse.Namespace) -> int:
     print("| photo × style photo | method | matting energy per pixel | vs. plain | "
           "colour distance to the style photo (photo = 1) | seconds |")
     print("|---|---|---:|---:|---:|---:|")
     for path in args.json:
-        rows = json.loads(Path(path).read_text())["rows"]
+        rows = _rows(Path(path))
         plain = {(r["photo"], r["style"]): r["matting"] for r in rows if r["method"] == "plain"}
         for r in rows:
             base = plain.get((r["photo"], r["style"]))
