@@ -31,7 +31,8 @@ from brushwork.io.sheets import THUMB_LONG_SIDE, grid_sheet
 
 # What a sweep may vary, in the order the sheet's labels use.
 SWEEPABLE = ("strength", "style_weight", "content_weight", "tv_weight", "style_scale",
-             "style_loss", "style_layers", "content_layers", "model")
+             "style_loss", "photoreal", "matting_weight", "style_layers", "content_layers",
+             "model")
 MAX_CELLS = 64
 
 

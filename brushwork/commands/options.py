@@ -78,6 +78,8 @@ def add_settings_options(parser: argparse.ArgumentParser,
                 else "; comma-separated values to sweep")
         elif spec.choices:
             kwargs["choices"] = spec.choices
+            if spec.bare is not None:  # the flag alone means one of its choices
+                kwargs.update(nargs="?", const=spec.bare, metavar=spec.metavar)
         elif spec.kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

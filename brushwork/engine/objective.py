@@ -1,5 +1,5 @@
 """The objective of one scale: ``alpha * L_content + beta * L_style + tv_weight * L_tv
-+ structure * L_structure``."""
++ structure * L_structure + matting_weight * L_matting``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from brushwork.errors import BrushworkError
 from brushwork.maths.distributions import mixture_sorted
 from brushwork.maths.faces import CONTENT_RAISE, STRUCTURE_RAISE, emphasis
 from brushwork.maths.losses import content_loss, gram, tv_loss
+from brushwork.maths.photoreal import MATTING_SCALE, MattingWindows
 from brushwork.maths.regions import guides, region_weights, resize_masks, split_regions
 from brushwork.maths.structure import GRIDS, grid_size, laplacians, structure_loss
 
@@ -134,6 +135,24 @@ class StructureTerm(nn.Module):
         return self.weight * structure_loss(x, self.targets)
 
 
+class MattingTerm(nn.Module):
+    """``--photoreal`` matting or both: ``matting_weight * MATTING_SCALE`` times the
+    picture's matting energy per pixel under the photo's matting Laplacian
+    (brushwork.maths.photoreal, Luan et al. 2017); 0 otherwise.  Its 3x3 windows need no
+    network, so a tiled objective evaluates it on the whole picture, exactly."""
+
+    def __init__(self, photo: torch.Tensor, settings: Settings) -> None:
+        super().__init__()
+        self.active = settings.photoreal in ("matting", "both") and settings.matting_weight > 0
+        self.weight = settings.matting_weight * MATTING_SCALE
+        self.windows = MattingWindows(photo) if self.active else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.windows is None:
+            return x.new_zeros(())
+        return self.weight * self.windows(x)
+
+
 class GramCache(Protocol):
     """Where style targets may come from instead of being computed
     (brushwork.engine.cache.Cache)."""
@@ -190,6 +209,7 @@ class Objective(nn.Module):
         self.content_maps = [content_emphasis(faces, feats[name])
                              for name in settings.content_layers]
         self.structure = StructureTerm(content, settings.structure, faces)
+        self.matting = MattingTerm(content, settings)
         for i, g in enumerate(style_targets):
             self.register_buffer(f"gram_{i}", g)
         self.guided = masks is not None
@@ -236,10 +256,15 @@ class Objective(nn.Module):
             roots = getattr(self, f"roots_{i}") if self.guided else None
             style = style + self.layer_weights[i] * layer(feats[name], roots, self.gram)
         tv = tv_loss(x, s.tv_power, s.tileable) if s.tv_weight > 0 else x.new_zeros(())
-        terms = {"content": self.content_weight * content, "style": self.style_weight * style,
-                 "tv": s.tv_weight * tv, "structure": self.structure(x)}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["structure"]
-        return terms
+        return total_of({"content": self.content_weight * content,
+                         "style": self.style_weight * style, "tv": s.tv_weight * tv,
+                         "structure": self.structure(x), "matting": self.matting(x)})
+
+
+def total_of(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weighted terms with their sum added last, as ``"total"``."""
+    terms["total"] = sum(terms.values(), next(iter(terms.values())).new_zeros(()))
+    return terms
 
 
 class WithTerms(nn.Module):

@@ -45,6 +45,7 @@ from brushwork.io.images import load_image, resize_to, scaled_size, to_image, to
 from brushwork.io.masks import load_masks
 from brushwork.maths.color import luminance_transfer, match_color
 from brushwork.maths.faces import Box, face_map
+from brushwork.maths.photoreal import guided_filter
 from brushwork.maths.regions import recolour_by_region, resize_masks
 from brushwork.maths.torus import resize_wrapped
 
@@ -521,9 +522,13 @@ class _ScalePainter:
 def _result(pixels: torch.Tensor, inputs: _Inputs, settings: Settings, progress: _Progress,
             device: torch.device, precision: str, *, interrupted: bool) -> Result:
     out = pixels.detach()
-    if settings.preserve_colors == "luminance":
+    if settings.photoreal in ("filter", "both") or settings.preserve_colors == "luminance":
         photo = to_tensor(resize_to(inputs.content, (out.shape[-1], out.shape[-2]))).to(out)
-        out = luminance_transfer(out, photo)
+        if settings.photoreal in ("filter", "both"):
+            # FastPhotoStyle's smoothing: locally affine in the photo, so its edges and grain.
+            out = guided_filter(out, photo).clamp(0, 255)
+        if settings.preserve_colors == "luminance":
+            out = luminance_transfer(out, photo)
     return Result(image=to_image(out), settings=settings.to_dict(), losses=dict(progress.losses),
                   history=progress.history, elapsed=time.perf_counter() - progress.start,
                   inputs=inputs.described, device=str(device), precision=precision,

@@ -17,6 +17,7 @@ from brushwork.io.images import BIT_DEPTHS, DEFAULT_MAX_PIXELS
 from brushwork.io.masks import parse_color
 from brushwork.maths.distributions import STYLE_LOSSES
 from brushwork.maths.losses import CONTENT_NORMS, STYLE_NORMS
+from brushwork.maths.photoreal import PHOTOREAL_BARE, PHOTOREAL_METHODS
 from brushwork.maths.regions import MASK_MODES
 from brushwork.maths.strength import DEFAULT_STRENGTH, KNOBS, knobs
 
@@ -46,10 +47,12 @@ MAX_SEED = 2**63 - 1
 
 
 def _opt(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
-         choices: tuple[str, ...] | None = None, cli: bool = True, shown: str | None = None) -> Any:
-    """A settings field; ``shown`` is how --help words a default of None."""
+         choices: tuple[str, ...] | None = None, cli: bool = True, shown: str | None = None,
+         bare: str | None = None) -> Any:
+    """A settings field; ``shown`` is how --help words a default of None; ``bare``: the
+    value of a choice flag given with none (``--photoreal`` alone)."""
     meta = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "cli": cli,
-            "shown": shown}
+            "shown": shown, "bare": bare}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -93,6 +96,17 @@ class Settings:
         False, "find faces in the photo (OpenCV's face detector, the 'faces' extra) and "
         "raise the content and structure terms inside them, with a soft edge, so eyes, "
         "nose and mouth stay where they are")
+    # brushwork.maths.photoreal, MattingTerm in brushwork.engine.objective; docs/photoreal.md.
+    photoreal: str = _opt(
+        "off", "make the result a photograph in the style photo's colours and light, not a "
+        "painting: matting = Luan et al.'s matting-Laplacian term keeps it, window by "
+        "window, an affine recolouring of the photo while it is optimised; filter = the "
+        "painted result smoothed after the run by a guided filter led by the photo "
+        f"(FastPhotoStyle's step); both; a bare --photoreal is {PHOTOREAL_BARE}",
+        choices=PHOTOREAL_METHODS, bare=PHOTOREAL_BARE)
+    matting_weight: float = _opt(
+        1.0, "weight of --photoreal's matting term (matting, both): 1 = the calibrated "
+        "setting, higher = closer to a recolouring of the photo", metavar="W")
     style_weights: tuple[float, ...] | None = _opt(
         None, "blend weights, one per style image", metavar="W,W,...", shown="equal")
     style_scale: float = _opt(
@@ -302,7 +316,8 @@ def validate(s: Settings) -> None:
         _weight("dpi", s.dpi, positive=True)
         if s.dpi > MAX_DPI:
             raise BrushworkError(f"dpi must be at most {MAX_DPI}, not {s.dpi!r}")
-    for name in ("tv_weight", "structure", "stop_tolerance", "coarse_tolerance"):
+    for name in ("tv_weight", "structure", "matting_weight", "stop_tolerance",
+                 "coarse_tolerance"):
         _weight(name, getattr(s, name))
     for name in ("content_weight", "style_weight"):
         if getattr(s, name) is not None:
@@ -354,6 +369,7 @@ def validate(s: Settings) -> None:
     _choice("content_norm", s.content_norm, CONTENT_NORMS)
     _choice("style_norm", s.style_norm, STYLE_NORMS)
     _choice("style_loss", s.style_loss, STYLE_LOSSES)
+    _choice("photoreal", s.photoreal, PHOTOREAL_METHODS)
     if not isinstance(s.init, str) or not s.init:
         raise BrushworkError(f"init must be 'content', 'noise' or an image file, not {s.init!r}")
     if s.seed is not None and (isinstance(s.seed, bool) or not isinstance(s.seed, int)
@@ -466,6 +482,7 @@ class OptionSpec:
     metavar: str | None
     shown: str | None  # how --help words a default of None
     cli: bool
+    bare: str | None = None  # a choice flag's value when given alone
 
 
 def option_specs() -> list[OptionSpec]:
@@ -479,7 +496,7 @@ def option_specs() -> list[OptionSpec]:
         meta = f.metadata
         specs.append(OptionSpec(f.name, kind, optional, default_of(f), meta["help"],
                                 meta.get("choices"), flag_of(f), meta.get("metavar"),
-                                meta.get("shown"), meta.get("cli", True)))
+                                meta.get("shown"), meta.get("cli", True), meta.get("bare")))
     return specs
 
 

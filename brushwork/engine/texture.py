@@ -30,7 +30,8 @@ from brushwork.io.images import MIN_SIDE
 # The options that speak of a photo, which a texture has not.
 PHOTO_OPTIONS = ("strength", "content_weight", "size_invariant", "content_layers",
                  "content_norm", "photo_detail", "preserve_colors", "style_masks",
-                 "region_map", "region_colors", "mask_mode", "structure", "keep_faces")
+                 "region_map", "region_colors", "mask_mode", "structure", "keep_faces",
+                 "photoreal")
 Size = int | tuple[int, int]
 
 
@@ -87,8 +88,9 @@ def texture_size(size: Any) -> tuple[int, int]:
 def _texture_options(size: Any, options: dict[str, Any], caller: str
                      ) -> tuple[Image.Image, dict[str, Any]]:
     """The blank canvas of a texture and the options of the run that paints it."""
-    # False and 0 ask for nothing a photo would give (keep_faces=False, structure=0).
-    given = [name for name in PHOTO_OPTIONS if options.get(name) not in (None, False)]
+    # False, 0 and "off" ask for nothing a photo would give (keep_faces=False,
+    # structure=0, photoreal="off").
+    given = [name for name in PHOTO_OPTIONS if options.get(name) not in (None, False, "off")]
     if given:
         raise BrushworkError(f"a texture has no photo, so {caller} takes no "
                              f"{', '.join(given)}")

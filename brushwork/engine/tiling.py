@@ -18,7 +18,8 @@ features the whole picture has at the positions it owns: the result is the until
 objective and gradient up to float summation order, with nothing to blend and no seams.
 Memory is set by the tile, not the picture; the price is one more forward pass per
 evaluation, plus the halos.  The structure loss needs only the picture averaged down to
-small grids, so it is evaluated on the whole picture, with ordinary autograd.
+small grids, and the matting term (--photoreal) only 3x3 windows of it, so both are
+evaluated on the whole picture, with ordinary autograd.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ import torch
 from torch import nn
 
 from brushwork.engine.network import FeatureExtractor
-from brushwork.engine.objective import StructureTerm, content_emphasis, size_invariant_weight
+from brushwork.engine.objective import (
+    MattingTerm,
+    StructureTerm,
+    content_emphasis,
+    size_invariant_weight,
+    total_of,
+)
 from brushwork.engine.settings import Settings
 from brushwork.engine.style_terms import StyleLayer, refuse_sliced
 from brushwork.errors import BrushworkError
@@ -274,15 +281,15 @@ class TiledObjective(nn.Module):
                                 for name in settings.content_layers]
         self.content_maps = [content_emphasis(faces, t) for t in self.content_targets]
         self.structure = StructureTerm(content, settings.structure, faces)
+        self.matting = MattingTerm(content, settings)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.s
         content, style = _TiledLosses.apply(x, self)
         tv = tv_loss(x, s.tv_power, s.tileable) if s.tv_weight > 0 else x.new_zeros(())
-        terms = {"content": self.content_weight * content, "style": self.style_weight * style,
-                 "tv": s.tv_weight * tv, "structure": self.structure(x)}
-        terms["total"] = terms["content"] + terms["style"] + terms["tv"] + terms["structure"]
-        return terms
+        return total_of({"content": self.content_weight * content,
+                         "style": self.style_weight * style, "tv": s.tv_weight * tv,
+                         "structure": self.structure(x), "matting": self.matting(x)})
 
     # -- the two passes ------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-TERMS = ("total", "style", "content", "tv", "structure")
+TERMS = ("total", "style", "content", "tv", "structure", "matting")
 COLOURS = {"total": "black", "style": "tab:red", "content": "tab:blue", "tv": "tab:green",
-           "structure": "tab:purple"}
+           "structure": "tab:purple", "matting": "tab:orange"}
 
 
 def draw_losses(ax: Axes, history: Sequence[dict[str, float]], *, legend: bool = True) -> None:

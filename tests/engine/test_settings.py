@@ -132,7 +132,7 @@ def test_to_dict_is_plain_json_and_loads_back():
 NOT_DEFAULT: dict[str, Any] = {
     "size": 300, "iterations": 7, "strength": 0.25, "content_weight": 4.5,
     "size_invariant": False, "style_weight": 2e3, "tv_weight": 1 / 3, "tv_power": 1.25,
-    "structure": 0.5, "keep_faces": True,
+    "structure": 0.5, "keep_faces": True, "photoreal": "filter", "matting_weight": 3.0,
     "style_weights": (0.5, 1.5), "style_scale": 0.75, "content_layers": ("relu4_2",),
     "style_layers": ("relu1_1", "relu3_1"), "style_layer_weights": (0.2, 0.8),
     "content_norm": "mean", "style_norm": "keras", "style_loss": "w2", "optimizer": "adam",

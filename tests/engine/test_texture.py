@@ -61,6 +61,7 @@ def test_a_tileable_texture_has_sides_on_the_grid(use_tiny, painting_path):
     ({"preserve_colors": "luminance", "content_weight": 1.0},
      "takes no content_weight, preserve_colors"),
     ({"init": "content"}, "init must be 'noise' or a picture"),
+    ({"photoreal": "filter", "structure": 0.0}, "takes no photoreal$"),
 ])
 def test_photo_options_are_refused(painting_path, options, message):
     with pytest.raises(BrushworkError, match=message):

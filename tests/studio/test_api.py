@@ -30,6 +30,7 @@ from brushwork.commands.parser import build_parser
 from brushwork.errors import DivergedError
 from brushwork.io.images import read_metadata
 from brushwork.maths.distributions import STYLE_LOSSES
+from brushwork.maths.photoreal import PHOTOREAL_METHODS
 from brushwork.maths.strength import DEFAULT_STRENGTH, knobs
 from brushwork.studio import worker as worker_module
 from brushwork.studio.options import OptionsError
@@ -118,7 +119,7 @@ def test_upload_job_result_settings_and_gallery(client):
     done = client.get(f"/api/jobs/{job['id']}").json()
     assert done["state"] == "done" and done["error"] is None
     assert [h["step"] for h in done["history"]] == [1, 2, 3, 4]
-    assert set(done["losses"]) == {"content", "style", "tv", "structure", "total"}
+    assert set(done["losses"]) == {"content", "style", "tv", "structure", "matting", "total"}
     assert done["settings"]["size"] == 32 and done["settings"]["model"] == "tiny"
 
     r = client.get(f"/api/jobs/{job['id']}/result")
@@ -161,6 +162,9 @@ def test_page_and_static_files_are_served_with_safe_headers(client):
     page = client.get("/").text.split('<select id="style_loss"')[1].split("</select>")[0]
     offered = [part.split('"')[0] for part in page.split('<option value="')[1:]]
     assert offered == list(STYLE_LOSSES) and config["defaults"]["style_loss"] == offered[0]
+    page = client.get("/").text.split('<select id="photoreal"')[1].split("</select>")[0]
+    offered = [part.split('"')[0] for part in page.split('<option value="')[1:]]
+    assert offered == list(PHOTOREAL_METHODS) and config["defaults"]["photoreal"] == "off"
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ def test_a_crash_keeps_the_running_jobs_history_up_to_the_last_save(
     assert [p["step"] for p in row["history"]] == saved
     assert row["history"] == live.history[:len(saved)]
     assert set(row["history"][0]) == {"step", "scale", "content", "style", "tv", "structure",
-                                      "total"}
+                                      "matting", "total"}
 
 
 def test_saved_points_are_kept_while_running_and_go_with_the_whole_history(tmp_path):

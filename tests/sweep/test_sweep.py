@@ -97,6 +97,7 @@ def test_sweep_over_layers_and_plot(capsys, tiny_model_file, photo_path, paintin
      "unknown style layer 'relu9_9'"),
     (["--style-weight", ",".join(str(i) for i in range(1, 66))], "at most 64"),
     (["--style-loss", "gram,w3"], "style_loss must be one of gram, w2, sliced; got 'w3'"),
+    (["--photoreal", "off,paint"], "photoreal must be one of off, matting, filter, both"),
 ])
 def test_bad_sweeps_fail_before_writing_anything(capsys, tiny_model_file, photo_path,
                                                  painting_path, tmp_path, extra, message):
@@ -177,6 +178,8 @@ def test_axes_layout_and_validation():
     assert isinstance(planned.options["seed"], int)  # one seed shared by every cell
     planned = plan({"style_loss": ["gram", "w2", "sliced"], "strength": [0.5, 1.0]})
     assert [c.values["style_loss"] for c in planned.cells[0]] == ["gram", "w2", "sliced"]
+    planned = plan({"photoreal": ["off", "filter", "both"], "matting_weight": [1.0, 3.0]})
+    assert [c.values["photoreal"] for c in planned.cells[0]] == ["off", "filter", "both"]
 
 
 def test_library_sweep_interrupted_carries_finished_cells(use_tiny, photo_path, painting_path):

@@ -157,7 +157,7 @@ function setupForm() {
 
 function resetForm() {
   const d = state.config.defaults;
-  for (const name of [...Object.keys(SLIDERS), "preserve_colors", "style_loss", "model", "seed"]) {
+  for (const name of [...Object.keys(SLIDERS), "preserve_colors", "style_loss", "photoreal", "model", "seed"]) {
     setOption(name, d[name]);
   }
   $("advanced").open = false;
@@ -228,6 +228,7 @@ function readOptions() {
   if (texture) options.tileable = $("tileable").checked;
   else options.preserve_colors = $("preserve_colors").value;
   options.style_loss = $("style_loss").value;
+  options.photoreal = $("photoreal").value;
   options.model = $("model").value;
   const seed = $("seed").value.trim();
   if (seed !== "") options.seed = Math.round(Number(seed));
@@ -984,6 +985,7 @@ const SERIES = [
   { key: "content", label: "content", color: "#2f5d9e", width: 1.5 },
   { key: "tv", label: "TV", color: "#7a8a3a", width: 1.5 },
   { key: "structure", label: "structure", color: "#7b4fa0", width: 1.5 },
+  { key: "matting", label: "matting", color: "#d08a2c", width: 1.5 },
 ];
 
 function drawChart(points, total) {
