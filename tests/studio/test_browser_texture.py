@@ -22,7 +22,7 @@ def test_a_texture_painted_from_the_page_at_its_size_and_reopened(browser_page, 
         page.click("#mode-texture")
         # No photo to choose, and none of the photo's options.
         for hidden in ("#content-drop", "#strength", "#size", "#preserve_colors",
-                       "#regions-on", "#clip-drop", "#plan-library"):
+                       "#regions-on", "#clip-drop", "#plan-library", "#photoreal"):
             expect(page.locator(hidden)).to_be_hidden()
         expect(page.locator("#start")).to_have_text("Paint texture")
         # The size first: the default 512x512 is over this test studio's pixel limit.

@@ -226,9 +226,11 @@ function readOptions() {
     options[name] = SLIDERS[name].int ? Math.round(v) : v;
   }
   if (texture) options.tileable = $("tileable").checked;
-  else options.preserve_colors = $("preserve_colors").value;
+  else {
+    options.preserve_colors = $("preserve_colors").value;
+    options.photoreal = $("photoreal").value;
+  }
   options.style_loss = $("style_loss").value;
-  options.photoreal = $("photoreal").value;
   options.model = $("model").value;
   const seed = $("seed").value.trim();
   if (seed !== "") options.seed = Math.round(Number(seed));
