@@ -374,6 +374,10 @@ def job_routes(studio: Studio) -> APIRouter:
                             headers={"Cache-Control": "no-store"})
         if store.job(job_id) is not None and store.result_path(job_id).is_file():
             return FileResponse(store.result_path(job_id), media_type="image/png")
+        # A job of another kind (a clip, a plan) has no picture once it has ended: its
+        # thumbnail, so that a page asking just as it ends gets a picture, not a 404.
+        if store.job(job_id) is not None and store.result_thumb(job_id).is_file():
+            return FileResponse(store.result_thumb(job_id), media_type="image/jpeg")
         raise HTTPException(404, "no preview yet")
 
     return router

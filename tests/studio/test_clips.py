@@ -227,6 +227,9 @@ def test_a_clip_is_painted_end_to_end_and_served_with_ranges(client):
     down = client.get(f"/api/jobs/{job['id']}/video?download=1")
     assert f'filename="brushwork-{job["id"]}.mp4"' in down.headers["content-disposition"]
     assert client.get(f"/api/jobs/{job['id']}/thumb").status_code == 200
+    # A page asking for the preview just as the clip ends gets its first frame, no 404.
+    preview = client.get(f"/api/jobs/{job['id']}/preview")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
     gallery = client.get("/api/gallery").json()["results"]
     assert [(g["id"], g["kind"]) for g in gallery] == [(job["id"], "clip")]
     # The clip cannot be deleted while... it is not in use now: it can.
