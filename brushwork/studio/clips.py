@@ -43,7 +43,7 @@ from brushwork.engine.settings import Settings
 from brushwork.errors import BrushworkError, out_of_memory
 from brushwork.studio.decoder import Decoder
 from brushwork.studio.job import Job
-from brushwork.studio.job_queue import JobQueue, QueueFull
+from brushwork.studio.job_queue import JobQueue
 from brushwork.studio.options import (
     MAX_ITEMS,
     MAX_STYLES,
@@ -54,10 +54,9 @@ from brushwork.studio.options import (
     check_options,
     check_pictures,
 )
-from brushwork.studio.routes import Studio, job_request
+from brushwork.studio.routes import Studio, enqueue, job_request
 from brushwork.studio.security import BodyTooLarge
 from brushwork.studio.store import QuotaFull, Store, new_id, valid_id
-from brushwork.studio.turns import NoTurn, Turns
 from brushwork.studio.uploads import UploadError, display_name, thumbnail_jpeg
 from brushwork.studio.worker import JobCancelled, JobInterrupted, clean_message
 
@@ -413,7 +412,6 @@ def clip_routes(studio: Studio) -> APIRouter:
     decoder = Decoder(max_pixels=limits.max_clip_pixels, seconds=limits.decode_seconds,
                       memory_bytes=limits.decode_memory, max_at_once=1,
                       wait_seconds=limits.decode_wait_seconds)
-    turns = Turns(limits.max_estimates, limits.estimate_wait_seconds)
     quota: dict[str, Any] = {"quota_bytes": limits.upload_quota_bytes,
                              "max_uploads": limits.max_uploads}
 
@@ -487,16 +485,8 @@ def clip_routes(studio: Studio) -> APIRouter:
             raise HTTPException(422, clean_message(store, str(e))) from None
 
     async def estimated(plan: ClipPlan, *, measure: bool) -> dict[str, Any]:
-        try:
-            forecast = await turns.run(lambda: estimate_clip(queue, plan, measure=measure))
-        except NotMeasured:
-            raise
-        except NoTurn:
-            raise HTTPException(503, f"{turns.at_once} estimate(s) are being made already; "
-                                     "try again in a few seconds",
-                                headers={"Retry-After": "5"}) from None
-        except BrushworkError as e:
-            raise HTTPException(422, clean_message(store, str(e))) from None
+        forecast = await studio.forecasts.in_turn(
+            lambda: estimate_clip(queue, plan, measure=measure))
         if not forecast["fits"]:
             raise HTTPException(422, "a frame of the clip would not fit this machine's "
                                 "memory: " + forecast["describe"].removeprefix("estimate: "))
@@ -507,13 +497,7 @@ def clip_routes(studio: Studio) -> APIRouter:
         job, plan = await planned(request)
         with contextlib.suppress(NotMeasured):  # as a picture's: the run checks again
             await estimated(plan, measure=False)
-        try:
-            await run_in_threadpool(queue.enqueue, job)
-        except OptionsError as e:
-            raise HTTPException(422, str(e)) from None
-        except QueueFull as e:
-            raise HTTPException(429, str(e)) from None
-        return queue.describe(job)
+        return await enqueue(queue, job)
 
     @router.post("/api/clips/estimate")
     async def estimate_clip_job(request: Request) -> dict[str, Any]:

@@ -68,10 +68,10 @@ from brushwork.engine.result import Iterate
 from brushwork.engine.settings import Settings
 from brushwork.errors import BrushworkError
 from brushwork.studio.job import TERMINAL, Job
-from brushwork.studio.job_queue import JobQueue, QueueFull
+from brushwork.studio.job_queue import JobQueue
 from brushwork.studio.options import OptionsError, absent_weights, check_options, check_pictures
+from brushwork.studio.routes import enqueue
 from brushwork.studio.store import Store, new_id, valid_id
-from brushwork.studio.turns import NoTurn, Turns
 from brushwork.studio.uploads import thumbnail_jpeg
 from brushwork.studio.worker import JobCancelled, JobInterrupted, _jpeg, clean_message
 
@@ -373,7 +373,6 @@ def plan_routes(studio: Any) -> APIRouter:
     router = APIRouter()
     store: Store = studio.store
     queue: JobQueue = studio.queue
-    turns = Turns(studio.limits.max_estimates, studio.limits.estimate_wait_seconds)
     rerunning = threading.Lock()  # one rerun at a time: a plan is never queued twice
 
     async def prepared(data: dict[str, Any]) -> Job:
@@ -421,29 +420,14 @@ def plan_routes(studio: Any) -> APIRouter:
             assert worst is not None
             return worst, seconds
 
-        try:
-            return await turns.run(work)
-        except NotMeasured:
-            raise
-        except NoTurn:
-            raise HTTPException(503, f"{turns.at_once} estimate(s) are being made already; "
-                                     "try again in a few seconds",
-                                headers={"Retry-After": str(ESTIMATE_RETRY_S)}) from None
-        except (OptionsError, BrushworkError) as e:
-            raise HTTPException(422, clean_message(store, str(e))) from None
+        return await studio.forecasts.in_turn(work)
 
     @router.post("/api/plans", status_code=201)
     async def create_plan(request: Request) -> dict[str, Any]:
         job = await prepared(await _plan_request(request))
         with contextlib.suppress(NotMeasured):  # as a picture's: the run checks again
             await forecast(job, measure=False)
-        try:
-            await run_in_threadpool(queue.enqueue, job)
-        except OptionsError as e:
-            raise HTTPException(422, str(e)) from None
-        except QueueFull as e:
-            raise HTTPException(429, str(e)) from None
-        return queue.describe(job)
+        return await enqueue(queue, job)
 
     @router.post("/api/plans/estimate")
     async def estimate_plan(request: Request) -> dict[str, Any]:

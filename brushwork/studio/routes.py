@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -42,6 +42,7 @@ from brushwork.studio.worker import clean_message, upload_ref
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8",
           "index.html": "text/html; charset=utf-8", "clips.js": "text/javascript; charset=utf-8",
           "plans.js": "text/javascript; charset=utf-8", "plans.css": "text/css; charset=utf-8"}
+T = TypeVar("T")
 KEEPALIVE_S = 15.0
 MAX_OFFSET = 10**9  # past SQLite's 64-bit integers an OFFSET overflows (a 500)
 JOB_KEYS = frozenset({"content", "styles", "options", "masks"})
@@ -241,6 +242,18 @@ async def _prepared(studio: Studio, data: dict[str, Any]) -> Job:
         raise HTTPException(422, str(e)) from None
 
 
+async def enqueue(queue: JobQueue, job: Job) -> dict[str, Any]:
+    """Queue a checked job of any kind and answer with its JSON; 422 when the studio is
+    stopping, 429 when the queue is full."""
+    try:
+        await run_in_threadpool(queue.enqueue, job)
+    except OptionsError as e:
+        raise HTTPException(422, str(e)) from None
+    except QueueFull as e:
+        raise HTTPException(429, str(e)) from None
+    return queue.describe(job)
+
+
 class Forecasts:
     """The estimates of jobs before they are queued (time and peak memory), one way per
     job kind (``estimators``), at most ``max_estimates`` at a time."""
@@ -261,23 +274,27 @@ class Forecasts:
         return estimate_size((up["width"], up["height"]), cache=cache, measure=measure,
                              **job.run_options)
 
-    async def forecast(self, job: Job, *, measure: bool) -> Estimate:
-        """The job's estimate; 422 with the plan's one-line reason when it would not fit
-        the memory budget.  Raises NotMeasured before this machine's calibration, which
-        is measured only while no job runs.  Each may load the network or measure the
-        machine: past the wait for a turn, 503 with Retry-After."""
-        studio = self.studio
-        estimator = self.estimators[job.kind]
+    async def in_turn(self, work: Callable[[], T]) -> T:
+        """``work()`` (an estimate: it may load the network or measure the machine) in
+        one of the ``max_estimates`` turns every kind of job shares; past the wait for a
+        turn, 503 with Retry-After; a refusal (BrushworkError, OptionsError) is a 422.
+        NotMeasured, before this machine's calibration, goes through."""
         try:
-            forecast = await self.turns.run(lambda: estimator(job, studio.cache, measure))
+            return await self.turns.run(work)
         except NotMeasured:
             raise
         except NoTurn:
             raise HTTPException(503, f"{self.turns.at_once} estimate(s) are being made "
                                      "already; try again in a few seconds",
                                 headers={"Retry-After": str(ESTIMATE_RETRY_S)}) from None
-        except BrushworkError as e:
-            raise HTTPException(422, clean_message(studio.store, str(e))) from None
+        except (BrushworkError, OptionsError) as e:
+            raise HTTPException(422, clean_message(self.studio.store, str(e))) from None
+
+    async def forecast(self, job: Job, *, measure: bool) -> Estimate:
+        """The job's estimate (:meth:`in_turn`); 422 with the plan's one-line reason when
+        it would not fit the memory budget."""
+        estimator = self.estimators[job.kind]
+        forecast = await self.in_turn(lambda: estimator(job, self.studio.cache, measure))
         if forecast.peak_bytes > forecast.budget_bytes:
             raise HTTPException(422, "the job would not fit this machine's memory: "
                                 + forecast.describe().removeprefix("estimate: "))
@@ -317,13 +334,7 @@ def submit_routes(studio: Studio) -> APIRouter:
         data = await job_request(request)
         job = await _prepared(studio, data)
         await studio.forecasts.refuse_if_too_big(job)
-        try:
-            await run_in_threadpool(queue.enqueue, job)
-        except OptionsError as e:
-            raise HTTPException(422, str(e)) from None
-        except QueueFull as e:
-            raise HTTPException(429, str(e)) from None
-        return queue.describe(job)
+        return await enqueue(queue, job)
 
     @router.post("/api/estimate")
     async def estimate_job(request: Request) -> dict[str, Any]:

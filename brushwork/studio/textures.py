@@ -21,9 +21,9 @@ from brushwork.engine.texture import PHOTO_OPTIONS, estimate_texture, texture
 from brushwork.io.images import MIN_SIDE
 from brushwork.maths.strength import DEFAULT_STRENGTH, knobs
 from brushwork.studio.job import Job
-from brushwork.studio.job_queue import JobQueue, QueueFull
+from brushwork.studio.job_queue import JobQueue
 from brushwork.studio.options import MAX_STYLES, OptionsError, check_options
-from brushwork.studio.routes import Forecasts, job_request
+from brushwork.studio.routes import Forecasts, enqueue, job_request
 from brushwork.studio.store import new_id, valid_id
 from brushwork.studio.worker import Worker, upload_ref
 
@@ -134,13 +134,7 @@ def routes(queue: JobQueue, forecast: Forecasts) -> APIRouter:
     async def create(request: Request) -> dict[str, Any]:
         job = await request_job(queue, request)
         await forecast.refuse_if_too_big(job)
-        try:
-            await run_in_threadpool(queue.enqueue, job)
-        except OptionsError as e:
-            raise HTTPException(422, str(e)) from None
-        except QueueFull as e:
-            raise HTTPException(429, str(e)) from None
-        return queue.describe(job)
+        return await enqueue(queue, job)
 
     @router.post("/api/textures/estimate")
     async def estimate_job(request: Request) -> dict[str, Any]:
